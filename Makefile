@@ -1,0 +1,38 @@
+# sessionize — PGXS build.  The version lives in sessionize.control only.
+EXTENSION = sessionize
+EXTVERSION = $(shell grep -m1 '^default_version' $(EXTENSION).control | sed -e "s/.*'\(.*\)'.*/\1/")
+
+MODULE_big = $(EXTENSION)
+OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+PGFILEDESC = "sessionize - sessions, dedup and exactly-once pipelines"
+
+# The install script is assembled from one fragment per concern, in name order.
+INSTALL_PARTS = $(sort $(wildcard sql/install/*.sql))
+DATA_built = $(EXTENSION)--$(EXTVERSION).sql
+DATA = $(filter-out $(DATA_built),$(wildcard $(EXTENSION)--*--*.sql))
+
+# pg_regress suites: every sql/*.sql (install fragments live in sql/install/).
+REGRESS = $(basename $(notdir $(sort $(wildcard sql/*.sql))))
+REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
+
+EXTRA_CLEAN = results regression.diffs regression.out tmp_check
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+override CFLAGS += -std=gnu99 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
+
+$(EXTENSION)--$(EXTVERSION).sql: $(INSTALL_PARTS) $(EXTENSION).control
+	cat $(INSTALL_PARTS) > $@
+
+# The two commands of the README quick start, and their parts.
+.PHONY: demo test deps check-pgtap check-tap bench
+deps:
+	bash scripts/install-deps.sh
+demo:
+	bash scripts/demo.sh
+test:
+	bash scripts/test.sh
+bench:
+	bash scripts/bench.sh

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# `make test`: every test of sessionize against a throwaway cluster.
+#
+#   1. pg_regress suites (sql/, expected/)       -- make installcheck
+#   2. pgTAP suites (test/pgtap/*.sql)            -- pg_prove
+#   3. TAP tests with their own clusters (test/t) -- prove, for restarts/crashes
+#
+# Installs missing packages first, builds and installs the extension, and ends
+# with one line "sessionize: N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+. scripts/cluster.sh
+
+bash scripts/install-deps.sh || exit 1
+make -s PG_CFLAGS="${PG_CFLAGS:--Wall -Wextra -Werror}" || exit 1
+if [ -w "$("$PG_CONFIG" --pkglibdir)" ]; then
+	make -s install >/dev/null || exit 1
+else
+	echo "cannot install into $("$PG_CONFIG" --pkglibdir); run: sudo make install" >&2
+	exit 1
+fi
+
+cluster_start pg_cron || exit 1
+passed=0
+failed=0
+logs=$(mktemp -d /tmp/sessionize-test.XXXXXX)
+chmod 755 "$logs"
+
+echo "== pg_regress"
+make -s installcheck 2>&1 | tee "$logs/regress.log"
+n_ok=$(grep -cE '\.\.\. ok|^ok ' "$logs/regress.log" || true)
+n_bad=$(grep -cE '\.\.\. FAILED|^not ok ' "$logs/regress.log" || true)
+passed=$((passed + n_ok))
+failed=$((failed + n_bad))
+if [ "$n_bad" -gt 0 ] && [ -f regression.diffs ]; then
+	cat regression.diffs
+fi
+
+echo "== pgTAP"
+psql -X -q -c 'DROP DATABASE IF EXISTS sessionize_tap' -c 'CREATE DATABASE sessionize_tap' >/dev/null
+pg_prove -d sessionize_tap test/pgtap/*.sql 2>&1 | tee "$logs/pgtap.log"
+tests=$(sed -nE 's/^Files=[0-9]+, Tests=([0-9]+),.*/\1/p' "$logs/pgtap.log")
+bad=$(grep -oE 'Failed [0-9]+/' "$logs/pgtap.log" | grep -oE '[0-9]+' | awk '{ s += $1 } END { if (s) print s }')
+grep -q '^Result: PASS' "$logs/pgtap.log" || [ -n "$bad" ] || bad=1
+passed=$((passed + ${tests:-0} - ${bad:-0}))
+failed=$((failed + ${bad:-0}))
+
+cluster_stop
+
+if ls test/t/*.pl >/dev/null 2>&1; then
+	echo "== TAP (PostgreSQL::Test::Cluster)"
+	tap_dir=$logs/tap
+	mkdir -p "$tap_dir"
+	cp -r test "$tap_dir/"
+	[ "$(id -u)" -eq 0 ] && chown -R postgres: "$tap_dir"
+	(cd "$tap_dir" && as_server_user env \
+		PATH="$PG_BINDIR:$PATH" \
+		PERL5LIB="$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/perl" \
+		TESTDIR="$tap_dir" PG_REGRESS=/bin/true \
+		REPO_DIR="$PWD" \
+		prove -v test/t/ ) 2>&1 | tee "$logs/tap.log" | grep -E '^(t/|test/|ok|not ok|#   Failed|Files=|Result:|All tests)'
+	tests=$(sed -nE 's/^Files=[0-9]+, Tests=([0-9]+),.*/\1/p' "$logs/tap.log")
+	bad=$(grep -cE '^not ok' "$logs/tap.log" || true)
+	grep -q '^Result: PASS' "$logs/tap.log" || [ "$bad" -gt 0 ] || bad=1
+	if [ "$bad" -gt 0 ]; then
+		find "$tap_dir" -name '*.log' -path '*tmp_check/log*' -exec tail -n 30 {} + 2>/dev/null | tail -200
+	fi
+	passed=$((passed + ${tests:-0} - bad))
+	failed=$((failed + bad))
+fi
+
+echo "sessionize: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,233 @@
+/*-------------------------------------------------------------------------
+ *
+ * session_aggregate.c
+ *	  The aggregate sessions(ts, gap [, max_duration]) -> session[].
+ *
+ * The state is a SessionSet (sessions.c): sessions are built from events in
+ * any order, so the aggregate needs no sorted input, and two states merge by
+ * coalescing, which gives partial and parallel aggregation.  States cross
+ * process boundaries as bytea; deserialization treats the bytes as untrusted
+ * and checks every field.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "funcapi.h"
+#include "utils/array.h"
+#include "utils/lsyscache.h"
+#include "utils/typcache.h"
+
+#include "sessionize.h"
+
+#define SESSION_STATE_FORMAT 1
+#define SESSION_STATE_HAS_MAX_DURATION 0x01
+
+/* The serialized state: this header, then count SessionIntervals. */
+typedef struct SessionStateHeader
+{
+	uint8		format;
+	uint8		flags;
+	int32		count;
+	int64		max_duration;
+} SessionStateHeader;
+
+PG_FUNCTION_INFO_V1(sessions_transition);
+PG_FUNCTION_INFO_V1(sessions_combine);
+PG_FUNCTION_INFO_V1(sessions_serialize);
+PG_FUNCTION_INFO_V1(sessions_deserialize);
+PG_FUNCTION_INFO_V1(sessions_final);
+
+static MemoryContext
+aggregate_context(FunctionCallInfo fcinfo, const char *function)
+{
+	MemoryContext context;
+
+	if (!AggCheckCallContext(fcinfo, &context))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s called in non-aggregate context", function)));
+	return context;
+}
+
+static SessionSet *
+session_set_copy(MemoryContext context, const SessionSet *from)
+{
+	SessionSet *copy = session_set_create(context);
+
+	session_set_merge(copy, from);
+	return copy;
+}
+
+/* sessions_transition(state, ts, gap [, max_duration]) */
+Datum
+sessions_transition(PG_FUNCTION_ARGS)
+{
+	MemoryContext context = aggregate_context(fcinfo, "sessions_transition");
+	SessionSet *state = PG_ARGISNULL(0) ? NULL : (SessionSet *) PG_GETARG_POINTER(0);
+	TimestampTz ts;
+	int64		gap;
+	int64		max_duration;
+
+	if (state == NULL)
+		state = session_set_create(context);
+	if (PG_ARGISNULL(1))
+		PG_RETURN_POINTER(state);
+
+	ts = PG_GETARG_TIMESTAMPTZ(1);
+	sessionize_check_event_time(ts);
+	gap = sessionize_gap_value(PG_GETARG_DATUM(2), PG_ARGISNULL(2));
+	if (PG_NARGS() > 3)
+		max_duration = sessionize_max_duration_value(PG_GETARG_DATUM(3), PG_ARGISNULL(3), gap);
+	else
+		max_duration = 0;
+	session_set_set_max_duration(state, max_duration);
+	session_set_add_event(state, ts, gap);
+	PG_RETURN_POINTER(state);
+}
+
+Datum
+sessions_combine(PG_FUNCTION_ARGS)
+{
+	MemoryContext context = aggregate_context(fcinfo, "sessions_combine");
+	SessionSet *into = PG_ARGISNULL(0) ? NULL : (SessionSet *) PG_GETARG_POINTER(0);
+	SessionSet *from = PG_ARGISNULL(1) ? NULL : (SessionSet *) PG_GETARG_POINTER(1);
+
+	if (from == NULL)
+	{
+		if (into == NULL)
+			PG_RETURN_NULL();
+		PG_RETURN_POINTER(into);
+	}
+	if (into == NULL)
+		PG_RETURN_POINTER(session_set_copy(context, from));
+	session_set_merge(into, from);
+	PG_RETURN_POINTER(into);
+}
+
+Datum
+sessions_serialize(PG_FUNCTION_ARGS)
+{
+	SessionSet *state;
+	SessionStateHeader header = {0};
+	Size		size;
+	bytea	   *result;
+
+	aggregate_context(fcinfo, "sessions_serialize");
+	state = (SessionSet *) PG_GETARG_POINTER(0);
+
+	header.format = SESSION_STATE_FORMAT;
+	header.flags = state->has_max_duration ? SESSION_STATE_HAS_MAX_DURATION : 0;
+	header.count = state->count;
+	header.max_duration = state->max_duration;
+
+	size = VARHDRSZ + sizeof(header) + sizeof(SessionInterval) * (Size) state->count;
+	result = palloc_extended(size, MCXT_ALLOC_HUGE);
+	SET_VARSIZE(result, size);
+	memcpy(VARDATA(result), &header, sizeof(header));
+	memcpy(VARDATA(result) + sizeof(header), state->items,
+		   sizeof(SessionInterval) * (Size) state->count);
+	PG_RETURN_BYTEA_P(result);
+}
+
+static void
+invalid_state(const char *detail)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
+			 errmsg("invalid sessions aggregate state"),
+			 errdetail("%s", detail)));
+}
+
+Datum
+sessions_deserialize(PG_FUNCTION_ARGS)
+{
+	MemoryContext context = aggregate_context(fcinfo, "sessions_deserialize");
+	bytea	   *bytes = PG_GETARG_BYTEA_PP(0);
+	const char *data = VARDATA_ANY(bytes);
+	Size		length = VARSIZE_ANY_EXHDR(bytes);
+	SessionStateHeader header;
+	SessionSet *state;
+
+	if (length < sizeof(header))
+		invalid_state("The state is shorter than its header.");
+	memcpy(&header, data, sizeof(header));
+	if (header.format != SESSION_STATE_FORMAT)
+		invalid_state("The state has an unknown format.");
+	if ((header.flags & ~SESSION_STATE_HAS_MAX_DURATION) != 0)
+		invalid_state("The state has unknown flags.");
+	if (header.count < 0 ||
+		length != sizeof(header) + sizeof(SessionInterval) * (Size) header.count)
+		invalid_state("The state's length does not match its number of sessions.");
+	if (header.max_duration < 0 ||
+		(header.max_duration != 0 && !(header.flags & SESSION_STATE_HAS_MAX_DURATION)))
+		invalid_state("The state has an invalid max_duration.");
+
+	state = session_set_create(context);
+	state->has_max_duration = (header.flags & SESSION_STATE_HAS_MAX_DURATION) != 0;
+	state->max_duration = header.max_duration;
+	for (int32 i = 0; i < header.count; i++)
+	{
+		SessionInterval item;
+
+		memcpy(&item, data + sizeof(header) + sizeof(SessionInterval) * (Size) i, sizeof(item));
+		if (TIMESTAMP_NOT_FINITE(item.started_at) || TIMESTAMP_NOT_FINITE(item.ended_at) ||
+			item.started_at > item.ended_at || item.ended_at > item.expires_at ||
+			item.events < 1)
+			invalid_state("The state holds an invalid session.");
+		session_set_add_interval(state, &item);
+	}
+	PG_RETURN_POINTER(state);
+}
+
+/*
+ * Builds the session[] result.  The element type is the composite named by
+ * the final function's declared result, so the timestamp and timestamptz
+ * flavours share this code (both are microseconds since 2000).
+ */
+Datum
+sessions_final(PG_FUNCTION_ARGS)
+{
+	SessionSet *state;
+	SessionInterval *sessions;
+	int32		count;
+	Oid			array_type;
+	Oid			element_type;
+	TupleDesc	descriptor;
+	Datum	   *elements;
+	int16		element_length;
+	bool		element_by_value;
+	char		element_align;
+
+	aggregate_context(fcinfo, "sessions_final");
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	state = (SessionSet *) PG_GETARG_POINTER(0);
+
+	array_type = get_fn_expr_rettype(fcinfo->flinfo);
+	element_type = get_element_type(array_type);
+	if (!OidIsValid(element_type))
+		elog(ERROR, "sessions_final must return an array of sessions");
+	descriptor = lookup_rowtype_tupdesc_copy(element_type, -1);
+	if (descriptor->natts != 3)
+		elog(ERROR, "session type must have three attributes");
+	get_typlenbyvalalign(element_type, &element_length, &element_by_value, &element_align);
+
+	sessions = session_set_sessions(state, &count);
+	elements = palloc(sizeof(Datum) * Max(count, 1));
+	for (int32 i = 0; i < count; i++)
+	{
+		Datum		values[3];
+		bool		nulls[3] = {false, false, false};
+
+		values[0] = TimestampTzGetDatum(sessions[i].started_at);
+		values[1] = TimestampTzGetDatum(sessions[i].ended_at);
+		values[2] = Int64GetDatum(sessions[i].events);
+		elements[i] = HeapTupleGetDatum(heap_form_tuple(descriptor, values, nulls));
+	}
+	PG_RETURN_ARRAYTYPE_P(construct_array(elements, count, element_type,
+										  element_length, element_by_value,
+										  element_align));
+}

@@ -1,0 +1,60 @@
+/*-------------------------------------------------------------------------
+ *
+ * sessionize.c
+ *	  Module entry point: settings, and the background worker when preloaded.
+ *
+ * SQL functions and aggregates work in any backend that loads the library;
+ * the settings are defined in every process so that they can be set in
+ * postgresql.conf whether or not the library is preloaded.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/guc.h"
+
+#include "sessionize.h"
+
+PG_MODULE_MAGIC;
+
+char	   *sessionize_database = NULL;
+int			sessionize_max_workers = 4;
+int			sessionize_naptime_ms = 1000;
+
+void		_PG_init(void);
+
+void
+_PG_init(void)
+{
+	DefineCustomStringVariable("sessionize.database",
+							   "Database in which the pipeline launcher runs pipelines.",
+							   NULL,
+							   &sessionize_database,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("sessionize.max_workers",
+							"Maximum number of pipeline workers running at once.",
+							"Each active pipeline needs one worker; they count against max_worker_processes.",
+							&sessionize_max_workers,
+							4, 0, 64,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("sessionize.naptime",
+							"Time an idle pipeline worker waits before looking for new events.",
+							NULL,
+							&sessionize_naptime_ms,
+							1000, 10, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+#if PG_VERSION_NUM >= 150000
+	MarkGUCPrefixReserved("sessionize");
+#else
+	EmitWarningsOnPlaceholders("sessionize");
+#endif
+}

@@ -1,0 +1,79 @@
+/*-------------------------------------------------------------------------
+ *
+ * sessionize.h
+ *	  Declarations shared by the C files of the sessionize extension.
+ *
+ * Session semantics live in sessions.c only: every face (window function,
+ * aggregate, pipeline) builds on the SessionSet and the stepping helpers
+ * declared here, so that batch queries and the pipelines always agree.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef SESSIONIZE_H
+#define SESSIONIZE_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "fmgr.h"
+#include "utils/timestamp.h"
+
+/*
+ * One session, or a piece of one.  The closed range [started_at, expires_at]
+ * is the union of [ts, ts + gap] over its events; two pieces belong to the
+ * same session exactly when their ranges touch or overlap.
+ */
+typedef struct SessionInterval
+{
+	TimestampTz started_at;		/* first event time */
+	TimestampTz ended_at;		/* last event time */
+	TimestampTz expires_at;		/* greatest ts + gap */
+	int64		events;			/* number of events */
+} SessionInterval;
+
+/*
+ * A set of sessions of one key, built from events in any order.
+ *
+ * Without max_duration the items are intervals that are coalesced whenever
+ * they touch, so the set stays as small as the number of sessions.  With
+ * max_duration, where a session's extent depends on where it started, the
+ * items are single events kept until the final pass replays them in time
+ * order.
+ */
+typedef struct SessionSet
+{
+	bool		has_max_duration;	/* max_duration known (set by first row) */
+	int64		max_duration;	/* microseconds; 0 = no limit */
+	int32		count;			/* items in use */
+	int32		capacity;		/* items allocated */
+	bool		compact;		/* items sorted and coalesced */
+	SessionInterval *items;
+} SessionSet;
+
+/* sessions.c: argument checks shared by every face */
+extern int64 sessionize_interval_usecs(const Interval *value, const char *what);
+extern int64 sessionize_gap_value(Datum gap, bool isnull);
+extern int64 sessionize_max_duration_value(Datum max_duration, bool isnull, int64 gap);
+extern void sessionize_check_event_time(TimestampTz ts);
+extern TimestampTz sessionize_add_usecs(TimestampTz ts, int64 usecs);
+
+/* sessions.c: the one place that decides whether an event continues a session */
+extern bool session_continues(const SessionInterval *session, TimestampTz ts,
+							  int64 max_duration);
+extern void session_start_with(SessionInterval *session, TimestampTz ts, int64 gap);
+extern void session_extend_with(SessionInterval *session, TimestampTz ts, int64 gap);
+
+/* sessions.c: sets of sessions built from unordered input */
+extern SessionSet *session_set_create(MemoryContext context);
+extern void session_set_set_max_duration(SessionSet *set, int64 max_duration);
+extern void session_set_add_event(SessionSet *set, TimestampTz ts, int64 gap);
+extern void session_set_add_interval(SessionSet *set, const SessionInterval *item);
+extern void session_set_merge(SessionSet *into, const SessionSet *from);
+extern SessionInterval *session_set_sessions(SessionSet *set, int32 *count);
+
+/* sessionize.c: settings */
+extern char *sessionize_database;
+extern int	sessionize_max_workers;
+extern int	sessionize_naptime_ms;
+
+#endif							/* SESSIONIZE_H */
