@@ -272,11 +272,13 @@ session_set_add_interval(SessionSet *set, const SessionInterval *item)
 		return;
 	}
 
+	/* reserving may coalesce the items, so look at the newest one afterwards */
+	session_set_reserve(set);
+	last = set->count > 0 ? &set->items[set->count - 1] : NULL;
 	if (last != NULL &&
 		(item->started_at < last->started_at ||
 		 (set->max_duration == 0 && item->started_at <= last->expires_at)))
 		set->compact = false;
-	session_set_reserve(set);
 	set->items[set->count++] = *item;
 }
 
