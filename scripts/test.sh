@@ -58,7 +58,7 @@ if ls test/t/*.pl >/dev/null 2>&1; then
 		PERL5LIB="$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/perl" \
 		TESTDIR="$tap_dir" PG_REGRESS=/bin/true \
 		REPO_DIR="$PWD" \
-		prove -v test/t/ ) 2>&1 | tee "$logs/tap.log" | grep -E '^(t/|test/|ok|not ok|#   Failed|Files=|Result:|All tests)'
+		prove -v --ext .pl test/t ) 2>&1 | tee "$logs/tap.log" | grep -E '^(t/|test/|ok|not ok|#   Failed|Files=|Result:|All tests)'
 	tests=$(sed -nE 's/^Files=[0-9]+, Tests=([0-9]+),.*/\1/p' "$logs/tap.log")
 	bad=$(grep -cE '^not ok' "$logs/tap.log" || true)
 	grep -q '^Result: PASS' "$logs/tap.log" || [ "$bad" -gt 0 ] || bad=1

@@ -28,14 +28,16 @@ void		_PG_init(void);
 void
 _PG_init(void)
 {
-	DefineCustomStringVariable("sessionize.database",
-							   "Database in which the pipeline launcher runs pipelines.",
-							   NULL,
-							   &sessionize_database,
-							   "postgres",
-							   PGC_POSTMASTER,
-							   0,
-							   NULL, NULL, NULL);
+	/* Only the postmaster can define a start-up setting: the launcher's. */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomStringVariable("sessionize.database",
+								   "Database in which the pipeline launcher runs pipelines.",
+								   NULL,
+								   &sessionize_database,
+								   "postgres",
+								   PGC_POSTMASTER,
+								   0,
+								   NULL, NULL, NULL);
 	DefineCustomIntVariable("sessionize.max_workers",
 							"Maximum number of pipeline workers running at once.",
 							"Each active pipeline needs one worker; they count against max_worker_processes.",
