@@ -35,4 +35,4 @@ demo:
 test:
 	bash scripts/test.sh
 bench:
-	bash scripts/bench.sh
+	BENCH=$(BENCH) bash scripts/bench.sh

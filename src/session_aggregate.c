@@ -144,13 +144,17 @@ invalid_state(const char *detail)
 Datum
 sessions_deserialize(PG_FUNCTION_ARGS)
 {
-	MemoryContext context = aggregate_context(fcinfo, "sessions_deserialize");
 	bytea	   *bytes = PG_GETARG_BYTEA_PP(0);
 	const char *data = VARDATA_ANY(bytes);
 	Size		length = VARSIZE_ANY_EXHDR(bytes);
 	SessionStateHeader header;
 	SessionSet *state;
 
+	/*
+	 * The result is short-lived: the combine function copies it into the
+	 * aggregate context only when it has no state of its own yet.
+	 */
+	aggregate_context(fcinfo, "sessions_deserialize");
 	if (length < sizeof(header))
 		invalid_state("The state is shorter than its header.");
 	memcpy(&header, data, sizeof(header));
@@ -165,7 +169,7 @@ sessions_deserialize(PG_FUNCTION_ARGS)
 		(header.max_duration != 0 && !(header.flags & SESSION_STATE_HAS_MAX_DURATION)))
 		invalid_state("The state has an invalid max_duration.");
 
-	state = session_set_create(context);
+	state = session_set_create(CurrentMemoryContext);
 	state->has_max_duration = (header.flags & SESSION_STATE_HAS_MAX_DURATION) != 0;
 	state->max_duration = header.max_duration;
 	for (int32 i = 0; i < header.count; i++)

@@ -1,0 +1,31 @@
+-- Shared by the benchmarks: runs named queries round-robin, several rounds,
+-- and reports the median time of each and its ratio to a baseline.
+--   SELECT * FROM bench_measure('{name=>query,...}'::jsonb-ish) is awkward in
+--   SQL, so callers fill bench_queries(name, query, position) first.
+CREATE TEMP TABLE IF NOT EXISTS bench_queries (position int, name text, query text);
+CREATE TEMP TABLE IF NOT EXISTS bench_times (name text, round int, seconds float8);
+
+CREATE OR REPLACE FUNCTION pg_temp.bench_run(rounds int) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+	q record;
+	started timestamptz;
+BEGIN
+	FOR r IN 1..rounds LOOP
+		FOR q IN SELECT * FROM bench_queries ORDER BY position LOOP
+			started := clock_timestamp();
+			EXECUTE q.query;
+			INSERT INTO bench_times VALUES (q.name, r, extract(epoch FROM clock_timestamp() - started));
+		END LOOP;
+	END LOOP;
+END $$;
+
+CREATE OR REPLACE VIEW pg_temp.bench_report AS
+WITH medians AS (
+	SELECT q.position, t.name, percentile_cont(0.5) WITHIN GROUP (ORDER BY t.seconds) AS median,
+		   min(t.seconds) AS best, count(*) AS runs
+	FROM bench_times t JOIN bench_queries q USING (name)
+	GROUP BY q.position, t.name)
+SELECT name, runs, round(median::numeric, 3) AS median_s, round(best::numeric, 3) AS best_s,
+	   round(((SELECT median FROM medians ORDER BY position LIMIT 1) / median)::numeric, 2) AS speedup_vs_first
+FROM medians ORDER BY position;

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# `make demo`: sessionize on a generated clickstream, on a throwaway cluster
+# that the demo creates and stops.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/cluster.sh
+
+bash scripts/install-deps.sh
+make -s
+make -s install >/dev/null
+cluster_start
+echo "throwaway cluster on port $PGPORT"
+
+psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
+CREATE EXTENSION sessionize;
+CREATE SCHEMA demo;
+SET timezone = 'UTC';
+SELECT setseed(0.2024);
+
+-- 30,000 users over one week.  A user comes back every few hours; within a
+-- visit, clicks are seconds to minutes apart.  About 2% of the rows arrive
+-- late, out of time order, as mobile clients that were offline do.
+CREATE TABLE demo.clicks (
+	id bigserial PRIMARY KEY,
+	user_id bigint NOT NULL,
+	ts timestamptz NOT NULL,
+	url text NOT NULL
+);
+WITH visits AS (
+	SELECT user_id, visit,
+		   timestamptz '2024-06-03' + (random() * 7 * 86400) * interval '1 second' AS started,
+		   1 + (random() ^ 2 * 25)::int AS clicks
+	FROM generate_series(1, 30000) AS user_id
+		 CROSS JOIN LATERAL generate_series(1, 1 + (random() * 9 + 0 * user_id)::int) AS visit),
+generated AS (
+	SELECT v.user_id,
+		   v.started + sum((5 + random() ^ 3 * 900)::int) OVER (PARTITION BY v.user_id, v.visit ORDER BY click)
+			 * interval '1 second' AS ts,
+		   (ARRAY['/', '/search', '/product', '/product', '/product', '/cart', '/checkout', '/help'])[1 + (random() * 7)::int] AS url
+	FROM visits v, generate_series(1, v.clicks) AS click)
+INSERT INTO demo.clicks (user_id, ts, url)
+SELECT user_id, ts, url FROM generated
+ORDER BY CASE WHEN random() < 0.02 THEN ts + interval '3 hours' ELSE ts END;
+ANALYZE demo.clicks;
+
+\echo
+\echo == The clickstream
+SELECT count(*) AS events, count(DISTINCT user_id) AS users,
+	   min(ts)::date AS first_day, max(ts)::date AS last_day,
+	   count(*) FILTER (WHERE ts < lag_ts) AS rows_out_of_order
+FROM (SELECT ts, lag(ts) OVER (ORDER BY id) AS lag_ts, user_id FROM demo.clicks) c;
+
+\echo
+\echo == User 42: clicks, numbered into sessions (30-minute inactivity gap)
+SELECT user_id, ts, url,
+	   sessionize.session_id(ts, '30 minutes') OVER w AS session,
+	   sessionize.session_start(ts, '30 minutes') OVER w AS session_start
+FROM demo.clicks WHERE user_id = 42
+WINDOW w AS (PARTITION BY user_id ORDER BY ts)
+ORDER BY ts LIMIT 12;
+
+\echo
+\echo == User 42: sessions from the aggregate, which needs no ordering
+SELECT s.*, s.ended_at - s.started_at AS duration
+FROM (SELECT sessionize.sessions(ts, '30 minutes') AS all_sessions FROM demo.clicks WHERE user_id = 42) u,
+	 unnest(all_sessions) s;
+
+CREATE TABLE demo.sessions AS
+SELECT user_id, s.started_at, s.ended_at, s.events
+FROM (SELECT user_id, sessionize.sessions(ts, '30 minutes') AS all_sessions
+	  FROM demo.clicks GROUP BY user_id) per_user,
+	 unnest(all_sessions) s;
+
+\echo
+\echo == Sessions per user
+SELECT sessions_per_user, count(*) AS users, repeat('#', (count(*) / 100)::int) AS histogram
+FROM (SELECT user_id, count(*) AS sessions_per_user FROM demo.sessions GROUP BY user_id) u
+GROUP BY sessions_per_user ORDER BY sessions_per_user;
+
+\echo
+\echo == Session KPIs
+SELECT count(*) AS sessions,
+	   round(avg(events), 1) AS avg_events,
+	   round(100.0 * count(*) FILTER (WHERE events = 1) / count(*), 1) AS bounce_rate_pct,
+	   justify_interval(percentile_disc(0.5) WITHIN GROUP (ORDER BY ended_at - started_at)) AS p50_duration,
+	   justify_interval(percentile_disc(0.9) WITHIN GROUP (ORDER BY ended_at - started_at)) AS p90_duration,
+	   justify_interval(percentile_disc(0.99) WITHIN GROUP (ORDER BY ended_at - started_at)) AS p99_duration
+FROM demo.sessions;
+
+\echo
+\echo == Sessions cut at 1 hour (max_duration), and with a longer gap for checkout clicks
+SELECT 'gap 30 min' AS rule, count(*) AS sessions FROM demo.sessions
+UNION ALL
+SELECT 'gap 30 min, at most 1 hour', sum(array_length(s, 1))
+FROM (SELECT sessionize.sessions(ts, '30 minutes', '1 hour') AS s FROM demo.clicks GROUP BY user_id) u
+UNION ALL
+SELECT 'gap 2 hours after /checkout', sum(array_length(s, 1))
+FROM (SELECT sessionize.sessions(ts, CASE WHEN url = '/checkout' THEN interval '2 hours'
+										  ELSE interval '30 minutes' END) AS s
+	  FROM demo.clicks GROUP BY user_id) u;
+
+\echo
+\echo == Check: the window function and the aggregate agree
+SELECT CASE WHEN NOT EXISTS (
+	(SELECT user_id, started_at, ended_at, events FROM demo.sessions
+	 EXCEPT
+	 SELECT user_id, min(ts), max(ts), count(*)
+	 FROM (SELECT user_id, ts, sessionize.session_start(ts, '30 minutes') OVER (PARTITION BY user_id ORDER BY ts) AS s
+		   FROM demo.clicks) w GROUP BY user_id, s))
+	THEN 'agree' ELSE 'DISAGREE' END AS window_vs_aggregate;
+SQL
+
+cluster_stop
+echo "demo finished; the throwaway cluster is stopped"
