@@ -27,7 +27,7 @@ $(EXTENSION)--$(EXTVERSION).sql: $(INSTALL_PARTS) $(EXTENSION).control
 	cat $(INSTALL_PARTS) > $@
 
 # The two commands of the README quick start, and their parts.
-.PHONY: demo test deps check-pgtap check-tap bench
+.PHONY: demo test deps bench
 deps:
 	bash scripts/install-deps.sh
 demo:

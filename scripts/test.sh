@@ -12,6 +12,11 @@ cd "$(dirname "$0")/.."
 . scripts/cluster.sh
 
 bash scripts/install-deps.sh || exit 1
+control_version=$(sed -nE "s/^default_version = '(.*)'/\1/p" sessionize.control)
+if ! grep -q "\"version\": \"$control_version\"" META.json; then
+	echo "META.json does not carry version $control_version of sessionize.control" >&2
+	exit 1
+fi
 make -s PG_CFLAGS="${PG_CFLAGS:--Wall -Wextra -Werror}" || exit 1
 if [ -w "$("$PG_CONFIG" --pkglibdir)" ]; then
 	make -s install >/dev/null || exit 1
