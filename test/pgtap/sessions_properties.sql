@@ -8,7 +8,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS sessionize;
 RESET client_min_messages;
 BEGIN;
-SELECT plan(16);
+SELECT plan(18);
 SET LOCAL timezone = 'UTC';
 SELECT setseed(0.42);
 
@@ -123,7 +123,7 @@ SELECT results_eq(
 				   FROM events WHERE ts IS NOT NULL) w GROUP BY s) g $$,
 	'sessions() of one key with thousands of sessions equals the window function');
 
--- 12-16. A parallel plan with partial aggregation gives the serial result.
+-- 12-18. A parallel plan with partial aggregation gives the serial result.
 CREATE TEMP TABLE serial_result AS
 	SELECT k, sessionize.sessions(ts, '30 minutes') AS s,
 			  sessionize.sessions(ts, dynamic_gap) AS d,
@@ -135,6 +135,8 @@ SET LOCAL parallel_tuple_cost = 0;
 SET LOCAL min_parallel_table_scan_size = 0;
 SET LOCAL max_parallel_workers_per_gather = 2;
 SET LOCAL enable_hashagg = off;
+-- Without the leader, both workers get rows, so partial states really merge.
+SET LOCAL parallel_leader_participation = off;
 CREATE FUNCTION pg_temp.plan_of(query text) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE line text; plan text := '';
 BEGIN
@@ -149,14 +151,35 @@ SELECT matches(
 	pg_temp.plan_of('SELECT sessionize.sessions(ts, ''3 seconds'') FROM events'),
 	'Partial Aggregate',
 	'the planner chooses partial aggregation for sessions() without GROUP BY');
+-- pgTAP reads results through cursors, which never run in parallel, so the
+-- parallel results are materialized by EXPLAIN ANALYZE CREATE TABLE AS, whose
+-- plan also shows how many partial states reached the combine step.
+CREATE FUNCTION pg_temp.partial_rows(query text) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE plan json;
+BEGIN
+	EXECUTE 'EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) ' || query INTO plan;
+	RETURN (plan -> 0 -> 'Plan' -> 'Plans' -> 0 ->> 'Actual Rows')::bigint;
+END $$;
+SELECT cmp_ok(
+	pg_temp.partial_rows($$ CREATE TEMP TABLE parallel_result AS
+		SELECT k, sessionize.sessions(ts, '30 minutes') AS s,
+				  sessionize.sessions(ts, dynamic_gap) AS d,
+				  sessionize.sessions(ts, '30 minutes', '75 minutes') AS m
+		FROM events GROUP BY k $$),
+	'>', (SELECT count(DISTINCT k) FROM events),
+	'partial states from several workers reach the combine step');
+SELECT cmp_ok(
+	pg_temp.partial_rows($$ CREATE TEMP TABLE parallel_total AS
+		SELECT sessionize.sessions(ts, '3 seconds') AS s FROM events $$),
+	'>', 1::bigint,
+	'partial states of one group from several workers reach the combine step');
+RESET parallel_leader_participation;
 SELECT results_eq(
-	$$ SELECT k, sessionize.sessions(ts, '30 minutes'), sessionize.sessions(ts, dynamic_gap),
-			  sessionize.sessions(ts, '30 minutes', '75 minutes')
-	   FROM events GROUP BY k ORDER BY k $$,
+	$$ SELECT k, s, d, m FROM parallel_result ORDER BY k $$,
 	$$ SELECT k, s, d, m FROM serial_result ORDER BY k $$,
 	'a parallel plan gives the serial result');
 SELECT results_eq(
-	$$ SELECT sessionize.sessions(ts, '3 seconds') FROM events $$,
+	$$ SELECT s FROM parallel_total $$,
 	$$ SELECT s FROM serial_total $$,
 	'a parallel plan of one group gives the serial result');
 SELECT ok(
