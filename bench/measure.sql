@@ -1,8 +1,7 @@
--- Shared by the benchmarks: runs named queries round-robin, several rounds,
--- and reports the median time of each and its ratio to a baseline.
---   SELECT * FROM bench_measure('{name=>query,...}'::jsonb-ish) is awkward in
---   SQL, so callers fill bench_queries(name, query, position) first.
-CREATE TEMP TABLE IF NOT EXISTS bench_queries (position int, name text, query text);
+-- Shared by the benchmarks: runs the queries of bench_queries round-robin for
+-- several rounds, each with its own max_parallel_workers_per_gather, and
+-- reports the median time of each and its speed relative to the first.
+CREATE TEMP TABLE IF NOT EXISTS bench_queries (position int, name text, query text, parallel_workers int DEFAULT 2);
 CREATE TEMP TABLE IF NOT EXISTS bench_times (name text, round int, seconds float8);
 
 CREATE OR REPLACE FUNCTION pg_temp.bench_run(rounds int) RETURNS void
@@ -13,6 +12,7 @@ DECLARE
 BEGIN
 	FOR r IN 1..rounds LOOP
 		FOR q IN SELECT * FROM bench_queries ORDER BY position LOOP
+			PERFORM pg_catalog.set_config('max_parallel_workers_per_gather', q.parallel_workers::text, true);
 			started := clock_timestamp();
 			EXECUTE q.query;
 			INSERT INTO bench_times VALUES (q.name, r, extract(epoch FROM clock_timestamp() - started));

@@ -52,11 +52,15 @@ INSERT INTO bench_queries VALUES
  (3, 'sessions() aggregate', \$q\$
 	SELECT count(*), sum((s).events) FROM (
 	  SELECT unnest(sessionize.sessions(ts, '30 minutes')) AS s FROM bench_clicks GROUP BY user_id) x \$q\$);
+-- The same three without parallel workers.
+INSERT INTO bench_queries
+SELECT position + 3, name || ', serial', query, 0 FROM bench_queries;
 
 -- The three agree before anything is timed.
 DO \$\$
 DECLARE a text; b text; c text;
 BEGIN
+	SET LOCAL max_parallel_workers_per_gather = 2;
 	EXECUTE (SELECT 'SELECT row(r.*)::text FROM (' || query || ') r' FROM bench_queries WHERE position = 1) INTO a;
 	EXECUTE (SELECT 'SELECT row(r.*)::text FROM (' || query || ') r' FROM bench_queries WHERE position = 2) INTO b;
 	EXECUTE (SELECT 'SELECT row(r.*)::text FROM (' || query || ') r' FROM bench_queries WHERE position = 3) INTO c;
@@ -68,7 +72,7 @@ END \$\$;
 
 SELECT pg_temp.bench_run($rounds);
 \echo
-\echo Sessions of $users users, $per_user events each ($rounds rounds, median; 2 parallel workers allowed):
+\echo Sessions of $users users, $per_user events each, median of $rounds rounds:
 SELECT * FROM pg_temp.bench_report;
 
 -- Labelling every event with its session number, without and with an index
@@ -84,6 +88,7 @@ INSERT INTO bench_queries VALUES
  (2, 'label events: session_id()', \$q\$
 	SELECT max(sid) FROM (SELECT sessionize.session_id(ts, '30 minutes') OVER (PARTITION BY user_id ORDER BY ts) AS sid
 		FROM bench_clicks) numbered \$q\$);
+UPDATE bench_queries SET parallel_workers = 2;
 SELECT pg_temp.bench_run($rounds);
 \echo
 \echo Labelling events, no index:

@@ -172,16 +172,25 @@ sessions_deserialize(PG_FUNCTION_ARGS)
 	state = session_set_create(CurrentMemoryContext);
 	state->has_max_duration = (header.flags & SESSION_STATE_HAS_MAX_DURATION) != 0;
 	state->max_duration = header.max_duration;
-	for (int32 i = 0; i < header.count; i++)
+	if (header.count > 0)
 	{
-		SessionInterval item;
+		SessionSet	received = {0};
 
-		memcpy(&item, data + sizeof(header) + sizeof(SessionInterval) * (Size) i, sizeof(item));
-		if (TIMESTAMP_NOT_FINITE(item.started_at) || TIMESTAMP_NOT_FINITE(item.ended_at) ||
-			item.started_at > item.ended_at || item.ended_at > item.expires_at ||
-			item.events < 1)
-			invalid_state("The state holds an invalid session.");
-		session_set_add_interval(state, &item);
+		received.count = header.count;
+		received.capacity = header.count;
+		received.items = palloc_extended(sizeof(SessionInterval) * (Size) header.count,
+										 MCXT_ALLOC_HUGE);
+		memcpy(received.items, data + sizeof(header), sizeof(SessionInterval) * (Size) header.count);
+		for (int32 i = 0; i < header.count; i++)
+		{
+			SessionInterval *item = &received.items[i];
+
+			if (TIMESTAMP_NOT_FINITE(item->started_at) || TIMESTAMP_NOT_FINITE(item->ended_at) ||
+				item->started_at > item->ended_at || item->ended_at > item->expires_at ||
+				item->events < 1)
+				invalid_state("The state holds an invalid session.");
+		}
+		session_set_merge(state, &received);
 	}
 	PG_RETURN_POINTER(state);
 }

@@ -29,6 +29,8 @@
 
 #define SESSION_SET_INITIAL_CAPACITY 16
 
+static void session_set_grow(SessionSet *set, Size needed);
+
 /*
  * Converts an interval argument to microseconds, refusing what has no fixed
  * length or is not positive.  "what" names the argument in messages.
@@ -241,12 +243,7 @@ session_set_reserve(SessionSet *set)
 		if (set->count <= set->capacity / 2)
 			return;
 	}
-	if ((Size) set->capacity * 2 * sizeof(SessionInterval) > MaxAllocHugeSize)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("too many events for one key")));
-	set->capacity *= 2;
-	set->items = repalloc_huge(set->items, sizeof(SessionInterval) * set->capacity);
+	session_set_grow(set, (Size) set->capacity + 1);
 }
 
 void
@@ -291,13 +288,41 @@ session_set_add_event(SessionSet *set, TimestampTz ts, int64 gap)
 	session_set_add_interval(set, &item);
 }
 
+/* Grows the item array to hold at least "needed" items. */
+static void
+session_set_grow(SessionSet *set, Size needed)
+{
+	Size		capacity = set->capacity;
+
+	if (needed <= (Size) set->capacity)
+		return;
+	while (capacity < needed)
+		capacity *= 2;
+	if (capacity > PG_INT32_MAX || capacity * sizeof(SessionInterval) > MaxAllocHugeSize)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("too many events for one key")));
+	set->items = repalloc_huge(set->items, sizeof(SessionInterval) * capacity);
+	set->capacity = (int32) capacity;
+}
+
+/*
+ * Adds the items of a set of the same key to "into": appended in bulk and
+ * coalesced at once, so that combining partial states stays linear.
+ */
 void
 session_set_merge(SessionSet *into, const SessionSet *from)
 {
 	if (from->has_max_duration)
 		session_set_set_max_duration(into, from->max_duration);
-	for (int i = 0; i < from->count; i++)
-		session_set_add_interval(into, &from->items[i]);
+	if (from->count == 0)
+		return;
+	session_set_grow(into, (Size) into->count + from->count);
+	memcpy(into->items + into->count, from->items, sizeof(SessionInterval) * from->count);
+	into->count += from->count;
+	into->compact = false;
+	if (into->max_duration == 0)
+		session_set_compact(into);
 }
 
 /*
