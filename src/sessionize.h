@@ -16,6 +16,7 @@
 
 #include "datatype/timestamp.h"
 #include "fmgr.h"
+#include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
 /*
@@ -70,6 +71,19 @@ extern void session_set_add_event(SessionSet *set, TimestampTz ts, int64 gap);
 extern void session_set_add_interval(SessionSet *set, const SessionInterval *item);
 extern void session_set_merge(SessionSet *into, const SessionSet *from);
 extern SessionInterval *session_set_sessions(SessionSet *set, int32 *count);
+
+/* fingerprint.c: content fingerprints */
+typedef enum SessionizeHash
+{
+	SESSIONIZE_HASH_MD5,
+	SESSIONIZE_HASH_SHA256
+} SessionizeHash;
+
+#define SESSIONIZE_MAX_DIGEST_LENGTH 32
+
+extern int	sessionize_fingerprint_jsonb(Jsonb *event, const char **exclude,
+										 const int *exclude_lengths, int exclude_count,
+										 SessionizeHash algorithm, uint8 *digest);
 
 /* sessionize.c: settings */
 extern char *sessionize_database;

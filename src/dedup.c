@@ -1,0 +1,204 @@
+/*-------------------------------------------------------------------------
+ *
+ * dedup.c
+ *	  The dedup memory: has a fingerprint been seen in a namespace lately?
+ *
+ * Entries live in sessionize.seen_fingerprints, keyed on (namespace,
+ * fingerprint), with an expiry (NULL: remembered forever).  A check claims
+ * the fingerprint with one INSERT ... ON CONFLICT DO UPDATE that only takes
+ * over an expired entry; a returned row means "first".  Concurrent callers
+ * racing on one fingerprint serialize on its index entry, so exactly one of
+ * them gets true.  Times are the statement's start time, so that every check
+ * of one statement agrees on what has expired.
+ *
+ * The plans are prepared once per backend and reused; their text names every
+ * object with its schema, so the caller's search_path plays no part.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/uuid.h"
+
+#include "sessionize.h"
+
+PG_FUNCTION_INFO_V1(first_seen);
+PG_FUNCTION_INFO_V1(classify_duplicate);
+PG_FUNCTION_INFO_V1(check_ttl);
+PG_FUNCTION_INFO_V1(check_namespace);
+
+static SPIPlanPtr first_seen_plan = NULL;
+static SPIPlanPtr claim_event_id_plan = NULL;
+static SPIPlanPtr seen_event_id_plan = NULL;
+
+/* Prepares a plan once per backend; later calls reuse it. */
+static SPIPlanPtr
+prepare_once(SPIPlanPtr *plan, const char *query, int nargs, Oid *argtypes)
+{
+	if (*plan == NULL)
+	{
+		SPIPlanPtr	prepared = SPI_prepare(query, nargs, argtypes);
+
+		if (prepared == NULL)
+			elog(ERROR, "could not prepare dedup query: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(prepared);
+		*plan = prepared;
+	}
+	return *plan;
+}
+
+/*
+ * Checks the namespace and ttl arguments shared by the dedup functions.
+ * Returns the ttl as a Datum with *ttl_null set when entries never expire.
+ */
+static void
+namespace_argument(FunctionCallInfo fcinfo, int argno)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("dedup namespace must not be null"),
+				 errhint("Use a name per source of events, such as 'checkout-events'.")));
+}
+
+static Datum
+dedup_arguments(FunctionCallInfo fcinfo, int namespace_arg, int ttl_arg, bool *ttl_null)
+{
+	namespace_argument(fcinfo, namespace_arg);
+	*ttl_null = PG_ARGISNULL(ttl_arg);
+	if (*ttl_null)
+		return (Datum) 0;
+	sessionize_interval_usecs(PG_GETARG_INTERVAL_P(ttl_arg), "ttl");
+	return PG_GETARG_DATUM(ttl_arg);
+}
+
+/*
+ * first_seen(namespace text, fingerprint uuid, ttl interval) -> boolean
+ *
+ * True exactly once per fingerprint and namespace within the ttl (NULL ttl:
+ * forever); NULL for a NULL fingerprint.
+ */
+Datum
+first_seen(PG_FUNCTION_ARGS)
+{
+	Oid			argtypes[3] = {TEXTOID, UUIDOID, INTERVALOID};
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	bool		ttl_null;
+	bool		first;
+
+	values[2] = dedup_arguments(fcinfo, 0, 2, &ttl_null);
+	if (PG_ARGISNULL(1))
+		PG_RETURN_NULL();
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = PG_GETARG_DATUM(1);
+	if (ttl_null)
+		nulls[2] = 'n';
+
+	SPI_connect();
+	prepare_once(&first_seen_plan,
+				 "INSERT INTO sessionize.seen_fingerprints AS seen"
+				 " (namespace, fingerprint, first_seen_at, expires_at)"
+				 " VALUES ($1, $2, pg_catalog.statement_timestamp(),"
+				 "         pg_catalog.statement_timestamp() OPERATOR(pg_catalog.+) $3)"
+				 " ON CONFLICT (namespace, fingerprint) DO UPDATE"
+				 " SET first_seen_at = EXCLUDED.first_seen_at, expires_at = EXCLUDED.expires_at"
+				 " WHERE seen.expires_at OPERATOR(pg_catalog.<=) EXCLUDED.first_seen_at"
+				 " RETURNING true",
+				 3, argtypes);
+	if (SPI_execute_plan(first_seen_plan, values, nulls, false, 1) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "could not record fingerprint: %s", SPI_result_code_string(SPI_result));
+	first = SPI_processed > 0;
+	SPI_finish();
+	PG_RETURN_BOOL(first);
+}
+
+/*
+ * classify_duplicate(namespace text, event_id text, fingerprint uuid, ttl)
+ *		-> 'new' | 'natural_duplicate' | 'synthetic_duplicate'
+ *
+ * Remembers the first fingerprint seen with each event id.  The same id with
+ * the same content again is a natural duplicate (a re-delivery: drop it); the
+ * same id with other content is a synthetic duplicate (two events that share
+ * an id: keep both and flag it).
+ */
+Datum
+classify_duplicate(PG_FUNCTION_ARGS)
+{
+	Oid			argtypes[4] = {TEXTOID, TEXTOID, UUIDOID, INTERVALOID};
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	bool		ttl_null;
+	const char *verdict;
+
+	values[3] = dedup_arguments(fcinfo, 0, 3, &ttl_null);
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("event id must not be null")));
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("fingerprint must not be null")));
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = PG_GETARG_DATUM(1);
+	values[2] = PG_GETARG_DATUM(2);
+	if (ttl_null)
+		nulls[3] = 'n';
+
+	SPI_connect();
+	prepare_once(&claim_event_id_plan,
+				 "INSERT INTO sessionize.seen_event_ids AS seen"
+				 " (namespace, event_id, fingerprint, first_seen_at, expires_at)"
+				 " VALUES ($1, $2, $3, pg_catalog.statement_timestamp(),"
+				 "         pg_catalog.statement_timestamp() OPERATOR(pg_catalog.+) $4)"
+				 " ON CONFLICT (namespace, event_id) DO UPDATE"
+				 " SET fingerprint = EXCLUDED.fingerprint,"
+				 "     first_seen_at = EXCLUDED.first_seen_at, expires_at = EXCLUDED.expires_at"
+				 " WHERE seen.expires_at OPERATOR(pg_catalog.<=) EXCLUDED.first_seen_at"
+				 " RETURNING true",
+				 4, argtypes);
+	if (SPI_execute_plan(claim_event_id_plan, values, nulls, false, 1) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "could not record event id: %s", SPI_result_code_string(SPI_result));
+	if (SPI_processed > 0)
+		verdict = "new";
+	else
+	{
+		bool		same_content;
+		bool		isnull;
+
+		prepare_once(&seen_event_id_plan,
+					 "SELECT fingerprint OPERATOR(pg_catalog.=) $3"
+					 " FROM sessionize.seen_event_ids"
+					 " WHERE namespace OPERATOR(pg_catalog.=) $1"
+					 "   AND event_id OPERATOR(pg_catalog.=) $2",
+					 3, argtypes);
+		if (SPI_execute_plan(seen_event_id_plan, values, nulls, false, 1) != SPI_OK_SELECT ||
+			SPI_processed != 1)
+			elog(ERROR, "event id vanished from the dedup memory");
+		same_content = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+												  SPI_tuptable->tupdesc, 1, &isnull));
+		verdict = same_content ? "natural_duplicate" : "synthetic_duplicate";
+	}
+	SPI_finish();
+	PG_RETURN_TEXT_P(cstring_to_text(verdict));
+}
+
+/* sessionize_check_ttl(ttl interval) -> ttl, or an error if it is unusable */
+Datum
+check_ttl(PG_FUNCTION_ARGS)
+{
+	sessionize_interval_usecs(PG_GETARG_INTERVAL_P(0), "ttl");
+	PG_RETURN_DATUM(PG_GETARG_DATUM(0));
+}
+
+/* sessionize_check_namespace(namespace text) -> namespace, or an error if NULL */
+Datum
+check_namespace(PG_FUNCTION_ARGS)
+{
+	namespace_argument(fcinfo, 0);
+	PG_RETURN_DATUM(PG_GETARG_DATUM(0));
+}
