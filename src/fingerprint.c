@@ -31,7 +31,7 @@
 
 #include "sessionize.h"
 
-#define UNIT_SEPARATOR "\x1f"
+#define UNIT_SEPARATOR '\x1f'
 
 /* A top-level key and its value, as found in the jsonb container. */
 typedef struct FingerprintPair
@@ -66,39 +66,57 @@ hash_update(pg_cryptohash_ctx *context, const char *data, size_t length)
 						pg_cryptohash_error(context))));
 }
 
-/* Feeds a value: strings as their characters, anything else as jsonb text. */
+/* Appends a value: strings as their characters, anything else as jsonb text. */
 static void
-hash_value(pg_cryptohash_ctx *context, JsonbValue *value, StringInfo scratch)
+append_value(StringInfo buffer, JsonbValue *value)
 {
 	switch (value->type)
 	{
 		case jbvString:
-			hash_update(context, value->val.string.val, value->val.string.len);
+			appendBinaryStringInfo(buffer, value->val.string.val, value->val.string.len);
 			return;
 		case jbvNull:
-			hash_update(context, "null", 4);
+			appendBinaryStringInfo(buffer, "null", 4);
 			return;
 		case jbvBool:
 			if (value->val.boolean)
-				hash_update(context, "true", 4);
+				appendBinaryStringInfo(buffer, "true", 4);
 			else
-				hash_update(context, "false", 5);
+				appendBinaryStringInfo(buffer, "false", 5);
 			return;
 		case jbvNumeric:
-			{
-				char	   *digits = DatumGetCString(DirectFunctionCall1(numeric_out,
-																		 NumericGetDatum(value->val.numeric)));
-
-				hash_update(context, digits, strlen(digits));
-				return;
-			}
+			appendStringInfoString(buffer,
+								   DatumGetCString(DirectFunctionCall1(numeric_out,
+																	   NumericGetDatum(value->val.numeric))));
+			return;
 		case jbvBinary:
-			resetStringInfo(scratch);
-			JsonbToCString(scratch, value->val.binary.data, value->val.binary.len);
-			hash_update(context, scratch->data, scratch->len);
+			JsonbToCString(buffer, value->val.binary.data, value->val.binary.len);
 			return;
 		default:
 			elog(ERROR, "unexpected jsonb value type %d in fingerprint", (int) value->type);
+	}
+}
+
+/* Sorts the few pairs of an event; insertion sort beats qsort at this size. */
+static void
+sort_pairs(FingerprintPair *pairs, int count)
+{
+	if (count > 32)
+	{
+		qsort(pairs, count, sizeof(FingerprintPair), pair_compare);
+		return;
+	}
+	for (int i = 1; i < count; i++)
+	{
+		FingerprintPair pair = pairs[i];
+		int			j = i;
+
+		while (j > 0 && pair_compare(&pairs[j - 1], &pair) > 0)
+		{
+			pairs[j] = pairs[j - 1];
+			j--;
+		}
+		pairs[j] = pair;
 	}
 }
 
@@ -124,7 +142,42 @@ sessionize_fingerprint_jsonb(Jsonb *event, const char **exclude, const int *excl
 {
 	pg_cryptohash_ctx *context;
 	int			digest_length;
-	StringInfoData scratch;
+	StringInfoData input;
+
+	initStringInfo(&input);
+	/* The whole input is built first: one hash update costs far less than forty. */
+	if (JB_ROOT_IS_OBJECT(event))
+	{
+		int			capacity = JB_ROOT_COUNT(event);
+		FingerprintPair *pairs = palloc(sizeof(FingerprintPair) * Max(capacity, 1));
+		int			count = 0;
+		JsonbIterator *iterator = JsonbIteratorInit(&event->root);
+		JsonbIteratorToken token;
+		JsonbValue	item;
+
+		while ((token = JsonbIteratorNext(&iterator, &item, true)) != WJB_DONE)
+		{
+			if (token == WJB_KEY)
+			{
+				pairs[count].key = item.val.string.val;
+				pairs[count].key_length = item.val.string.len;
+			}
+			else if (token == WJB_VALUE)
+				pairs[count++].value = item;
+		}
+		sort_pairs(pairs, count);
+		for (int i = 0; i < count; i++)
+		{
+			if (is_excluded(&pairs[i], exclude, exclude_lengths, exclude_count))
+				continue;
+			appendBinaryStringInfo(&input, pairs[i].key, pairs[i].key_length);
+			appendStringInfoChar(&input, UNIT_SEPARATOR);
+			append_value(&input, &pairs[i].value);
+			appendStringInfoChar(&input, UNIT_SEPARATOR);
+		}
+	}
+	else
+		JsonbToCString(&input, &event->root, VARSIZE(event));
 
 	if (algorithm == SESSIONIZE_HASH_SHA256)
 	{
@@ -136,50 +189,19 @@ sessionize_fingerprint_jsonb(Jsonb *event, const char **exclude, const int *excl
 		context = pg_cryptohash_create(PG_MD5);
 		digest_length = MD5_DIGEST_LENGTH;
 	}
-	if (context == NULL || pg_cryptohash_init(context) < 0)
+	if (context == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("could not initialize fingerprint hash")));
-	initStringInfo(&scratch);
+				 errmsg("out of memory for a fingerprint hash")));
 
 	PG_TRY();
 	{
-		if (JB_ROOT_IS_OBJECT(event))
-		{
-			int			capacity = JB_ROOT_COUNT(event);
-			FingerprintPair *pairs = palloc(sizeof(FingerprintPair) * Max(capacity, 1));
-			int			count = 0;
-			JsonbIterator *iterator = JsonbIteratorInit(&event->root);
-			JsonbIteratorToken token;
-			JsonbValue	item;
-
-			while ((token = JsonbIteratorNext(&iterator, &item, true)) != WJB_DONE)
-			{
-				if (token == WJB_KEY)
-				{
-					pairs[count].key = item.val.string.val;
-					pairs[count].key_length = item.val.string.len;
-				}
-				else if (token == WJB_VALUE)
-					pairs[count++].value = item;
-			}
-			qsort(pairs, count, sizeof(FingerprintPair), pair_compare);
-			for (int i = 0; i < count; i++)
-			{
-				if (is_excluded(&pairs[i], exclude, exclude_lengths, exclude_count))
-					continue;
-				hash_update(context, pairs[i].key, pairs[i].key_length);
-				hash_update(context, UNIT_SEPARATOR, 1);
-				hash_value(context, &pairs[i].value, &scratch);
-				hash_update(context, UNIT_SEPARATOR, 1);
-			}
-		}
-		else
-		{
-			JsonbToCString(&scratch, &event->root, VARSIZE(event));
-			hash_update(context, scratch.data, scratch.len);
-		}
-
+		if (pg_cryptohash_init(context) < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not initialize fingerprint hash: %s",
+							pg_cryptohash_error(context))));
+		hash_update(context, input.data, input.len);
 #if PG_VERSION_NUM >= 150000
 		if (pg_cryptohash_final(context, digest, digest_length) < 0)
 #else
