@@ -689,6 +689,11 @@ key_argument(Oid type, Datum value, Datum *values, Oid *types)
 						(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 						 errmsg("slot table key must not contain nulls")));
 			types[i] = TupleDescAttr(descriptor, i)->atttypid;
+			if (types[i] == UNKNOWNOID)
+			{
+				values[i] = CStringGetTextDatum(DatumGetCString(values[i]));
+				types[i] = TEXTOID;
+			}
 		}
 		ReleaseTupleDesc(descriptor);
 		return count;
