@@ -531,6 +531,9 @@ apply_message(SlotTable *table, Datum *key_values, Datum slot_key_argument,
 	int			position;
 	Datum		computed;
 	bool		computed_null;
+	SPITupleTable *row_table;
+	SPITupleTable *overflow_table;
+	SlotOutcome outcome = SLOT_ADDED;
 
 	memset(nulls, ' ', parameter_count);
 	nulls[parameter_count] = '\0';
@@ -543,12 +546,14 @@ apply_message(SlotTable *table, Datum *key_values, Datum slot_key_argument,
 	execute_plan(table->read_row, parameters, nulls, SPI_OK_SELECT);
 	if (SPI_processed != 1)
 		elog(ERROR, "slot table row vanished while locked");
+	row_table = SPI_tuptable;
 	row = SPI_tuptable->vals[0];
 	descriptor = SPI_tuptable->tupdesc;
 	slot_key = SPI_getbinval(row, descriptor, 1, &isnull);
 	value = SPI_getbinval(row, descriptor, 2, &value_null);
 
 	execute_plan(table->read_overflow, parameters, nulls, SPI_OK_SELECT);
+	overflow_table = SPI_tuptable;
 	slots = palloc(sizeof(Slot) * (table->slots + SPI_processed + 1));
 	for (int i = 0; i < table->slots; i++)
 	{
@@ -588,7 +593,10 @@ apply_message(SlotTable *table, Datum *key_values, Datum slot_key_argument,
 		if (order == 0)
 		{
 			if (values_equal(table, &slots[position], value, value_null))
-				return SLOT_UNCHANGED;
+			{
+				outcome = SLOT_UNCHANGED;
+				goto done;
+			}
 			if (!table->record_conflicts)
 				ereport(ERROR,
 						(errcode(ERRCODE_UNIQUE_VIOLATION),
@@ -605,7 +613,8 @@ apply_message(SlotTable *table, Datum *key_values, Datum slot_key_argument,
 			parameters[key_count + 2] = value;
 			nulls[key_count + 2] = value_null ? 'n' : ' ';
 			execute_plan(table->record_conflict, parameters, nulls, SPI_OK_INSERT);
-			return SLOT_CONFLICT;
+			outcome = SLOT_CONFLICT;
+			goto done;
 		}
 		if (order > 0)
 			break;
@@ -650,7 +659,12 @@ apply_message(SlotTable *table, Datum *key_values, Datum slot_key_argument,
 		nulls[key_count + 1] = moved->value_null ? 'n' : ' ';
 		execute_plan(table->add_overflow, parameters, nulls, SPI_OK_INSERT);
 	}
-	return SLOT_ADDED;
+
+done:
+	/* SPI keeps every result until SPI_finish: free them, or a batch grows */
+	SPI_freetuptable(overflow_table);
+	SPI_freetuptable(row_table);
+	return outcome;
 }
 
 /*
@@ -856,7 +870,6 @@ slot_upsert_many(PG_FUNCTION_ARGS)
 		outcomes[apply_message(table, key_values, slot_keys.elements[i],
 							   values.elements[i], values.nulls[i])]++;
 		MemoryContextSwitchTo(old_context);
-		SPI_freetuptable(SPI_tuptable);
 		MemoryContextReset(message_context);
 	}
 	SPI_finish();
