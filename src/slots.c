@@ -33,6 +33,7 @@
 #include "parser/parse_oper.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -90,7 +91,9 @@ typedef struct SlotTable
 	FmgrInfo	value_add;
 	FmgrInfo	value_compare;
 	SPIPlanPtr	ensure_row;		/* INSERT ... ON CONFLICT DO NOTHING */
-	SPIPlanPtr	read_row;		/* SELECT the message cast, then the slots, FOR UPDATE */
+	SPIPlanPtr	read_row;		/* SELECT the slots FOR UPDATE */
+	bool		needs_cast;		/* argument types differ from the columns' */
+	SPIPlanPtr	cast_message;	/* SELECT CAST($1 AS ...), CAST($2 AS ...) */
 	SPIPlanPtr	read_overflow;
 	SPIPlanPtr	write_row;
 	SPIPlanPtr	add_overflow;
@@ -116,6 +119,8 @@ forget_slot_tables(Datum argument, Oid relation_id)
 		slot_tables = table->next;
 		SPI_freeplan(table->ensure_row);
 		SPI_freeplan(table->read_row);
+		if (table->cast_message != NULL)
+			SPI_freeplan(table->cast_message);
 		SPI_freeplan(table->read_overflow);
 		SPI_freeplan(table->write_row);
 		SPI_freeplan(table->add_overflow);
@@ -384,17 +389,26 @@ slot_table_for(Oid table_id, int key_count, const Oid *key_types, Oid slot_key_t
 	table->ensure_row = prepare_kept(&query, key_count, types);
 
 	resetStringInfo(&query);
-	appendStringInfo(&query, "SELECT CAST($%d AS %s), CAST($%d AS %s)",
-					 key_count + 1, format_type_be_qualified(table->slot_key_type),
-					 key_count + 2, format_type_be_qualified(table->value_type));
+	appendStringInfoString(&query, "SELECT ");
 	for (int i = 1; i <= table->slots; i++)
-		appendStringInfo(&query, ", %s, %s",
+		appendStringInfo(&query, "%s%s, %s", i > 1 ? ", " : "",
 						 quote_identifier(psprintf("%s_%d", slot_key_name, i)),
 						 quote_identifier(psprintf("%s_%d", value_name, i)));
 	appendStringInfo(&query, " FROM %s WHERE %s FOR UPDATE", qualified_name(table_id), keys_where.data);
-	types[key_count] = slot_key_type;
-	types[key_count + 1] = value_type;
-	table->read_row = prepare_kept(&query, key_count + 2, types);
+	table->read_row = prepare_kept(&query, key_count, types);
+
+	/* messages whose types differ from the columns' are cast by the server */
+	table->needs_cast = slot_key_type != table->slot_key_type || value_type != table->value_type;
+	if (table->needs_cast)
+	{
+		Oid			cast_types[2] = {slot_key_type, value_type};
+
+		resetStringInfo(&query);
+		appendStringInfo(&query, "SELECT CAST($1 AS %s), CAST($2 AS %s)",
+						 format_type_be_qualified(table->slot_key_type),
+						 format_type_be_qualified(table->value_type));
+		table->cast_message = prepare_kept(&query, 2, cast_types);
+	}
 
 	resetStringInfo(&query);
 	appendStringInfo(&query, "SELECT %s, %s FROM %s WHERE %s",
@@ -508,14 +522,46 @@ execute_plan(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
 		elog(ERROR, "slot query failed: %s", SPI_result_code_string(result));
 }
 
+/* A message: its slot key and value as the caller passed them. */
+typedef struct SlotMessage
+{
+	Datum		slot_key;
+	Datum		value;
+	bool		value_null;
+} SlotMessage;
+
+/* The slot key and value of a message in the column types. */
+static void
+cast_message(SlotTable *table, const SlotMessage *message, Datum *slot_key, Datum *value, bool *value_null)
+{
+	Datum		arguments[2] = {message->slot_key, message->value};
+	char		nulls[3] = {' ', message->value_null ? 'n' : ' ', '\0'};
+	bool		isnull;
+
+	if (!table->needs_cast)
+	{
+		*slot_key = message->slot_key;
+		*value = message->value;
+		*value_null = message->value_null;
+		return;
+	}
+	execute_plan(table->cast_message, arguments, nulls, SPI_OK_SELECT);
+	*slot_key = datumCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull),
+						  table->slot_key_by_value, table->slot_key_length);
+	*value = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, value_null);
+	if (!*value_null)
+		*value = datumCopy(*value, table->value_by_value, table->value_length);
+	SPI_freetuptable(SPI_tuptable);
+}
+
 /*
- * Applies one message to its key's row.  key_values hold the key columns as
- * the caller passed them; the slot key and value are cast to the column
- * types by the same query that locks the row.
+ * Applies messages of one key to its row: the row is made to exist, locked,
+ * read once, changed in memory by every message, and written once.
+ * outcomes[] counts what each message did.
  */
-static SlotOutcome
-apply_message(SlotTable *table, Datum *key_values, Datum slot_key_argument,
-			  Datum value_argument, bool value_null)
+static void
+apply_messages(SlotTable *table, Datum *key_values, const SlotMessage *messages, int message_count,
+			   int64 *outcomes)
 {
 	int			key_count = table->key_count;
 	int			parameter_count = key_count + 3 + 2 * table->slots;
@@ -524,147 +570,163 @@ apply_message(SlotTable *table, Datum *key_values, Datum slot_key_argument,
 	HeapTuple	row;
 	TupleDesc	descriptor;
 	bool		isnull;
-	Datum		slot_key;
-	Datum		value;
 	Slot	   *slots;
+	bool	   *stored_in_overflow;
 	int			count = 0;
-	int			position;
+	int			capacity;
+	bool		changed = false;
 	Datum		computed;
 	bool		computed_null;
 	SPITupleTable *row_table;
 	SPITupleTable *overflow_table;
-	SlotOutcome outcome = SLOT_ADDED;
 
 	memset(nulls, ' ', parameter_count);
 	nulls[parameter_count] = '\0';
 	memcpy(parameters, key_values, sizeof(Datum) * key_count);
 
 	execute_plan(table->ensure_row, parameters, nulls, SPI_OK_INSERT);
-	parameters[key_count] = slot_key_argument;
-	parameters[key_count + 1] = value_argument;
-	nulls[key_count + 1] = value_null ? 'n' : ' ';
 	execute_plan(table->read_row, parameters, nulls, SPI_OK_SELECT);
 	if (SPI_processed != 1)
 		elog(ERROR, "slot table row vanished while locked");
 	row_table = SPI_tuptable;
-	row = SPI_tuptable->vals[0];
-	descriptor = SPI_tuptable->tupdesc;
-	slot_key = SPI_getbinval(row, descriptor, 1, &isnull);
-	value = SPI_getbinval(row, descriptor, 2, &value_null);
-
+	row = row_table->vals[0];
+	descriptor = row_table->tupdesc;
 	execute_plan(table->read_overflow, parameters, nulls, SPI_OK_SELECT);
 	overflow_table = SPI_tuptable;
-	slots = palloc(sizeof(Slot) * (table->slots + SPI_processed + 1));
+
+	capacity = table->slots + (int) overflow_table->numvals + message_count;
+	slots = palloc(sizeof(Slot) * capacity);
+	stored_in_overflow = palloc(sizeof(bool) * capacity);
 	for (int i = 0; i < table->slots; i++)
 	{
-		Datum		existing = SPI_getbinval(row, descriptor, 3 + 2 * i, &isnull);
+		Datum		existing = SPI_getbinval(row, descriptor, 1 + 2 * i, &isnull);
 
 		if (isnull)
 			continue;
 		slots[count].slot_key = existing;
-		slots[count].value = SPI_getbinval(row, descriptor, 4 + 2 * i, &slots[count].value_null);
-		count++;
+		slots[count].value = SPI_getbinval(row, descriptor, 2 + 2 * i, &slots[count].value_null);
+		stored_in_overflow[count++] = false;
 	}
-	for (uint64 i = 0; i < SPI_processed; i++)
+	for (uint64 i = 0; i < overflow_table->numvals; i++)
 	{
-		slots[count].slot_key = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
-		slots[count].value = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2,
+		slots[count].slot_key = SPI_getbinval(overflow_table->vals[i], overflow_table->tupdesc, 1, &isnull);
+		slots[count].value = SPI_getbinval(overflow_table->vals[i], overflow_table->tupdesc, 2,
 										   &slots[count].value_null);
-		count++;
+		stored_in_overflow[count++] = true;
 	}
-
-	/* the slots in slot key order; find where the message's slot key belongs */
+	/* the slots in slot key order */
 	for (int i = 1; i < count; i++)
 	{
 		Slot		moving = slots[i];
+		bool		moving_stored = stored_in_overflow[i];
 		int			j = i;
 
 		while (j > 0 && slot_compare(table, slots[j - 1].slot_key, moving.slot_key) > 0)
 		{
 			slots[j] = slots[j - 1];
+			stored_in_overflow[j] = stored_in_overflow[j - 1];
 			j--;
 		}
 		slots[j] = moving;
+		stored_in_overflow[j] = moving_stored;
 	}
-	for (position = 0; position < count; position++)
-	{
-		int			order = slot_compare(table, slots[position].slot_key, slot_key);
 
-		if (order == 0)
+	for (int m = 0; m < message_count; m++)
+	{
+		Datum		slot_key;
+		Datum		value;
+		bool		value_null;
+		int			position;
+		bool		found = false;
+
+		cast_message(table, &messages[m], &slot_key, &value, &value_null);
+		for (position = 0; position < count; position++)
 		{
-			if (values_equal(table, &slots[position], value, value_null))
-			{
-				outcome = SLOT_UNCHANGED;
-				goto done;
-			}
-			if (!table->record_conflicts)
-				ereport(ERROR,
-						(errcode(ERRCODE_UNIQUE_VIOLATION),
-						 errmsg("conflicting value for slot key %s in slot table \"%s\"",
-								value_text(table->slot_key_type, slot_key, false),
-								get_rel_name(table->table_id)),
-						 errdetail("The slot holds %s; the message offers %s.",
-								   value_text(table->value_type, slots[position].value, slots[position].value_null),
-								   value_text(table->value_type, value, value_null)),
-						 errhint("A message's value must not change once delivered; create the table with on_conflict => 'record' to collect conflicts instead.")));
+			int			order = slot_compare(table, slots[position].slot_key, slot_key);
+
+			found = order == 0;
+			if (order >= 0)
+				break;
+		}
+		if (!found)
+		{
+			memmove(&slots[position + 1], &slots[position], sizeof(Slot) * (count - position));
+			memmove(&stored_in_overflow[position + 1], &stored_in_overflow[position],
+					sizeof(bool) * (count - position));
+			slots[position].slot_key = slot_key;
+			slots[position].value = value;
+			slots[position].value_null = value_null;
+			stored_in_overflow[position] = false;
+			count++;
+			changed = true;
+			outcomes[SLOT_ADDED]++;
+		}
+		else if (values_equal(table, &slots[position], value, value_null))
+			outcomes[SLOT_UNCHANGED]++;
+		else if (!table->record_conflicts)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNIQUE_VIOLATION),
+					 errmsg("conflicting value for slot key %s in slot table \"%s\"",
+							value_text(table->slot_key_type, slot_key, false),
+							get_rel_name(table->table_id)),
+					 errdetail("The slot holds %s; the message offers %s.",
+							   value_text(table->value_type, slots[position].value, slots[position].value_null),
+							   value_text(table->value_type, value, value_null)),
+					 errhint("A message's value must not change once delivered; create the table with on_conflict => 'record' to collect conflicts instead.")));
+		else
+		{
 			parameters[key_count] = slot_key;
 			parameters[key_count + 1] = slots[position].value;
 			nulls[key_count + 1] = slots[position].value_null ? 'n' : ' ';
 			parameters[key_count + 2] = value;
 			nulls[key_count + 2] = value_null ? 'n' : ' ';
 			execute_plan(table->record_conflict, parameters, nulls, SPI_OK_INSERT);
-			outcome = SLOT_CONFLICT;
-			goto done;
+			nulls[key_count + 1] = nulls[key_count + 2] = ' ';
+			outcomes[SLOT_CONFLICT]++;
 		}
-		if (order > 0)
-			break;
 	}
-	memmove(&slots[position + 1], &slots[position], sizeof(Slot) * (count - position));
-	slots[position].slot_key = slot_key;
-	slots[position].value = value;
-	slots[position].value_null = value_null;
-	count++;
 
-	computed = combine_slots(table, slots, count, &computed_null);
-	parameters[key_count] = computed;
-	nulls[key_count] = computed_null ? 'n' : ' ';
-	for (int i = 0; i < table->slots; i++)
+	if (changed)
 	{
-		int			at = key_count + 1 + 2 * i;
-
-		if (i < count)
+		computed = combine_slots(table, slots, count, &computed_null);
+		parameters[key_count] = computed;
+		nulls[key_count] = computed_null ? 'n' : ' ';
+		for (int i = 0; i < table->slots; i++)
 		{
-			parameters[at] = slots[i].slot_key;
-			nulls[at] = ' ';
-			parameters[at + 1] = slots[i].value;
-			nulls[at + 1] = slots[i].value_null ? 'n' : ' ';
+			int			at = key_count + 1 + 2 * i;
+
+			if (i < count)
+			{
+				parameters[at] = slots[i].slot_key;
+				nulls[at] = ' ';
+				parameters[at + 1] = slots[i].value;
+				nulls[at + 1] = slots[i].value_null ? 'n' : ' ';
+			}
+			else
+				nulls[at] = nulls[at + 1] = 'n';
 		}
-		else
-			nulls[at] = nulls[at + 1] = 'n';
-	}
-	execute_plan(table->write_row, parameters, nulls, SPI_OK_UPDATE);
+		execute_plan(table->write_row, parameters, nulls, SPI_OK_UPDATE);
 
-	/*
-	 * Beyond the wide slots, one slot moves to the overflow: the new one, or
-	 * the one it pushed out of the last wide slot.  Overflow rows are keyed
-	 * by slot key and read back in order, so nothing else moves.
-	 */
-	if (count > table->slots)
-	{
-		Slot	   *moved = &slots[Max(position, table->slots)];
-
-		parameters[key_count] = moved->slot_key;
-		nulls[key_count] = ' ';
-		parameters[key_count + 1] = moved->value;
-		nulls[key_count + 1] = moved->value_null ? 'n' : ' ';
-		execute_plan(table->add_overflow, parameters, nulls, SPI_OK_INSERT);
+		/*
+		 * Slots only ever join, so the overflow only grows: store each slot
+		 * beyond the wide ones that is not stored there yet.  Overflow rows
+		 * are keyed by slot key and read back in order.
+		 */
+		for (int i = table->slots; i < count; i++)
+		{
+			if (stored_in_overflow[i])
+				continue;
+			parameters[key_count] = slots[i].slot_key;
+			nulls[key_count] = ' ';
+			parameters[key_count + 1] = slots[i].value;
+			nulls[key_count + 1] = slots[i].value_null ? 'n' : ' ';
+			execute_plan(table->add_overflow, parameters, nulls, SPI_OK_INSERT);
+		}
 	}
 
-done:
 	/* SPI keeps every result until SPI_finish: free them, or a batch grows */
 	SPI_freetuptable(overflow_table);
 	SPI_freetuptable(row_table);
-	return outcome;
 }
 
 /*
@@ -744,7 +806,9 @@ slot_upsert(PG_FUNCTION_ARGS)
 	Datum		slot_key;
 	Datum		value = (Datum) 0;
 	SlotTable  *table;
-	SlotOutcome outcome;
+	SlotMessage message;
+	int64		outcomes[3] = {0, 0, 0};
+	SlotOutcome outcome = SLOT_ADDED;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -768,10 +832,16 @@ slot_upsert(PG_FUNCTION_ARGS)
 	else if (value_type == UNKNOWNOID)
 		value_type = TEXTOID;
 
+	message.slot_key = slot_key;
+	message.value = value;
+	message.value_null = PG_ARGISNULL(3);
 	SPI_connect();
 	table = slot_table_for(table_id, key_count, key_types, slot_key_type, value_type);
-	outcome = apply_message(table, key_values, slot_key, value, PG_ARGISNULL(3));
+	apply_messages(table, key_values, &message, 1, outcomes);
 	SPI_finish();
+	for (int i = 0; i < 3; i++)
+		if (outcomes[i] > 0)
+			outcome = (SlotOutcome) i;
 	PG_RETURN_TEXT_P(cstring_to_text(outcome_names[outcome]));
 }
 
@@ -807,12 +877,44 @@ message_array(FunctionCallInfo fcinfo, int argno, const char *what, MessageArray
 					  &array->elements, &array->nulls, &array->count);
 }
 
+/* The messages of slot_upsert_many with their keys taken apart. */
+typedef struct KeyedMessage
+{
+	Datum		key_values[MAX_KEY_COLUMNS];
+	SlotMessage message;
+} KeyedMessage;
+
+typedef struct KeyOrder
+{
+	int			key_count;
+	FmgrInfo   *compare;		/* per key column; NULL when unordered */
+} KeyOrder;
+
+static int
+keyed_message_compare(const void *a, const void *b, void *argument)
+{
+	const KeyedMessage *x = a;
+	const KeyedMessage *y = b;
+	KeyOrder   *order = argument;
+
+	for (int i = 0; i < order->key_count; i++)
+	{
+		int			result = DatumGetInt32(FunctionCall2Coll(&order->compare[i], DEFAULT_COLLATION_OID,
+															 x->key_values[i], y->key_values[i]));
+
+		if (result != 0)
+			return result;
+	}
+	return 0;
+}
+
 /*
  * slot_upsert_many(target regclass, keys anyarray, slot_keys anyarray,
  *					vals anyarray) -> (added, unchanged, conflicts)
  *
- * Applies message i = (keys[i], slot_keys[i], vals[i]) for every i, with one
- * SPI connection and the same prepared plans.
+ * Applies message i = (keys[i], slot_keys[i], vals[i]) for every i.  The
+ * result does not depend on message order, so the messages are sorted by key
+ * and each key's row is read and written once for all its messages.
  */
 Datum
 slot_upsert_many(PG_FUNCTION_ARGS)
@@ -825,8 +927,12 @@ slot_upsert_many(PG_FUNCTION_ARGS)
 	TupleDesc	descriptor;
 	Datum		result[3];
 	bool		result_nulls[3] = {false, false, false};
-	MemoryContext message_context;
-	MemoryContext old_context;
+	KeyedMessage *messages;
+	Oid			key_types[MAX_KEY_COLUMNS];
+	int			key_count = 0;
+	KeyOrder	order;
+	Oid			slot_key_type;
+	Oid			value_type;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -843,13 +949,11 @@ slot_upsert_many(PG_FUNCTION_ARGS)
 	if (get_call_result_type(fcinfo, NULL, &descriptor) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "slot_upsert_many must return a record");
 
-	SPI_connect();
-	message_context = AllocSetContextCreate(CurrentMemoryContext, "slot messages", ALLOCSET_DEFAULT_SIZES);
+	messages = palloc_extended(sizeof(KeyedMessage) * Max(keys.count, 1), MCXT_ALLOC_HUGE);
 	for (int i = 0; i < keys.count; i++)
 	{
-		Datum		key_values[MAX_KEY_COLUMNS];
-		Oid			key_types[MAX_KEY_COLUMNS];
-		int			key_count;
+		Oid			types[MAX_KEY_COLUMNS];
+		int			count;
 
 		if (keys.nulls[i])
 			ereport(ERROR,
@@ -861,16 +965,58 @@ slot_upsert_many(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					 errmsg("slot key must not be null"),
 					 errdetail("Message %d has a null slot key.", i + 1)));
-		old_context = MemoryContextSwitchTo(message_context);
-		key_count = key_argument(keys.element_type, keys.elements[i], key_values, key_types);
-		if (table == NULL || table->key_count != key_count ||
-			memcmp(table->key_types, key_types, sizeof(Oid) * key_count) != 0)
-			table = slot_table_for(PG_GETARG_OID(0), key_count, key_types,
-								   slot_keys.element_type, values.element_type);
-		outcomes[apply_message(table, key_values, slot_keys.elements[i],
-							   values.elements[i], values.nulls[i])]++;
-		MemoryContextSwitchTo(old_context);
-		MemoryContextReset(message_context);
+		count = key_argument(keys.element_type, keys.elements[i], messages[i].key_values, types);
+		if (i == 0)
+		{
+			key_count = count;
+			memcpy(key_types, types, sizeof(Oid) * count);
+		}
+		else if (count != key_count || memcmp(types, key_types, sizeof(Oid) * count) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("every key of slot_upsert_many must have the same columns and types"),
+					 errdetail("Message %d differs from message 1.", i + 1)));
+		slot_key_type = slot_keys.element_type;
+		messages[i].message.slot_key = plain_argument(&slot_key_type, slot_keys.elements[i]);
+		value_type = values.element_type;
+		messages[i].message.value = values.nulls[i] ? (Datum) 0 : plain_argument(&value_type, values.elements[i]);
+		messages[i].message.value_null = values.nulls[i];
+	}
+	slot_key_type = slot_keys.element_type == UNKNOWNOID ? TEXTOID : slot_keys.element_type;
+	value_type = values.element_type == UNKNOWNOID ? TEXTOID : values.element_type;
+
+	order.key_count = key_count;
+	order.compare = palloc(sizeof(FmgrInfo) * Max(key_count, 1));
+	for (int i = 0; i < key_count && order.compare != NULL; i++)
+	{
+		TypeCacheEntry *entry = lookup_type_cache(key_types[i], TYPECACHE_CMP_PROC_FINFO);
+
+		if (OidIsValid(entry->cmp_proc))
+			fmgr_info_copy(&order.compare[i], &entry->cmp_proc_finfo, CurrentMemoryContext);
+		else
+			order.compare = NULL;
+	}
+	if (order.compare != NULL)
+		qsort_arg(messages, keys.count, sizeof(KeyedMessage), keyed_message_compare, &order);
+
+	SPI_connect();
+	if (keys.count > 0)
+		table = slot_table_for(PG_GETARG_OID(0), key_count, key_types, slot_key_type, value_type);
+	for (int first = 0; first < keys.count;)
+	{
+		int			next = first + 1;
+		SlotMessage *group;
+
+		/* a run of messages with the same key (all of them alone when keys cannot be ordered) */
+		while (order.compare != NULL && next < keys.count &&
+			   keyed_message_compare(&messages[first], &messages[next], &order) == 0)
+			next++;
+		group = palloc(sizeof(SlotMessage) * (next - first));
+		for (int i = first; i < next; i++)
+			group[i - first] = messages[i].message;
+		apply_messages(table, messages[first].key_values, group, next - first, outcomes);
+		pfree(group);
+		first = next;
 	}
 	SPI_finish();
 
