@@ -27,7 +27,7 @@
 
 PG_FUNCTION_INFO_V1(first_seen);
 PG_FUNCTION_INFO_V1(classify_duplicate);
-PG_FUNCTION_INFO_V1(check_ttl);
+PG_FUNCTION_INFO_V1(check_interval);
 PG_FUNCTION_INFO_V1(check_namespace);
 
 static SPIPlanPtr first_seen_plan = NULL;
@@ -187,11 +187,14 @@ classify_duplicate(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(cstring_to_text(verdict));
 }
 
-/* sessionize_check_ttl(ttl interval) -> ttl, or an error if it is unusable */
+/*
+ * sessionize_check_interval(value interval, what text) -> value, or an error
+ * naming "what" if it is not a positive, fixed-length interval
+ */
 Datum
-check_ttl(PG_FUNCTION_ARGS)
+check_interval(PG_FUNCTION_ARGS)
 {
-	sessionize_interval_usecs(PG_GETARG_INTERVAL_P(0), "ttl");
+	sessionize_interval_usecs(PG_GETARG_INTERVAL_P(0), text_to_cstring(PG_GETARG_TEXT_PP(1)));
 	PG_RETURN_DATUM(PG_GETARG_DATUM(0));
 }
 

@@ -39,6 +39,7 @@ PG_FUNCTION_INFO_V1(sessions_combine);
 PG_FUNCTION_INFO_V1(sessions_serialize);
 PG_FUNCTION_INFO_V1(sessions_deserialize);
 PG_FUNCTION_INFO_V1(sessions_final);
+PG_FUNCTION_INFO_V1(sessions_merge_transition);
 
 static MemoryContext
 aggregate_context(FunctionCallInfo fcinfo, const char *function)
@@ -85,6 +86,44 @@ sessions_transition(PG_FUNCTION_ARGS)
 		max_duration = 0;
 	session_set_set_max_duration(state, max_duration);
 	session_set_add_event(state, ts, gap);
+	PG_RETURN_POINTER(state);
+}
+
+/*
+ * sessions_merge_transition(state, started_at, ended_at, expires_at, events)
+ *
+ * Adds a stored session, or a piece of one, to the set: how pipelines merge
+ * new events into the sessions they keep.  The pieces are untrusted input
+ * and checked like a deserialized state.
+ */
+Datum
+sessions_merge_transition(PG_FUNCTION_ARGS)
+{
+	MemoryContext context = aggregate_context(fcinfo, "sessions_merge_transition");
+	SessionSet *state = PG_ARGISNULL(0) ? NULL : (SessionSet *) PG_GETARG_POINTER(0);
+	SessionInterval item;
+
+	if (state == NULL)
+	{
+		state = session_set_create(context);
+		session_set_set_max_duration(state, 0);
+	}
+	if (PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3) || PG_ARGISNULL(4))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("a session to merge must not have null fields")));
+	item.started_at = PG_GETARG_TIMESTAMPTZ(1);
+	item.ended_at = PG_GETARG_TIMESTAMPTZ(2);
+	item.expires_at = PG_GETARG_TIMESTAMPTZ(3);
+	item.events = PG_GETARG_INT64(4);
+	sessionize_check_event_time(item.started_at);
+	sessionize_check_event_time(item.ended_at);
+	if (item.started_at > item.ended_at || item.ended_at > item.expires_at || item.events < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid session to merge"),
+				 errdetail("A session needs started_at <= ended_at <= expires_at and at least one event.")));
+	session_set_add_interval(state, &item);
 	PG_RETURN_POINTER(state);
 }
 
@@ -224,20 +263,27 @@ sessions_final(PG_FUNCTION_ARGS)
 	if (!OidIsValid(element_type))
 		elog(ERROR, "sessions_final must return an array of sessions");
 	descriptor = lookup_rowtype_tupdesc_copy(element_type, -1);
-	if (descriptor->natts != 3)
-		elog(ERROR, "session type must have three attributes");
+	if (descriptor->natts != 3 && descriptor->natts != 4)
+		elog(ERROR, "session type must have three or four attributes");
 	get_typlenbyvalalign(element_type, &element_length, &element_by_value, &element_align);
 
 	sessions = session_set_sessions(state, &count);
 	elements = palloc(sizeof(Datum) * Max(count, 1));
 	for (int32 i = 0; i < count; i++)
 	{
-		Datum		values[3];
-		bool		nulls[3] = {false, false, false};
+		Datum		values[4];
+		bool		nulls[4] = {false, false, false, false};
 
+		/* (started_at, ended_at, events), or with expires_at third for pipelines */
 		values[0] = TimestampTzGetDatum(sessions[i].started_at);
 		values[1] = TimestampTzGetDatum(sessions[i].ended_at);
-		values[2] = Int64GetDatum(sessions[i].events);
+		if (descriptor->natts == 4)
+		{
+			values[2] = TimestampTzGetDatum(sessions[i].expires_at);
+			values[3] = Int64GetDatum(sessions[i].events);
+		}
+		else
+			values[2] = Int64GetDatum(sessions[i].events);
 		elements[i] = HeapTupleGetDatum(heap_form_tuple(descriptor, values, nulls));
 	}
 	PG_RETURN_ARRAYTYPE_P(construct_array(elements, count, element_type,

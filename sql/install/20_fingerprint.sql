@@ -65,9 +65,9 @@ COMMENT ON TABLE sessionize.seen_event_ids IS
 	'first fingerprint seen per event id, to tell natural from synthetic duplicates';
 SELECT pg_catalog.pg_extension_config_dump('sessionize.seen_event_ids', '');
 
-CREATE FUNCTION sessionize.sessionize_check_ttl(ttl interval)
+CREATE FUNCTION sessionize.sessionize_check_interval(value interval, what text)
 RETURNS interval
-AS 'MODULE_PATHNAME', 'check_ttl'
+AS 'MODULE_PATHNAME', 'check_interval'
 LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
 CREATE FUNCTION sessionize.sessionize_check_namespace(namespace text)
@@ -98,7 +98,7 @@ LANGUAGE sql VOLATILE PARALLEL UNSAFE
 BEGIN ATOMIC
 	WITH checked AS (
 		SELECT sessionize.sessionize_check_namespace(namespace) AS namespace,
-			   sessionize.sessionize_check_ttl(ttl) AS ttl
+			   sessionize.sessionize_check_interval(ttl, 'ttl') AS ttl
 	), numbered AS (
 		SELECT f.fingerprint, f.position,
 			   pg_catalog.row_number() OVER (PARTITION BY f.fingerprint ORDER BY f.position) AS copy

@@ -1,0 +1,560 @@
+-- Pipelines: events land in a staging table; run_pipeline() consumes a batch,
+-- dead-letters what cannot be used, drops duplicates, sets late events aside
+-- and merges the rest into the pipeline's sessions, all in the caller's one
+-- transaction, so that a batch is applied entirely or not at all.  The
+-- background worker (src/worker.c) calls run_pipeline() like any user or
+-- pg_cron job can.  Session merging is the C code of sessions(), through the
+-- aggregate sessionize_merge_sessions().
+
+CREATE TYPE sessionize.pipeline_session AS (
+	started_at timestamptz,
+	ended_at timestamptz,
+	expires_at timestamptz,
+	events bigint
+);
+COMMENT ON TYPE sessionize.pipeline_session IS 'a session as pipelines store it, with the time it expires';
+
+CREATE FUNCTION sessionize.sessionize_sessions_merge_transition(internal, timestamptz, timestamptz, timestamptz, bigint)
+RETURNS internal
+AS 'MODULE_PATHNAME', 'sessions_merge_transition'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.sessionize_pipeline_sessions_final(internal)
+RETURNS sessionize.pipeline_session[]
+AS 'MODULE_PATHNAME', 'sessions_final'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+CREATE AGGREGATE sessionize.sessionize_merge_sessions(timestamptz, timestamptz, timestamptz, bigint) (
+	SFUNC = sessionize.sessionize_sessions_merge_transition,
+	STYPE = internal,
+	FINALFUNC = sessionize.sessionize_pipeline_sessions_final,
+	COMBINEFUNC = sessionize.sessionize_sessions_combine,
+	SERIALFUNC = sessionize.sessionize_sessions_serialize,
+	DESERIALFUNC = sessionize.sessionize_sessions_deserialize,
+	PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE sessionize.sessionize_merge_sessions(timestamptz, timestamptz, timestamptz, bigint) IS
+	'merges stored sessions and new events (as one-event sessions) of a key';
+
+-- Catalog ---------------------------------------------------------------------
+
+CREATE TABLE sessionize.pipelines (
+	name text PRIMARY KEY,
+	source regclass NOT NULL,
+	key_column name NOT NULL,
+	time_column name NOT NULL,
+	gap interval NOT NULL,
+	allowed_lateness interval,
+	dedup_window interval,
+	fingerprint_exclude text[] NOT NULL DEFAULT '{}',
+	type_column name,
+	run_as name,
+	state text NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'paused')),
+	created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE sessionize.pipelines IS 'pipelines: where their events come from and how they are sessionized';
+SELECT pg_catalog.pg_extension_config_dump('sessionize.pipelines', '');
+
+CREATE TABLE sessionize.pipeline_state (
+	pipeline text PRIMARY KEY REFERENCES sessionize.pipelines ON DELETE CASCADE ON UPDATE CASCADE,
+	max_event_time timestamptz,
+	watermark timestamptz,
+	last_event_time timestamptz,
+	consumed bigint NOT NULL DEFAULT 0,
+	merged bigint NOT NULL DEFAULT 0,
+	duplicates bigint NOT NULL DEFAULT 0,
+	late bigint NOT NULL DEFAULT 0,
+	dead_lettered bigint NOT NULL DEFAULT 0,
+	batches bigint NOT NULL DEFAULT 0,
+	last_batch_at timestamptz,
+	last_error text,
+	last_error_at timestamptz,
+	failures integer NOT NULL DEFAULT 0
+);
+COMMENT ON TABLE sessionize.pipeline_state IS 'progress of each pipeline, updated in the transaction of each batch';
+SELECT pg_catalog.pg_extension_config_dump('sessionize.pipeline_state', '');
+
+CREATE TABLE sessionize.dead_letter (
+	id bigserial PRIMARY KEY,
+	pipeline text NOT NULL,
+	event jsonb NOT NULL,
+	error text NOT NULL,
+	failed_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE INDEX dead_letter_pipeline ON sessionize.dead_letter (pipeline, failed_at);
+COMMENT ON TABLE sessionize.dead_letter IS 'events a pipeline could not use, with the reason';
+SELECT pg_catalog.pg_extension_config_dump('sessionize.dead_letter', '');
+
+-- Set-up ----------------------------------------------------------------------
+
+-- Checks a pipeline name: it becomes part of table names.
+CREATE FUNCTION sessionize.sessionize_check_pipeline_name(name text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF name IS NULL OR name !~ '^[a-z_][a-z0-9_]{0,39}$' THEN
+		RAISE EXCEPTION 'invalid pipeline name "%"', name
+			USING ERRCODE = 'invalid_name',
+				  DETAIL = 'A pipeline name names its tables, so it must be 1 to 40 lowercase letters, digits or underscores, not starting with a digit.';
+	END IF;
+	RETURN name;
+END $$;
+
+CREATE FUNCTION sessionize.create_pipeline(
+	name text,
+	source regclass,
+	key_column name,
+	time_column name,
+	gap interval,
+	allowed_lateness interval DEFAULT NULL,
+	dedup_window interval DEFAULT '1 hour',
+	fingerprint_exclude text[] DEFAULT '{}',
+	type_column name DEFAULT NULL,
+	max_duration interval DEFAULT NULL,
+	run_as name DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	key_type text;
+	time_type oid;
+	prefix text;
+BEGIN
+	PERFORM sessionize.sessionize_check_pipeline_name(name);
+	IF source IS NULL OR key_column IS NULL OR time_column IS NULL THEN
+		RAISE EXCEPTION 'source, key_column and time_column must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF gap IS NULL THEN
+		RAISE EXCEPTION 'gap must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	PERFORM sessionize.sessionize_check_interval(gap, 'gap');
+	IF allowed_lateness IS NOT NULL AND allowed_lateness <> interval '0' THEN
+		PERFORM sessionize.sessionize_check_interval(allowed_lateness, 'allowed_lateness');
+	END IF;
+	IF dedup_window IS NOT NULL THEN
+		PERFORM sessionize.sessionize_check_interval(dedup_window, 'dedup_window');
+	END IF;
+	IF max_duration IS NOT NULL THEN
+		RAISE EXCEPTION 'pipelines do not support max_duration'
+			USING ERRCODE = 'feature_not_supported',
+				  DETAIL = 'With max_duration a session''s end depends on where it started, so merging a late event would need every stored event.',
+				  HINT = 'Use sessionize.sessions(ts, gap, max_duration) over the events in SQL.';
+	END IF;
+	IF (SELECT relkind FROM pg_class WHERE oid = source) <> 'r' THEN
+		RAISE EXCEPTION '"%" is not a table', source
+			USING ERRCODE = 'wrong_object_type',
+				  HINT = 'A pipeline consumes a plain table; partitioned tables and views are not supported.';
+	END IF;
+	SELECT format_type(atttypid, atttypmod) INTO key_type
+	FROM pg_attribute WHERE attrelid = source AND attname = key_column AND attnum > 0 AND NOT attisdropped;
+	IF key_type IS NULL THEN
+		RAISE EXCEPTION 'column "%" of "%" does not exist', key_column, source USING ERRCODE = 'undefined_column';
+	END IF;
+	SELECT atttypid INTO time_type
+	FROM pg_attribute WHERE attrelid = source AND attname = time_column AND attnum > 0 AND NOT attisdropped;
+	IF time_type IS NULL THEN
+		RAISE EXCEPTION 'column "%" of "%" does not exist', time_column, source USING ERRCODE = 'undefined_column';
+	ELSIF time_type <> 'timestamptz'::regtype THEN
+		RAISE EXCEPTION 'time column "%" must be of type timestamp with time zone', time_column
+			USING ERRCODE = 'datatype_mismatch',
+				  DETAIL = format('It is of type %s.', time_type::regtype);
+	END IF;
+	IF type_column IS NOT NULL AND NOT EXISTS (
+		SELECT FROM pg_attribute WHERE attrelid = source AND attname = type_column AND attnum > 0 AND NOT attisdropped) THEN
+		RAISE EXCEPTION 'column "%" of "%" does not exist', type_column, source USING ERRCODE = 'undefined_column';
+	END IF;
+	IF run_as IS NOT NULL AND NOT EXISTS (SELECT FROM pg_roles WHERE rolname = run_as) THEN
+		RAISE EXCEPTION 'role "%" does not exist', run_as USING ERRCODE = 'undefined_object';
+	END IF;
+
+	INSERT INTO sessionize.pipelines (name, source, key_column, time_column, gap, allowed_lateness,
+									  dedup_window, fingerprint_exclude, type_column, run_as)
+	VALUES (name, source, key_column, time_column, gap, allowed_lateness, dedup_window,
+			coalesce(fingerprint_exclude, '{}'), type_column, run_as);
+	INSERT INTO sessionize.pipeline_state (pipeline) VALUES (name);
+
+	prefix := 'sessionize.' || quote_ident(name);
+	EXECUTE format('CREATE TABLE sessionize.%I (key %s NOT NULL, session_start timestamptz NOT NULL,'
+				   ' last_event_at timestamptz NOT NULL, expires_at timestamptz NOT NULL, events bigint NOT NULL,'
+				   ' type_counts jsonb, revision integer NOT NULL, updated_at timestamptz NOT NULL,'
+				   ' PRIMARY KEY (key, session_start))', name || '_sessions', key_type);
+	EXECUTE format('CREATE INDEX ON sessionize.%I (expires_at)', name || '_sessions');
+	EXECUTE format('CREATE TABLE sessionize.%I (id bigserial PRIMARY KEY, event jsonb NOT NULL, reason text NOT NULL,'
+				   ' received_at timestamptz NOT NULL DEFAULT now())', name || '_late');
+	EXECUTE format('CREATE TABLE sessionize.%I (change_id bigserial PRIMARY KEY, key %s NOT NULL,'
+				   ' session_start timestamptz NOT NULL, change text NOT NULL, revision integer NOT NULL,'
+				   ' events bigint NOT NULL, changed_at timestamptz NOT NULL DEFAULT now())', name || '_changes', key_type);
+	EXECUTE format('CREATE TABLE sessionize.%I (batch_id bigint PRIMARY KEY, key %s, ts timestamptz, event_type text,'
+				   ' event jsonb NOT NULL, fingerprint uuid, outcome text)', name || '_batch', key_type);
+	EXECUTE format($view$
+		CREATE VIEW sessionize.%I AS
+		SELECT s.key, s.session_start, s.last_event_at, s.expires_at, s.events, s.type_counts, s.revision, s.updated_at,
+			   CASE WHEN s.expires_at >= st.max_event_time THEN 'open' ELSE 'idle' END AS status
+		FROM sessionize.%I s, sessionize.pipeline_state st
+		WHERE st.pipeline = %L AND (st.watermark IS NULL OR s.expires_at >= st.watermark)$view$,
+		name || '_sessions_live', name || '_sessions', name);
+	EXECUTE format($view$
+		CREATE VIEW sessionize.%I AS
+		SELECT s.key, s.session_start, s.last_event_at, s.expires_at, s.events, s.type_counts, s.revision, s.updated_at,
+			   'final'::text AS status
+		FROM sessionize.%I s, sessionize.pipeline_state st
+		WHERE st.pipeline = %L AND s.expires_at < st.watermark$view$,
+		name || '_sessions_final', name || '_sessions', name);
+	EXECUTE format('COMMENT ON TABLE sessionize.%I IS %L', name || '_sessions', 'sessions of pipeline ' || name);
+	EXECUTE format('COMMENT ON VIEW sessionize.%I IS %L', name || '_sessions_live', 'open and idle sessions of pipeline ' || name);
+	EXECUTE format('COMMENT ON VIEW sessionize.%I IS %L', name || '_sessions_final', 'sessions of pipeline ' || name || ' that can no longer change');
+	EXECUTE format('COMMENT ON TABLE sessionize.%I IS %L', name || '_late', 'events that came later than the allowed lateness of pipeline ' || name);
+	EXECUTE format('COMMENT ON TABLE sessionize.%I IS %L', name || '_changes', 'session changes made by pipeline ' || name);
+
+	IF run_as IS NOT NULL THEN
+		EXECUTE format('GRANT SELECT, DELETE ON %s TO %I', source, run_as);
+		EXECUTE format('GRANT ALL ON sessionize.%I, sessionize.%I, sessionize.%I, sessionize.%I TO %I',
+					   name || '_sessions', name || '_late', name || '_changes', name || '_batch', run_as);
+		EXECUTE format('GRANT USAGE ON SEQUENCE sessionize.%I, sessionize.%I TO %I',
+					   name || '_late_id_seq', name || '_changes_change_id_seq', run_as);
+	END IF;
+END $$;
+COMMENT ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name) IS
+	'creates a pipeline that sessionizes the events landing in a staging table';
+REVOKE ALL ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name) FROM PUBLIC;
+
+CREATE FUNCTION sessionize.alter_pipeline(
+	name text,
+	allowed_lateness interval DEFAULT NULL,
+	dedup_window interval DEFAULT NULL,
+	fingerprint_exclude text[] DEFAULT NULL,
+	reset_allowed_lateness boolean DEFAULT false,
+	reset_dedup_window boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF allowed_lateness IS NOT NULL AND allowed_lateness <> interval '0' THEN
+		PERFORM sessionize.sessionize_check_interval(allowed_lateness, 'allowed_lateness');
+	END IF;
+	IF dedup_window IS NOT NULL THEN
+		PERFORM sessionize.sessionize_check_interval(dedup_window, 'dedup_window');
+	END IF;
+	UPDATE sessionize.pipelines p
+	SET allowed_lateness = CASE WHEN reset_allowed_lateness THEN NULL
+								ELSE coalesce(alter_pipeline.allowed_lateness, p.allowed_lateness) END,
+		dedup_window = CASE WHEN reset_dedup_window THEN NULL
+							ELSE coalesce(alter_pipeline.dedup_window, p.dedup_window) END,
+		fingerprint_exclude = coalesce(alter_pipeline.fingerprint_exclude, p.fingerprint_exclude)
+	WHERE p.name = alter_pipeline.name;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'pipeline "%" does not exist', name USING ERRCODE = 'undefined_object';
+	END IF;
+END $$;
+COMMENT ON FUNCTION sessionize.alter_pipeline(text, interval, interval, text[], boolean, boolean) IS
+	'changes the lateness, dedup window or fingerprint exclusions of a pipeline (reset_* back to unbounded)';
+REVOKE ALL ON FUNCTION sessionize.alter_pipeline(text, interval, interval, text[], boolean, boolean) FROM PUBLIC;
+
+CREATE FUNCTION sessionize.sessionize_set_pipeline_state(name text, new_state text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	UPDATE sessionize.pipelines p SET state = new_state WHERE p.name = sessionize_set_pipeline_state.name;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'pipeline "%" does not exist', name USING ERRCODE = 'undefined_object';
+	END IF;
+END $$;
+
+CREATE FUNCTION sessionize.pause_pipeline(name text) RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	SELECT sessionize.sessionize_set_pipeline_state(name, 'paused');
+END;
+COMMENT ON FUNCTION sessionize.pause_pipeline(text) IS 'stops the worker of a pipeline; events wait in the staging table';
+REVOKE ALL ON FUNCTION sessionize.pause_pipeline(text) FROM PUBLIC;
+
+CREATE FUNCTION sessionize.resume_pipeline(name text) RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	SELECT sessionize.sessionize_set_pipeline_state(name, 'active');
+END;
+COMMENT ON FUNCTION sessionize.resume_pipeline(text) IS 'lets the worker run a paused pipeline again';
+REVOKE ALL ON FUNCTION sessionize.resume_pipeline(text) FROM PUBLIC;
+
+CREATE FUNCTION sessionize.drop_pipeline(name text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	DELETE FROM sessionize.pipelines p WHERE p.name = drop_pipeline.name;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'pipeline "%" does not exist', name USING ERRCODE = 'undefined_object';
+	END IF;
+	EXECUTE format('DROP VIEW sessionize.%I, sessionize.%I', name || '_sessions_live', name || '_sessions_final');
+	EXECUTE format('DROP TABLE sessionize.%I, sessionize.%I, sessionize.%I, sessionize.%I',
+				   name || '_sessions', name || '_late', name || '_changes', name || '_batch');
+	DELETE FROM sessionize.seen_fingerprints WHERE namespace = 'pipeline:' || name;
+END $$;
+COMMENT ON FUNCTION sessionize.drop_pipeline(text) IS 'drops a pipeline and its tables; the staging table stays';
+REVOKE ALL ON FUNCTION sessionize.drop_pipeline(text) FROM PUBLIC;
+
+-- One batch -------------------------------------------------------------------
+
+-- Applies the claimed events of a pipeline's batch table (all of them, or only
+-- batch_id only_id): dead letters, dedup, lateness, merge.  Returns the
+-- counts of what it did.  Called by run_pipeline(); a failure rolls back only
+-- this call, so run_pipeline() can retry event by event.
+CREATE FUNCTION sessionize.sessionize_apply_batch(pipeline sessionize.pipelines, only_id bigint,
+												  OUT merged bigint, OUT duplicates bigint,
+												  OUT late bigint, OUT dead_lettered bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	batch text := format('sessionize.%I', pipeline.name || '_batch');
+	sessions text := format('sessionize.%I', pipeline.name || '_sessions');
+	changes text := format('sessionize.%I', pipeline.name || '_changes');
+	selected text := CASE WHEN only_id IS NULL THEN 'true' ELSE format('batch_id = %s', only_id) END;
+	-- a gap in plain seconds, so that ts + gap agrees with the C code's 24-hour days
+	fixed_gap interval := make_interval(secs => extract(epoch FROM pipeline.gap));
+	state sessionize.pipeline_state;
+BEGIN
+	SELECT * INTO state FROM sessionize.pipeline_state WHERE pipeline_state.pipeline = pipeline.name;
+
+	EXECUTE format($q$
+		WITH invalid AS (
+			UPDATE %1$s SET outcome = 'dead'
+			WHERE %2$s AND outcome IS NULL AND (key IS NULL OR ts IS NULL OR NOT isfinite(ts))
+			RETURNING event, CASE WHEN key IS NULL THEN 'key is null'
+								  WHEN ts IS NULL THEN 'event time is null'
+								  ELSE 'event time is not finite' END AS error)
+		INSERT INTO sessionize.dead_letter (pipeline, event, error)
+		SELECT $1, event, error FROM invalid$q$, batch, selected)
+	USING pipeline.name;
+	GET DIAGNOSTICS dead_lettered = ROW_COUNT;
+
+	-- The first copy of each fingerprint not remembered yet is new; the rest
+	-- are duplicates.
+	EXECUTE format($q$
+		UPDATE %1$s SET fingerprint = sessionize.fingerprint_bytes(event, $1)
+		WHERE %2$s AND outcome IS NULL$q$, batch, selected)
+	USING pipeline.fingerprint_exclude;
+	EXECUTE format($q$
+		WITH firsts AS (
+			SELECT DISTINCT ON (fingerprint) batch_id, fingerprint FROM %1$s
+			WHERE %2$s AND outcome IS NULL ORDER BY fingerprint, batch_id),
+		claimed AS (
+			INSERT INTO sessionize.seen_fingerprints AS seen (namespace, fingerprint, first_seen_at, expires_at)
+			SELECT 'pipeline:' || $1, fingerprint, statement_timestamp(), statement_timestamp() + $2 FROM firsts
+			ON CONFLICT (namespace, fingerprint) DO UPDATE
+			SET first_seen_at = EXCLUDED.first_seen_at, expires_at = EXCLUDED.expires_at
+			WHERE seen.expires_at <= EXCLUDED.first_seen_at
+			RETURNING fingerprint)
+		UPDATE %1$s b SET outcome = 'duplicate'
+		WHERE %2$s AND outcome IS NULL
+		  AND NOT EXISTS (SELECT FROM firsts f JOIN claimed c USING (fingerprint) WHERE f.batch_id = b.batch_id)$q$,
+		batch, selected)
+	USING pipeline.name, pipeline.dedup_window;
+	GET DIAGNOSTICS duplicates = ROW_COUNT;
+
+	IF state.watermark IS NOT NULL THEN
+		EXECUTE format($q$
+			WITH late_events AS (
+				UPDATE %1$s SET outcome = 'late'
+				WHERE %2$s AND outcome IS NULL AND ts + $1 < $2
+				RETURNING event, ts)
+			INSERT INTO sessionize.%3$I (event, reason)
+			SELECT event, format('the session of an event at %%s would expire before the watermark %%s', ts, $2::text)
+			FROM late_events$q$, batch, selected, pipeline.name || '_late')
+		USING fixed_gap, state.watermark;
+		GET DIAGNOSTICS late = ROW_COUNT;
+	ELSE
+		late := 0;
+	END IF;
+
+	-- Merge: the stored sessions that touch a new event are taken out and
+	-- merged with the new events by the C code of sessions(); what comes out
+	-- replaces them.  Per-type counts add up; the change log says what happened.
+	EXECUTE format($q$
+		WITH events AS (
+			UPDATE %1$s SET outcome = 'merged' WHERE %2$s AND outcome IS NULL
+			RETURNING key, ts, event_type),
+		old AS (
+			DELETE FROM %3$s s
+			WHERE EXISTS (SELECT FROM events e
+						  WHERE e.key = s.key AND s.session_start <= e.ts + $1 AND e.ts <= s.expires_at)
+			RETURNING s.*),
+		pieces AS (
+			SELECT key, session_start AS started_at, last_event_at AS ended_at, expires_at, events FROM old
+			UNION ALL
+			SELECT key, ts, ts, ts + $1, 1 FROM events),
+		merged AS (
+			SELECT per_key.key, m.started_at, m.ended_at, m.expires_at, m.events
+			FROM (SELECT key, sessionize.sessionize_merge_sessions(started_at, ended_at, expires_at, events) AS all_sessions
+				  FROM pieces GROUP BY key) per_key,
+				 unnest(per_key.all_sessions) m),
+		described AS (
+			SELECT m.*,
+				   (SELECT count(*) FROM old o WHERE o.key = m.key AND o.session_start BETWEEN m.started_at AND m.ended_at) AS replaced,
+				   (SELECT coalesce(max(o.revision), 0) + 1 FROM old o
+					WHERE o.key = m.key AND o.session_start BETWEEN m.started_at AND m.ended_at) AS revision,
+				   (SELECT jsonb_object_agg(event_type, n) FROM (
+						SELECT event_type, sum(n) AS n FROM (
+							SELECT c.key AS event_type, c.value::bigint AS n
+							FROM old o, jsonb_each_text(o.type_counts) c
+							WHERE o.key = m.key AND o.session_start BETWEEN m.started_at AND m.ended_at
+							UNION ALL
+							SELECT e.event_type, 1 FROM events e
+							WHERE e.key = m.key AND e.ts BETWEEN m.started_at AND m.ended_at AND e.event_type IS NOT NULL) counted
+						GROUP BY event_type) summed) AS type_counts
+			FROM merged m),
+		stored AS (
+			INSERT INTO %3$s (key, session_start, last_event_at, expires_at, events, type_counts, revision, updated_at)
+			SELECT key, started_at, ended_at, expires_at, events, type_counts, revision, now() FROM described)
+		INSERT INTO %4$s (key, session_start, change, revision, events)
+		SELECT key, started_at, CASE replaced WHEN 0 THEN 'opened' WHEN 1 THEN 'extended' ELSE 'merged' END,
+			   revision, events
+		FROM described$q$, batch, selected, sessions, changes)
+	USING fixed_gap;
+	EXECUTE format('SELECT count(*) FROM %s WHERE %s AND outcome = ''merged''', batch, selected) INTO merged;
+END $$;
+
+CREATE FUNCTION sessionize.run_pipeline(name text, max_events integer DEFAULT 10000,
+										OUT consumed bigint, OUT merged bigint, OUT duplicates bigint,
+										OUT late bigint, OUT dead_lettered bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	pipeline sessionize.pipelines;
+	state sessionize.pipeline_state;
+	batch text;
+	counts record;
+	failed_id bigint;
+	new_max timestamptz;
+	last_ts timestamptz;
+	message text;
+BEGIN
+	IF max_events IS NULL OR max_events < 1 THEN
+		RAISE EXCEPTION 'max_events must be positive' USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	SELECT * INTO pipeline FROM sessionize.pipelines p WHERE p.name = run_pipeline.name;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'pipeline "%" does not exist', name USING ERRCODE = 'undefined_object';
+	END IF;
+	-- one batch at a time per pipeline
+	SELECT * INTO state FROM sessionize.pipeline_state s WHERE s.pipeline = pipeline.name FOR UPDATE;
+	batch := format('sessionize.%I', pipeline.name || '_batch');
+
+	-- Claim: rows leave the staging table in this transaction; rows other
+	-- transactions hold are skipped, not waited for.
+	EXECUTE format($q$
+		WITH claimed AS (
+			DELETE FROM %1$s s
+			WHERE ctid = ANY (ARRAY(SELECT ctid FROM %1$s LIMIT $1 FOR UPDATE SKIP LOCKED))
+			RETURNING s.*)
+		INSERT INTO %2$s (batch_id, key, ts, event_type, event)
+		SELECT row_number() OVER (), c.%3$I, c.%4$I, %5$s, to_jsonb(c) FROM claimed c$q$,
+		pipeline.source, batch, pipeline.key_column, pipeline.time_column,
+		CASE WHEN pipeline.type_column IS NULL THEN 'NULL' ELSE format('c.%I::text', pipeline.type_column) END)
+	USING max_events;
+	GET DIAGNOSTICS consumed = ROW_COUNT;
+	merged := 0; duplicates := 0; late := 0; dead_lettered := 0;
+	IF consumed = 0 THEN
+		RETURN;
+	END IF;
+
+	BEGIN
+		counts := sessionize.sessionize_apply_batch(pipeline, NULL);
+	EXCEPTION WHEN OTHERS THEN
+		-- Something in the batch breaks the set-based path: apply the events
+		-- one by one, and dead-letter those that fail alone.
+		counts := NULL;
+	END;
+	IF counts IS NOT NULL THEN
+		merged := counts.merged; duplicates := counts.duplicates;
+		late := counts.late; dead_lettered := counts.dead_lettered;
+	ELSE
+		FOR failed_id IN EXECUTE format('SELECT batch_id FROM %s ORDER BY batch_id', batch) LOOP
+			BEGIN
+				counts := sessionize.sessionize_apply_batch(pipeline, failed_id);
+				merged := merged + counts.merged; duplicates := duplicates + counts.duplicates;
+				late := late + counts.late; dead_lettered := dead_lettered + counts.dead_lettered;
+			EXCEPTION WHEN OTHERS THEN
+				GET STACKED DIAGNOSTICS message = MESSAGE_TEXT;
+				EXECUTE format('INSERT INTO sessionize.dead_letter (pipeline, event, error)
+								SELECT $1, event, $2 FROM %s WHERE batch_id = $3', batch)
+				USING pipeline.name, message, failed_id;
+				dead_lettered := dead_lettered + 1;
+			END;
+		END LOOP;
+	END IF;
+
+	EXECUTE format('SELECT max(ts) FILTER (WHERE outcome = ''merged''), max(ts) FILTER (WHERE isfinite(ts)) FROM %s', batch)
+	INTO new_max, last_ts;
+	new_max := greatest(state.max_event_time, new_max);
+	UPDATE sessionize.pipeline_state s
+	SET max_event_time = new_max,
+		watermark = new_max - pipeline.allowed_lateness,
+		last_event_time = greatest(s.last_event_time, last_ts),
+		consumed = s.consumed + run_pipeline.consumed,
+		merged = s.merged + run_pipeline.merged,
+		duplicates = s.duplicates + run_pipeline.duplicates,
+		late = s.late + run_pipeline.late,
+		dead_lettered = s.dead_lettered + run_pipeline.dead_lettered,
+		batches = s.batches + 1,
+		last_batch_at = clock_timestamp(),
+		failures = 0
+	WHERE s.pipeline = pipeline.name;
+	EXECUTE format('DELETE FROM %s', batch);
+	PERFORM pg_notify('sessionize_' || pipeline.name,
+					  json_build_object('pipeline', pipeline.name, 'consumed', consumed, 'merged', merged,
+										'duplicates', duplicates, 'late', late,
+										'dead_lettered', dead_lettered)::text);
+END $$;
+COMMENT ON FUNCTION sessionize.run_pipeline(text, integer) IS
+	'consumes one batch of a pipeline''s staging table in the calling transaction; what the worker and pg_cron call';
+
+-- Records a failed batch; the worker calls it in a fresh transaction.
+CREATE FUNCTION sessionize.sessionize_record_failure(name text, error text)
+RETURNS integer
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	UPDATE sessionize.pipeline_state
+	SET last_error = error, last_error_at = clock_timestamp(), failures = failures + 1
+	WHERE pipeline = name
+	RETURNING failures;
+END;
+
+-- Observability ---------------------------------------------------------------
+
+CREATE FUNCTION sessionize.pipeline_backlog(name text)
+RETURNS bigint
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	waiting bigint;
+BEGIN
+	EXECUTE format('SELECT count(*) FROM %s', (SELECT source FROM sessionize.pipelines p WHERE p.name = pipeline_backlog.name))
+	INTO waiting;
+	RETURN waiting;
+END $$;
+COMMENT ON FUNCTION sessionize.pipeline_backlog(text) IS 'events waiting in the staging table of a pipeline (counts them)';
+
+CREATE VIEW sessionize.pipeline_status AS
+SELECT p.name, p.state,
+	   (SELECT a.pid FROM pg_catalog.pg_stat_activity a
+		WHERE a.backend_type = 'sessionize pipeline' AND a.application_name = 'sessionize pipeline ' || p.name
+		LIMIT 1) AS worker_pid,
+	   s.consumed, s.merged, s.duplicates, s.late, s.dead_lettered, s.batches,
+	   sessionize.pipeline_backlog(p.name) AS backlog,
+	   s.max_event_time, s.watermark,
+	   pg_catalog.now() - s.last_event_time AS lag,
+	   s.last_batch_at, s.last_error, s.last_error_at, s.failures
+FROM sessionize.pipelines p JOIN sessionize.pipeline_state s ON s.pipeline = p.name;
+COMMENT ON VIEW sessionize.pipeline_status IS 'one row per pipeline: state, worker, counts, backlog, watermark, lag, last error';
