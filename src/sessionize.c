@@ -5,7 +5,8 @@
  *
  * SQL functions and aggregates work in any backend that loads the library;
  * the settings are defined in every process so that they can be set in
- * postgresql.conf whether or not the library is preloaded.
+ * postgresql.conf whether or not the library is preloaded.  Only when it is
+ * preloaded does _PG_init register the pipeline launcher.
  *
  *-------------------------------------------------------------------------
  */
@@ -22,6 +23,7 @@ PG_MODULE_MAGIC;
 char	   *sessionize_database = NULL;
 int			sessionize_max_workers = 4;
 int			sessionize_naptime_ms = 1000;
+int			sessionize_batch_size = 10000;
 
 void		_PG_init(void);
 
@@ -54,9 +56,20 @@ _PG_init(void)
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
+	DefineCustomIntVariable("sessionize.batch_size",
+							"Most events a pipeline worker consumes in one transaction.",
+							"Under backlog, workers run full batches back to back.",
+							&sessionize_batch_size,
+							10000, 1, 1000000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("sessionize");
 #else
 	EmitWarningsOnPlaceholders("sessionize");
 #endif
+
+	if (process_shared_preload_libraries_in_progress)
+		sessionize_register_launcher();
 }

@@ -89,5 +89,9 @@ extern int	sessionize_fingerprint_jsonb(Jsonb *event, const char **exclude,
 extern char *sessionize_database;
 extern int	sessionize_max_workers;
 extern int	sessionize_naptime_ms;
+extern int	sessionize_batch_size;
+
+/* worker.c: the pipeline launcher and workers */
+extern void sessionize_register_launcher(void);
 
 #endif							/* SESSIONIZE_H */

@@ -352,10 +352,11 @@ BEGIN
 			ON CONFLICT (namespace, fingerprint) DO UPDATE
 			SET first_seen_at = EXCLUDED.first_seen_at, expires_at = EXCLUDED.expires_at
 			WHERE seen.expires_at <= EXCLUDED.first_seen_at
-			RETURNING fingerprint)
+			RETURNING fingerprint),
+		kept AS (
+			SELECT f.batch_id FROM firsts f JOIN claimed c USING (fingerprint))
 		UPDATE %1$s b SET outcome = 'duplicate'
-		WHERE %2$s AND outcome IS NULL
-		  AND NOT EXISTS (SELECT FROM firsts f JOIN claimed c USING (fingerprint) WHERE f.batch_id = b.batch_id)$q$,
+		WHERE %2$s AND outcome IS NULL AND b.batch_id NOT IN (SELECT batch_id FROM kept)$q$,
 		batch, selected)
 	USING pipeline.name, pipeline.dedup_window;
 	GET DIAGNOSTICS duplicates = ROW_COUNT;
@@ -396,21 +397,30 @@ BEGIN
 			FROM (SELECT key, sessionize.sessionize_merge_sessions(started_at, ended_at, expires_at, events) AS all_sessions
 				  FROM pieces GROUP BY key) per_key,
 				 unnest(per_key.all_sessions) m),
+		replaced AS (
+			SELECT m.key, m.started_at, count(o.key) AS replaced, coalesce(max(o.revision), 0) + 1 AS revision
+			FROM merged m
+			LEFT JOIN old o ON o.key = m.key AND o.session_start BETWEEN m.started_at AND m.ended_at
+			GROUP BY m.key, m.started_at),
+		typed AS (
+			SELECT key, started_at, jsonb_object_agg(event_type, n) AS type_counts
+			FROM (SELECT key, started_at, event_type, sum(n) AS n
+				  FROM (SELECT m.key, m.started_at, c.key AS event_type, c.value::bigint AS n
+						FROM merged m
+						JOIN old o ON o.key = m.key AND o.session_start BETWEEN m.started_at AND m.ended_at,
+						jsonb_each_text(o.type_counts) c
+						UNION ALL
+						SELECT m.key, m.started_at, e.event_type, 1
+						FROM merged m
+						JOIN events e ON e.key = m.key AND e.ts BETWEEN m.started_at AND m.ended_at
+						WHERE e.event_type IS NOT NULL) counted
+				  GROUP BY key, started_at, event_type) summed
+			GROUP BY key, started_at),
 		described AS (
-			SELECT m.*,
-				   (SELECT count(*) FROM old o WHERE o.key = m.key AND o.session_start BETWEEN m.started_at AND m.ended_at) AS replaced,
-				   (SELECT coalesce(max(o.revision), 0) + 1 FROM old o
-					WHERE o.key = m.key AND o.session_start BETWEEN m.started_at AND m.ended_at) AS revision,
-				   (SELECT jsonb_object_agg(event_type, n) FROM (
-						SELECT event_type, sum(n) AS n FROM (
-							SELECT c.key AS event_type, c.value::bigint AS n
-							FROM old o, jsonb_each_text(o.type_counts) c
-							WHERE o.key = m.key AND o.session_start BETWEEN m.started_at AND m.ended_at
-							UNION ALL
-							SELECT e.event_type, 1 FROM events e
-							WHERE e.key = m.key AND e.ts BETWEEN m.started_at AND m.ended_at AND e.event_type IS NOT NULL) counted
-						GROUP BY event_type) summed) AS type_counts
-			FROM merged m),
+			SELECT m.*, r.replaced, r.revision, t.type_counts
+			FROM merged m
+			JOIN replaced r ON r.key = m.key AND r.started_at = m.started_at
+			LEFT JOIN typed t ON t.key = m.key AND t.started_at = m.started_at),
 		stored AS (
 			INSERT INTO %3$s (key, session_start, last_event_at, expires_at, events, type_counts, revision, updated_at)
 			SELECT key, started_at, ended_at, expires_at, events, type_counts, revision, now() FROM described)

@@ -1,0 +1,389 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The pipeline launcher and the pipeline workers.
+ *
+ * The launcher is a background worker registered from shared_preload_libraries.
+ * It connects to sessionize.database and, every naptime, compares the active
+ * pipelines with the workers it runs: it starts a dynamic worker for each
+ * active pipeline that has none, and stops the workers of pipelines paused or
+ * dropped.  It never runs on a standby (it starts when recovery is finished),
+ * and the postmaster restarts it if it dies.
+ *
+ * A pipeline worker calls sessionize.run_pipeline() in a loop, one
+ * transaction per batch: consuming, merging and the checkpoint commit
+ * together, so a crash anywhere leaves all of a batch or none of it.  Under
+ * backlog it runs batches back to back; otherwise it sleeps on its latch.  A
+ * failing batch is rolled back, its error recorded in the pipeline's state,
+ * and retried after a growing pause: the worker does not exit and restart in
+ * a loop.  SIGTERM ends the worker between batches.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "sessionize.h"
+
+#define LONGEST_BACKOFF_MS (60 * 1000)
+
+/* What the launcher knows of one pipeline's worker. */
+typedef struct PipelineWorker
+{
+	char		name[NAMEDATALEN];
+	char		run_as[NAMEDATALEN];
+	bool		active;			/* seen active in the catalog this round */
+	BackgroundWorkerHandle *handle;
+	int			quick_exits;	/* exits soon after start, for backoff */
+	TimestampTz started_at;
+	TimestampTz not_before;		/* earliest next start */
+} PipelineWorker;
+
+PGDLLEXPORT void sessionize_launcher_main(Datum argument);
+PGDLLEXPORT void sessionize_pipeline_main(Datum argument);
+
+static PipelineWorker *workers = NULL;
+static int	worker_count = 0;
+static int	worker_capacity = 0;
+static bool limit_reported = false;
+
+void
+sessionize_register_launcher(void)
+{
+	BackgroundWorker worker = {0};
+
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "sessionize");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "sessionize_launcher_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "sessionize launcher");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "sessionize launcher");
+	RegisterBackgroundWorker(&worker);
+}
+
+/* Brackets a piece of SPI work in its own transaction. */
+static void
+begin_work(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+static void
+end_work(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+static PipelineWorker *
+find_worker(const char *name)
+{
+	for (int i = 0; i < worker_count; i++)
+		if (strcmp(workers[i].name, name) == 0)
+			return &workers[i];
+	return NULL;
+}
+
+/* Reads the active pipelines; marks the known ones, adds new ones. */
+static void
+read_active_pipelines(void)
+{
+	for (int i = 0; i < worker_count; i++)
+		workers[i].active = false;
+
+	begin_work("reading sessionize pipelines");
+	if (SPI_execute("SELECT pg_catalog.to_regclass('sessionize.pipelines') IS NOT NULL", true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+	{
+		bool		isnull;
+		bool		installed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+
+		if (installed &&
+			SPI_execute("SELECT name, coalesce(run_as::pg_catalog.text, '') FROM sessionize.pipelines"
+						" WHERE state OPERATOR(pg_catalog.=) 'active' ORDER BY name", true, 0) == SPI_OK_SELECT)
+		{
+			for (uint64 row = 0; row < SPI_processed; row++)
+			{
+				char	   *name = SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, 1);
+				char	   *run_as = SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, 2);
+				PipelineWorker *worker = find_worker(name);
+
+				if (worker == NULL)
+				{
+					MemoryContext old_context = MemoryContextSwitchTo(TopMemoryContext);
+
+					if (worker_count == worker_capacity)
+					{
+						worker_capacity = Max(8, worker_capacity * 2);
+						workers = workers == NULL ? palloc0(sizeof(PipelineWorker) * worker_capacity)
+							: repalloc(workers, sizeof(PipelineWorker) * worker_capacity);
+					}
+					MemoryContextSwitchTo(old_context);
+					worker = &workers[worker_count++];
+					memset(worker, 0, sizeof(PipelineWorker));
+					strlcpy(worker->name, name, NAMEDATALEN);
+				}
+				strlcpy(worker->run_as, run_as, NAMEDATALEN);
+				worker->active = true;
+			}
+		}
+	}
+	end_work();
+}
+
+static int
+running_workers(void)
+{
+	int			running = 0;
+
+	for (int i = 0; i < worker_count; i++)
+		if (workers[i].handle != NULL)
+			running++;
+	return running;
+}
+
+static void
+start_worker(PipelineWorker *worker)
+{
+	BackgroundWorker definition = {0};
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (now < worker->not_before)
+		return;
+	if (running_workers() >= sessionize_max_workers)
+	{
+		if (!limit_reported)
+			ereport(LOG,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("sessionize cannot start a worker for pipeline \"%s\": sessionize.max_workers (%d) are running",
+							worker->name, sessionize_max_workers),
+					 errhint("Raise sessionize.max_workers, or pause pipelines.")));
+		limit_reported = true;
+		return;
+	}
+
+	definition.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	definition.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	definition.bgw_restart_time = BGW_NEVER_RESTART;
+	definition.bgw_notify_pid = MyProcPid;
+	snprintf(definition.bgw_library_name, BGW_MAXLEN, "sessionize");
+	snprintf(definition.bgw_function_name, BGW_MAXLEN, "sessionize_pipeline_main");
+	snprintf(definition.bgw_name, BGW_MAXLEN, "sessionize pipeline %s", worker->name);
+	snprintf(definition.bgw_type, BGW_MAXLEN, "sessionize pipeline");
+	StaticAssertStmt(2 * NAMEDATALEN <= BGW_EXTRALEN, "pipeline and role names must fit in bgw_extra");
+	memcpy(definition.bgw_extra, worker->name, NAMEDATALEN);
+	memcpy(definition.bgw_extra + NAMEDATALEN, worker->run_as, NAMEDATALEN);
+
+	if (!RegisterDynamicBackgroundWorker(&definition, &worker->handle))
+	{
+		worker->handle = NULL;
+		if (!limit_reported)
+			ereport(LOG,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("sessionize cannot start a worker for pipeline \"%s\": no background worker slot is free",
+							worker->name),
+					 errhint("Raise max_worker_processes.")));
+		limit_reported = true;
+		return;
+	}
+	limit_reported = false;
+	worker->started_at = now;
+}
+
+/* Starts, stops and forgets workers to match the active pipelines. */
+static void
+reconcile_workers(void)
+{
+	for (int i = 0; i < worker_count; i++)
+	{
+		PipelineWorker *worker = &workers[i];
+		pid_t		pid;
+
+		if (worker->handle != NULL &&
+			GetBackgroundWorkerPid(worker->handle, &pid) == BGWH_STOPPED)
+		{
+			/* a worker that stops soon after starting is restarted ever later */
+			TimestampTz now = GetCurrentTimestamp();
+
+			if (TimestampDifferenceExceeds(worker->started_at, now, 10 * 1000))
+				worker->quick_exits = 0;
+			else
+				worker->quick_exits = Min(worker->quick_exits + 1, 10);
+			worker->not_before = TimestampTzPlusMilliseconds(now,
+															 Min((int64) sessionize_naptime_ms << worker->quick_exits,
+																 LONGEST_BACKOFF_MS));
+			pfree(worker->handle);
+			worker->handle = NULL;
+		}
+		if (!worker->active && worker->handle != NULL)
+			TerminateBackgroundWorker(worker->handle);
+		else if (worker->active && worker->handle == NULL)
+			start_worker(worker);
+	}
+	/* forget stopped workers of pipelines that are gone */
+	for (int i = worker_count - 1; i >= 0; i--)
+		if (!workers[i].active && workers[i].handle == NULL)
+			workers[i] = workers[--worker_count];
+}
+
+void
+sessionize_launcher_main(Datum argument)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(sessionize_database, NULL, 0);
+	pgstat_report_appname("sessionize launcher");
+
+	for (;;)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		if (!RecoveryInProgress())
+		{
+			read_active_pipelines();
+			reconcile_workers();
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 sessionize_naptime_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/*
+ * Runs one batch in its own transaction.  Returns the number of events
+ * consumed, or -1 when the batch failed (rolled back, error recorded).
+ */
+static int64
+run_one_batch(const char *pipeline, MemoryContext worker_context, bool *pipeline_gone)
+{
+	volatile int64 consumed = 0;
+
+	PG_TRY();
+	{
+		Oid			types[2] = {TEXTOID, INT4OID};
+		Datum		values[2] = {CStringGetTextDatum(pipeline), Int32GetDatum(sessionize_batch_size)};
+		bool		isnull;
+
+		begin_work("sessionize.run_pipeline");
+		if (SPI_execute_with_args("SELECT consumed FROM sessionize.run_pipeline($1, $2)",
+								  2, types, values, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not run pipeline \"%s\"", pipeline);
+		consumed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		end_work();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *error;
+
+		MemoryContextSwitchTo(worker_context);
+		error = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		pgstat_report_activity(STATE_IDLE, NULL);
+		ereport(LOG,
+				(errcode(error->sqlerrcode),
+				 errmsg("sessionize pipeline \"%s\" failed a batch: %s", pipeline, error->message),
+				 errdetail("The batch was rolled back and will be retried.")));
+		*pipeline_gone = error->sqlerrcode == ERRCODE_UNDEFINED_OBJECT;
+		if (!*pipeline_gone)
+		{
+			Oid			types[2] = {TEXTOID, TEXTOID};
+			Datum		values[2] = {CStringGetTextDatum(pipeline), CStringGetTextDatum(error->message)};
+
+			begin_work("recording a sessionize pipeline failure");
+			SPI_execute_with_args("SELECT sessionize.sessionize_record_failure($1, $2)",
+								  2, types, values, NULL, false, 1);
+			end_work();
+		}
+		FreeErrorData(error);
+		consumed = -1;
+	}
+	PG_END_TRY();
+	return consumed;
+}
+
+void
+sessionize_pipeline_main(Datum argument)
+{
+	char		pipeline[NAMEDATALEN];
+	char		run_as[NAMEDATALEN];
+	MemoryContext worker_context;
+	int			failures = 0;
+
+	memcpy(pipeline, MyBgworkerEntry->bgw_extra, NAMEDATALEN);
+	memcpy(run_as, MyBgworkerEntry->bgw_extra + NAMEDATALEN, NAMEDATALEN);
+	pipeline[NAMEDATALEN - 1] = run_as[NAMEDATALEN - 1] = '\0';
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	/* finish the batch in hand, then exit */
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(sessionize_database, run_as[0] != '\0' ? run_as : NULL, 0);
+	pgstat_report_appname(psprintf("sessionize pipeline %s", pipeline));
+	worker_context = AllocSetContextCreate(TopMemoryContext, "sessionize pipeline worker",
+										   ALLOCSET_DEFAULT_SIZES);
+
+	for (;;)
+	{
+		int64		consumed;
+		bool		pipeline_gone = false;
+		long		pause_ms;
+
+		if (ShutdownRequestPending)
+			proc_exit(0);
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		MemoryContextReset(worker_context);
+		consumed = run_one_batch(pipeline, worker_context, &pipeline_gone);
+		if (pipeline_gone)
+			proc_exit(0);
+
+		if (consumed < 0)
+		{
+			failures = Min(failures + 1, 10);
+			pause_ms = Min((int64) sessionize_naptime_ms << failures, LONGEST_BACKOFF_MS);
+		}
+		else
+		{
+			failures = 0;
+			if (consumed >= sessionize_batch_size)
+				continue;		/* backlog: the next batch at once */
+			pause_ms = sessionize_naptime_ms;
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 pause_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
