@@ -124,6 +124,9 @@ DECLARE
 	prefix text;
 BEGIN
 	PERFORM sessionize.sessionize_check_pipeline_name(name);
+	IF EXISTS (SELECT FROM sessionize.pipelines p WHERE p.name = create_pipeline.name) THEN
+		RAISE EXCEPTION 'pipeline "%" already exists', name USING ERRCODE = 'duplicate_object';
+	END IF;
 	IF source IS NULL OR key_column IS NULL OR time_column IS NULL THEN
 		RAISE EXCEPTION 'source, key_column and time_column must not be null'
 			USING ERRCODE = 'null_value_not_allowed';
