@@ -2,8 +2,9 @@
 # The throwaway PostgreSQL cluster that `make demo`, `make test` and the
 # benchmarks run against.  Source it, then call cluster_start / cluster_stop.
 #
-# The cluster lives in .cluster/ under the repository (or a temporary directory
-# when the server's user cannot write there), listens on its own port and a
+# The cluster lives in .cluster/ under the repository, or in
+# SESSIONIZE_CLUSTER_DIR (or a temporary directory when the server's user
+# cannot write there), listens on its own port (SESSIONIZE_PORT) and a
 # private socket directory, and trusts local connections: it holds nothing but
 # generated data.  Run as root, the server runs as the unprivileged `postgres`
 # user, because PostgreSQL refuses to run as root.
@@ -24,7 +25,7 @@ as_server_user() {
 
 cluster_start() {
 	local preload=${1:-}
-	CLUSTER_DIR=$REPO_DIR/.cluster
+	CLUSTER_DIR=${SESSIONIZE_CLUSTER_DIR:-$REPO_DIR/.cluster}
 	mkdir -p "$CLUSTER_DIR"
 	if [ "$(id -u)" -eq 0 ]; then
 		chown postgres: "$CLUSTER_DIR"
@@ -87,7 +88,7 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
 			echo "cluster running; connect with: . $CLUSTER_DIR/env && psql"
 			;;
 		stop)
-			CLUSTER_DIR=$REPO_DIR/.cluster
+			CLUSTER_DIR=${SESSIONIZE_CLUSTER_DIR:-$REPO_DIR/.cluster}
 			as_server_user "$PG_BINDIR/pg_ctl" -D "$CLUSTER_DIR/data" -m fast -w stop
 			;;
 		*)

@@ -1,6 +1,7 @@
 -- Pipelines run by hand: a documentation-grade walk-through and every error
 -- path of the set-up functions.
 SET timezone = 'UTC';
+\set SHOW_CONTEXT never
 
 CREATE TABLE plays_in (id bigserial, listener int, played_at timestamptz, action text);
 SELECT sessionize.create_pipeline('plays', 'plays_in', 'listener', 'played_at', '30 minutes',
@@ -31,6 +32,31 @@ SELECT allowed_lateness, dedup_window FROM sessionize.pipelines WHERE name = 'pl
 SELECT sessionize.alter_pipeline('plays', reset_allowed_lateness => true, reset_dedup_window => true);
 SELECT allowed_lateness, dedup_window FROM sessionize.pipelines WHERE name = 'plays';
 
+-- Bounded lateness: the watermark is the greatest event time minus 30
+-- minutes.  An event whose session would expire before it goes to the late
+-- table; sessions the watermark passed are final, and the change log says
+-- they closed.  Raising the lateness and replaying merges the late event.
+CREATE TABLE radio_in (id bigserial, listener int, played_at timestamptz);
+SELECT sessionize.create_pipeline('radio', 'radio_in', 'listener', 'played_at', '10 minutes',
+								  allowed_lateness => '30 minutes', fingerprint_exclude => '{id}');
+INSERT INTO radio_in (listener, played_at) VALUES
+	(1, '2024-06-01 10:00'), (1, '2024-06-01 10:05'), (2, '2024-06-01 12:00');
+SELECT * FROM sessionize.run_pipeline('radio');
+INSERT INTO radio_in (listener, played_at) VALUES
+	(1, '2024-06-01 10:07'), (1, '2024-06-01 10:07'), (1, '2024-06-01 13:00');
+SELECT * FROM sessionize.run_pipeline('radio');
+SELECT event - 'id' AS event, reason FROM sessionize.radio_late;
+SELECT key, session_start, change, revision, events FROM sessionize.radio_changes ORDER BY change_id;
+SELECT key, session_start, events, status FROM sessionize.radio_sessions_live ORDER BY key, session_start;
+SELECT key, session_start, events, status FROM sessionize.radio_sessions_final ORDER BY key, session_start;
+SELECT consumed, merged, duplicates, late, dead_lettered, watermark FROM sessionize.pipeline_status WHERE name = 'radio';
+SELECT sessionize.alter_pipeline('radio', allowed_lateness => '10 hours');
+SELECT sessionize.replay_late('radio');
+SELECT key, session_start, last_event_at, events, revision FROM sessionize.radio_sessions ORDER BY key, session_start;
+SELECT count(*) AS late_left FROM sessionize.radio_late;
+SELECT consumed, merged, duplicates, late, dead_lettered, watermark FROM sessionize.pipeline_status WHERE name = 'radio';
+SELECT sessionize.drop_pipeline('radio');
+
 -- Bad input: each is a clear error.
 SELECT sessionize.create_pipeline('Plays', 'plays_in', 'listener', 'played_at', '30 minutes');
 SELECT sessionize.create_pipeline('plays; drop', 'plays_in', 'listener', 'played_at', '30 minutes');
@@ -56,10 +82,13 @@ SELECT sessionize.resume_pipeline('nothing');
 SELECT sessionize.alter_pipeline('nothing');
 SELECT sessionize.alter_pipeline('plays', dedup_window => '1 year');
 SELECT sessionize.drop_pipeline('nothing');
+SELECT sessionize.replay_late('nothing');
+SELECT sessionize.replay_late('plays', 0);
 
 -- Administration is not for everybody.
 SELECT has_function_privilege('public', 'sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name)', 'EXECUTE') AS public_may_create,
-	   has_function_privilege('public', 'sessionize.drop_pipeline(text)', 'EXECUTE') AS public_may_drop;
+	   has_function_privilege('public', 'sessionize.drop_pipeline(text)', 'EXECUTE') AS public_may_drop,
+	   has_function_privilege('public', 'sessionize.replay_late(text, integer)', 'EXECUTE') AS public_may_replay;
 
 SELECT sessionize.drop_pipeline('plays');
 SELECT count(*) AS pipeline_tables_left FROM pg_class WHERE relname LIKE 'plays\_%' AND relnamespace = 'sessionize'::regnamespace;

@@ -213,8 +213,17 @@ BEGIN
 	EXECUTE format('COMMENT ON TABLE sessionize.%I IS %L', name || '_late', 'events that came later than the allowed lateness of pipeline ' || name);
 	EXECUTE format('COMMENT ON TABLE sessionize.%I IS %L', name || '_changes', 'session changes made by pipeline ' || name);
 
+	-- What the worker needs when it runs as a role of its own: claiming rows
+	-- (SELECT ... FOR UPDATE needs UPDATE, the claim deletes them), the shared
+	-- catalog, the dedup memory and the dead letters, and the pipeline's tables.
 	IF run_as IS NOT NULL THEN
-		EXECUTE format('GRANT SELECT, DELETE ON %s TO %I', source, run_as);
+		EXECUTE format('GRANT USAGE ON SCHEMA sessionize TO %I', run_as);
+		EXECUTE format('GRANT SELECT, UPDATE, DELETE ON %s TO %I', source, run_as);
+		EXECUTE format('GRANT SELECT ON sessionize.pipelines TO %I', run_as);
+		EXECUTE format('GRANT SELECT, UPDATE ON sessionize.pipeline_state TO %I', run_as);
+		EXECUTE format('GRANT SELECT, INSERT, UPDATE ON sessionize.seen_fingerprints TO %I', run_as);
+		EXECUTE format('GRANT INSERT ON sessionize.dead_letter TO %I', run_as);
+		EXECUTE format('GRANT USAGE ON SEQUENCE sessionize.dead_letter_id_seq TO %I', run_as);
 		EXECUTE format('GRANT ALL ON sessionize.%I, sessionize.%I, sessionize.%I, sessionize.%I TO %I',
 					   name || '_sessions', name || '_late', name || '_changes', name || '_batch', run_as);
 		EXECUTE format('GRANT USAGE ON SEQUENCE sessionize.%I, sessionize.%I TO %I',
@@ -253,6 +262,11 @@ BEGIN
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'pipeline "%" does not exist', name USING ERRCODE = 'undefined_object';
 	END IF;
+	-- the watermark follows the new lateness at once
+	UPDATE sessionize.pipeline_state s
+	SET watermark = s.max_event_time - p.allowed_lateness
+	FROM sessionize.pipelines p
+	WHERE p.name = alter_pipeline.name AND s.pipeline = p.name;
 END $$;
 COMMENT ON FUNCTION sessionize.alter_pipeline(text, interval, interval, text[], boolean, boolean) IS
 	'changes the lateness, dedup window or fingerprint exclusions of a pipeline (reset_* back to unbounded)';
@@ -309,8 +323,10 @@ REVOKE ALL ON FUNCTION sessionize.drop_pipeline(text) FROM PUBLIC;
 -- Applies the claimed events of a pipeline's batch table (all of them, or only
 -- batch_id only_id): dead letters, dedup, lateness, merge.  Returns the
 -- counts of what it did.  Called by run_pipeline(); a failure rolls back only
--- this call, so run_pipeline() can retry event by event.
-CREATE FUNCTION sessionize.sessionize_apply_batch(pipeline sessionize.pipelines, only_id bigint,
+-- this call, so run_pipeline() can retry event by event.  Replayed late events
+-- (replay) were deduplicated when they first came and are merged whatever
+-- the watermark.
+CREATE FUNCTION sessionize.sessionize_apply_batch(pipeline sessionize.pipelines, only_id bigint, replay boolean,
 												  OUT merged bigint, OUT duplicates bigint,
 												  OUT late bigint, OUT dead_lettered bigint)
 LANGUAGE plpgsql
@@ -339,44 +355,47 @@ BEGIN
 	USING pipeline.name;
 	GET DIAGNOSTICS dead_lettered = ROW_COUNT;
 
-	-- The first copy of each fingerprint not remembered yet is new; the rest
-	-- are duplicates.
-	EXECUTE format($q$
-		UPDATE %1$s SET fingerprint = sessionize.fingerprint_bytes(event, $1)
-		WHERE %2$s AND outcome IS NULL$q$, batch, selected)
-	USING pipeline.fingerprint_exclude;
-	EXECUTE format($q$
-		WITH firsts AS (
-			SELECT DISTINCT ON (fingerprint) batch_id, fingerprint FROM %1$s
-			WHERE %2$s AND outcome IS NULL ORDER BY fingerprint, batch_id),
-		claimed AS (
-			INSERT INTO sessionize.seen_fingerprints AS seen (namespace, fingerprint, first_seen_at, expires_at)
-			SELECT 'pipeline:' || $1, fingerprint, statement_timestamp(), statement_timestamp() + $2 FROM firsts
-			ON CONFLICT (namespace, fingerprint) DO UPDATE
-			SET first_seen_at = EXCLUDED.first_seen_at, expires_at = EXCLUDED.expires_at
-			WHERE seen.expires_at <= EXCLUDED.first_seen_at
-			RETURNING fingerprint),
-		kept AS (
-			SELECT f.batch_id FROM firsts f JOIN claimed c USING (fingerprint))
-		UPDATE %1$s b SET outcome = 'duplicate'
-		WHERE %2$s AND outcome IS NULL AND b.batch_id NOT IN (SELECT batch_id FROM kept)$q$,
-		batch, selected)
-	USING pipeline.name, pipeline.dedup_window;
-	GET DIAGNOSTICS duplicates = ROW_COUNT;
-
-	IF state.watermark IS NOT NULL THEN
+	duplicates := 0;
+	late := 0;
+	IF NOT replay THEN
+		-- The first copy of each fingerprint not remembered yet is new; the rest
+		-- are duplicates.
 		EXECUTE format($q$
-			WITH late_events AS (
-				UPDATE %1$s SET outcome = 'late'
-				WHERE %2$s AND outcome IS NULL AND ts + $1 < $2
-				RETURNING event, ts)
-			INSERT INTO sessionize.%3$I (event, reason)
-			SELECT event, format('the session of an event at %%s would expire before the watermark %%s', ts, $2::text)
-			FROM late_events$q$, batch, selected, pipeline.name || '_late')
-		USING fixed_gap, state.watermark;
-		GET DIAGNOSTICS late = ROW_COUNT;
-	ELSE
-		late := 0;
+			UPDATE %1$s SET fingerprint = sessionize.fingerprint_bytes(event, $1)
+			WHERE %2$s AND outcome IS NULL$q$, batch, selected)
+		USING pipeline.fingerprint_exclude;
+		EXECUTE format($q$
+			WITH firsts AS (
+				SELECT DISTINCT ON (fingerprint) batch_id, fingerprint FROM %1$s
+				WHERE %2$s AND outcome IS NULL ORDER BY fingerprint, batch_id),
+			claimed AS (
+				INSERT INTO sessionize.seen_fingerprints AS seen (namespace, fingerprint, first_seen_at, expires_at)
+				SELECT 'pipeline:' || $1, fingerprint, statement_timestamp(), statement_timestamp() + $2 FROM firsts
+				ON CONFLICT (namespace, fingerprint) DO UPDATE
+				SET first_seen_at = EXCLUDED.first_seen_at, expires_at = EXCLUDED.expires_at
+				WHERE seen.expires_at <= EXCLUDED.first_seen_at
+				RETURNING fingerprint),
+			kept AS (
+				SELECT f.batch_id FROM firsts f JOIN claimed c USING (fingerprint))
+			UPDATE %1$s b SET outcome = 'duplicate'
+			WHERE %2$s AND outcome IS NULL AND b.batch_id NOT IN (SELECT batch_id FROM kept)$q$,
+			batch, selected)
+		USING pipeline.name, pipeline.dedup_window;
+		GET DIAGNOSTICS duplicates = ROW_COUNT;
+
+		IF state.watermark IS NOT NULL THEN
+			EXECUTE format($q$
+				WITH late_events AS (
+					UPDATE %1$s SET outcome = 'late'
+					WHERE %2$s AND outcome IS NULL AND ts + $1 < $2
+					RETURNING event, ts)
+				INSERT INTO sessionize.%3$I (event, reason)
+				SELECT event, format('the session of an event at %%s would expire before the watermark %%s',
+								 to_jsonb(ts) #>> '{}', to_jsonb($2) #>> '{}')
+				FROM late_events$q$, batch, selected, pipeline.name || '_late')
+			USING fixed_gap, state.watermark;
+			GET DIAGNOSTICS late = ROW_COUNT;
+		END IF;
 	END IF;
 
 	-- Merge: the stored sessions that touch a new event are taken out and
@@ -448,6 +467,7 @@ DECLARE
 	counts record;
 	failed_id bigint;
 	new_max timestamptz;
+	new_watermark timestamptz;
 	last_ts timestamptz;
 	message text;
 BEGIN
@@ -481,7 +501,7 @@ BEGIN
 	END IF;
 
 	BEGIN
-		counts := sessionize.sessionize_apply_batch(pipeline, NULL);
+		counts := sessionize.sessionize_apply_batch(pipeline, NULL, false);
 	EXCEPTION WHEN OTHERS THEN
 		-- Something in the batch breaks the set-based path: apply the events
 		-- one by one, and dead-letter those that fail alone.
@@ -493,7 +513,7 @@ BEGIN
 	ELSE
 		FOR failed_id IN EXECUTE format('SELECT batch_id FROM %s ORDER BY batch_id', batch) LOOP
 			BEGIN
-				counts := sessionize.sessionize_apply_batch(pipeline, failed_id);
+				counts := sessionize.sessionize_apply_batch(pipeline, failed_id, false);
 				merged := merged + counts.merged; duplicates := duplicates + counts.duplicates;
 				late := late + counts.late; dead_lettered := dead_lettered + counts.dead_lettered;
 			EXCEPTION WHEN OTHERS THEN
@@ -509,9 +529,12 @@ BEGIN
 	EXECUTE format('SELECT max(ts) FILTER (WHERE outcome = ''merged''), max(ts) FILTER (WHERE isfinite(ts)) FROM %s', batch)
 	INTO new_max, last_ts;
 	new_max := greatest(state.max_event_time, new_max);
+	-- Unbounded lateness has no watermark.  A grown allowed_lateness moves it
+	-- back, so that late events can be replayed into sessions.
+	new_watermark := new_max - pipeline.allowed_lateness;
 	UPDATE sessionize.pipeline_state s
 	SET max_event_time = new_max,
-		watermark = new_max - pipeline.allowed_lateness,
+		watermark = new_watermark,
 		last_event_time = greatest(s.last_event_time, last_ts),
 		consumed = s.consumed + run_pipeline.consumed,
 		merged = s.merged + run_pipeline.merged,
@@ -522,6 +545,15 @@ BEGIN
 		last_batch_at = clock_timestamp(),
 		failures = 0
 	WHERE s.pipeline = pipeline.name;
+	-- Sessions the watermark passed in this batch can no longer change.
+	IF new_watermark > state.watermark OR (state.watermark IS NULL AND new_watermark IS NOT NULL) THEN
+		EXECUTE format($q$
+			INSERT INTO sessionize.%1$I (key, session_start, change, revision, events)
+			SELECT key, session_start, 'closed', revision, events FROM sessionize.%2$I
+			WHERE expires_at < $2 AND ($1 IS NULL OR expires_at >= $1)$q$,
+			pipeline.name || '_changes', pipeline.name || '_sessions')
+		USING state.watermark, new_watermark;
+	END IF;
 	EXECUTE format('DELETE FROM %s', batch);
 	PERFORM pg_notify('sessionize_' || pipeline.name,
 					  json_build_object('pipeline', pipeline.name, 'consumed', consumed, 'merged', merged,
@@ -530,6 +562,59 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION sessionize.run_pipeline(text, integer) IS
 	'consumes one batch of a pipeline''s staging table in the calling transaction; what the worker and pg_cron call';
+
+-- Late events are kept, not dropped: once allowed_lateness is raised (or to
+-- accept them anyway), an operator merges them into the sessions.
+CREATE FUNCTION sessionize.replay_late(name text, max_events integer DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	pipeline sessionize.pipelines;
+	batch text;
+	key_type text;
+	replayed bigint;
+	counts record;
+BEGIN
+	IF max_events < 1 THEN
+		RAISE EXCEPTION 'max_events must be positive' USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	SELECT * INTO pipeline FROM sessionize.pipelines p WHERE p.name = replay_late.name;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'pipeline "%" does not exist', name USING ERRCODE = 'undefined_object';
+	END IF;
+	PERFORM FROM sessionize.pipeline_state s WHERE s.pipeline = pipeline.name FOR UPDATE;
+	batch := format('sessionize.%I', pipeline.name || '_batch');
+	SELECT format_type(atttypid, atttypmod) INTO key_type FROM pg_attribute
+	WHERE attrelid = format('sessionize.%I', pipeline.name || '_sessions')::regclass AND attname = 'key';
+
+	EXECUTE format($q$
+		WITH taken AS (
+			DELETE FROM sessionize.%1$I l
+			WHERE id = ANY (ARRAY(SELECT id FROM sessionize.%1$I ORDER BY id LIMIT $1))
+			RETURNING l.event)
+		INSERT INTO %2$s (batch_id, key, ts, event_type, event)
+		SELECT row_number() OVER (), (event ->> %3$L)::%4$s, (event ->> %5$L)::timestamptz, %6$s, event
+		FROM taken$q$,
+		pipeline.name || '_late', batch, pipeline.key_column, key_type, pipeline.time_column,
+		CASE WHEN pipeline.type_column IS NULL THEN 'NULL' ELSE format('event ->> %L', pipeline.type_column) END)
+	USING max_events;
+	GET DIAGNOSTICS replayed = ROW_COUNT;
+	IF replayed > 0 THEN
+		counts := sessionize.sessionize_apply_batch(pipeline, NULL, true);
+		UPDATE sessionize.pipeline_state s
+		SET merged = s.merged + counts.merged,
+			dead_lettered = s.dead_lettered + counts.dead_lettered,
+			late = s.late - replayed
+		WHERE s.pipeline = pipeline.name;
+		EXECUTE format('DELETE FROM %s', batch);
+	END IF;
+	RETURN replayed;
+END $$;
+COMMENT ON FUNCTION sessionize.replay_late(text, integer) IS
+	'merges events of a pipeline''s late table into its sessions, whatever the watermark (all, or the oldest max_events)';
+REVOKE ALL ON FUNCTION sessionize.replay_late(text, integer) FROM PUBLIC;
 
 -- Records a failed batch; the worker calls it in a fresh transaction.
 CREATE FUNCTION sessionize.sessionize_record_failure(name text, error text)

@@ -1,0 +1,115 @@
+# The pipeline launcher and workers: events inserted into a staging table show
+# up as sessions without anybody calling run_pipeline(); pause, resume, drop
+# and new pipelines are noticed without a restart; a pipeline can run as a
+# non-superuser; a failing batch is retried with its error in the status, and
+# the worker does not die and restart in a loop.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = PostgreSQL::Test::Cluster->new('worker');
+$node->init;
+$node->append_conf('postgresql.conf', q{
+shared_preload_libraries = 'sessionize'
+sessionize.naptime = '100ms'
+sessionize.batch_size = 500
+max_worker_processes = 16
+});
+$node->start;
+$node->safe_psql('postgres', q{
+	CREATE EXTENSION sessionize;
+	CREATE TABLE clicks_in (id bigserial, user_id int, ts timestamptz);
+	SELECT sessionize.create_pipeline('clicks', 'clicks_in', 'user_id', 'ts', '15 minutes', fingerprint_exclude => '{id}');
+	CREATE TABLE expected (user_id int, ts timestamptz);
+});
+
+# 3,000 events for 50 users, with re-deliveries, inserted in random order.
+$node->safe_psql('postgres', q{
+	INSERT INTO expected SELECT DISTINCT (random() * 49)::int, timestamptz '2024-01-01' + (random() * 86400)::int * interval '1 second'
+	FROM generate_series(1, 3000);
+	INSERT INTO clicks_in (user_id, ts)
+	SELECT user_id, ts FROM (SELECT * FROM expected UNION ALL SELECT * FROM expected WHERE random() < 0.2) e ORDER BY random();
+});
+my $matches_expected = q{
+	SELECT NOT EXISTS (
+		(SELECT key, session_start, last_event_at, events FROM sessionize.clicks_sessions
+		 EXCEPT
+		 SELECT user_id, (s).started_at, (s).ended_at, (s).events
+		 FROM (SELECT user_id, unnest(sessionize.sessions(ts, '15 minutes')) AS s FROM expected GROUP BY user_id) x)
+		UNION ALL
+		(SELECT user_id, (s).started_at, (s).ended_at, (s).events
+		 FROM (SELECT user_id, unnest(sessionize.sessions(ts, '15 minutes')) AS s FROM expected GROUP BY user_id) x
+		 EXCEPT
+		 SELECT key, session_start, last_event_at, events FROM sessionize.clicks_sessions))};
+ok($node->poll_query_until('postgres', "SELECT backlog = 0 FROM sessionize.pipeline_status WHERE name = 'clicks'"),
+	'the worker drains the staging table');
+is($node->safe_psql('postgres', $matches_expected), 't', 'the worker\'s sessions equal sessions() over the distinct events');
+my $worker_pid = $node->safe_psql('postgres', "SELECT worker_pid FROM sessionize.pipeline_status WHERE name = 'clicks'");
+ok($worker_pid =~ /^\d+$/, 'pipeline_status shows the worker');
+
+# Pause: the worker stops; events wait.  Resume: they are consumed.
+$node->safe_psql('postgres', "SELECT sessionize.pause_pipeline('clicks')");
+ok($node->poll_query_until('postgres', "SELECT worker_pid IS NULL FROM sessionize.pipeline_status WHERE name = 'clicks'"),
+	'pausing stops the worker');
+$node->safe_psql('postgres', "INSERT INTO clicks_in (user_id, ts) VALUES (1, '2024-01-03 00:00')");
+$node->safe_psql('postgres', "INSERT INTO expected VALUES (1, '2024-01-03 00:00')");
+is($node->safe_psql('postgres', "SELECT backlog FROM sessionize.pipeline_status WHERE name = 'clicks'"), '1',
+	'a paused pipeline leaves events waiting');
+$node->safe_psql('postgres', "SELECT sessionize.resume_pipeline('clicks')");
+ok($node->poll_query_until('postgres', "SELECT backlog = 0 FROM sessionize.pipeline_status WHERE name = 'clicks'"),
+	'resuming consumes them');
+
+# A second pipeline, on another table, run by a role that is not a superuser.
+$node->safe_psql('postgres', q{
+	CREATE ROLE pipeline_runner LOGIN;
+	CREATE TABLE plays_in (listener int, played_at timestamptz);
+	SELECT sessionize.create_pipeline('plays', 'plays_in', 'listener', 'played_at', '30 minutes', run_as => 'pipeline_runner');
+	INSERT INTO plays_in VALUES (1, '2024-01-01 10:00'), (1, '2024-01-01 10:10'), (2, '2024-01-01 10:00'), (NULL, '2024-01-01 10:00');
+});
+ok($node->poll_query_until('postgres', "SELECT count(*) = 2 FROM sessionize.plays_sessions"),
+	'a second pipeline runs beside the first, as a non-superuser');
+is($node->safe_psql('postgres', "SELECT usename FROM pg_stat_activity WHERE application_name = 'sessionize pipeline plays'"),
+	'pipeline_runner', 'its worker runs as the role given');
+is($node->safe_psql('postgres', "SELECT error FROM sessionize.dead_letter WHERE pipeline = 'plays'"), 'key is null',
+	'a poison event goes to the dead-letter table and the pipeline goes on');
+
+# A batch that fails as a whole (the runner may no longer delete from its
+# staging table): rolled back, error in the status, retried, same worker.
+$node->safe_psql('postgres', "REVOKE DELETE ON plays_in FROM pipeline_runner");
+$node->safe_psql('postgres', "INSERT INTO plays_in VALUES (3, '2024-01-01 12:00')");
+ok($node->poll_query_until('postgres', "SELECT failures >= 2 FROM sessionize.pipeline_status WHERE name = 'plays'"),
+	'a failing batch is retried');
+like($node->safe_psql('postgres', "SELECT last_error FROM sessionize.pipeline_status WHERE name = 'plays'"),
+	qr/permission denied/, 'its error is visible in pipeline_status');
+my $plays_pid = $node->safe_psql('postgres', "SELECT worker_pid FROM sessionize.pipeline_status WHERE name = 'plays'");
+$node->safe_psql('postgres', "GRANT DELETE ON plays_in TO pipeline_runner");
+ok($node->poll_query_until('postgres', "SELECT count(*) = 3 FROM sessionize.plays_sessions"),
+	'once the cause is fixed the batch lands');
+is($node->safe_psql('postgres', "SELECT worker_pid FROM sessionize.pipeline_status WHERE name = 'plays'"), $plays_pid,
+	'the same worker kept going: no crash loop');
+
+# Dropping a pipeline stops its worker.
+$node->safe_psql('postgres', "SELECT sessionize.drop_pipeline('plays')");
+ok($node->poll_query_until('postgres', "SELECT count(*) = 0 FROM pg_stat_activity WHERE application_name = 'sessionize pipeline plays'"),
+	'dropping a pipeline stops its worker');
+
+# SIGTERM ends a worker between batches; the launcher starts a new one.
+$node->safe_psql('postgres', "SELECT pg_terminate_backend(worker_pid) FROM sessionize.pipeline_status WHERE name = 'clicks'");
+ok($node->poll_query_until('postgres', "SELECT worker_pid IS NOT NULL AND worker_pid <> $worker_pid FROM sessionize.pipeline_status WHERE name = 'clicks'"),
+	'a terminated worker is replaced');
+$node->safe_psql('postgres', "INSERT INTO clicks_in (user_id, ts) VALUES (2, '2024-01-03 00:00')");
+$node->safe_psql('postgres', "INSERT INTO expected VALUES (2, '2024-01-03 00:00')");
+ok($node->poll_query_until('postgres', "SELECT backlog = 0 FROM sessionize.pipeline_status WHERE name = 'clicks'"),
+	'and the new worker consumes');
+is($node->safe_psql('postgres', $matches_expected), 't', 'the sessions are still exactly right');
+
+# The launcher itself is restarted by the postmaster.
+my $launcher = $node->safe_psql('postgres', "SELECT pid FROM pg_stat_activity WHERE backend_type = 'sessionize launcher'");
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($launcher)");
+ok($node->poll_query_until('postgres', "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'sessionize launcher' AND pid <> $launcher"),
+	'the launcher comes back after it dies');
+
+$node->stop;
+done_testing();
