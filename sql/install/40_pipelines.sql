@@ -191,8 +191,9 @@ BEGIN
 	EXECUTE format('CREATE TABLE sessionize.%I (change_id bigserial PRIMARY KEY, key %s NOT NULL,'
 				   ' session_start timestamptz NOT NULL, change text NOT NULL, revision integer NOT NULL,'
 				   ' events bigint NOT NULL, changed_at timestamptz NOT NULL DEFAULT now())', name || '_changes', key_type);
-	EXECUTE format('CREATE TABLE sessionize.%I (batch_id bigint PRIMARY KEY, key %s, ts timestamptz, event_type text,'
-				   ' event jsonb NOT NULL, fingerprint uuid, outcome text)', name || '_batch', key_type);
+	-- the batch in hand: it never outlives a transaction, so it needs no WAL
+	EXECUTE format('CREATE UNLOGGED TABLE sessionize.%I (batch_id bigint PRIMARY KEY, key %s, ts timestamptz,'
+				   ' event_type text, event jsonb NOT NULL, fingerprint uuid)', name || '_batch', key_type);
 	EXECUTE format($view$
 		CREATE VIEW sessionize.%I AS
 		SELECT s.key, s.session_start, s.last_event_at, s.expires_at, s.events, s.type_counts, s.revision, s.updated_at,
@@ -321,99 +322,82 @@ REVOKE ALL ON FUNCTION sessionize.drop_pipeline(text) FROM PUBLIC;
 -- One batch -------------------------------------------------------------------
 
 -- Applies the claimed events of a pipeline's batch table (all of them, or only
--- batch_id only_id): dead letters, dedup, lateness, merge.  Returns the
--- counts of what it did.  Called by run_pipeline(); a failure rolls back only
--- this call, so run_pipeline() can retry event by event.  Replayed late events
--- (replay) were deduplicated when they first came and are merged whatever
--- the watermark.
-CREATE FUNCTION sessionize.sessionize_apply_batch(pipeline sessionize.pipelines, only_id bigint, replay boolean,
+-- batch_id only_id) in one statement: dead letters, dedup through the dedup
+-- memory's first_seen_many(), lateness against the watermark the batch started
+-- with, and the merge.  Nothing in the batch table is rewritten, so a batch
+-- costs one write per event.  Called by run_pipeline(); a failure rolls back
+-- only this call, so run_pipeline() can retry event by event.  Replayed late
+-- events (replay) were deduplicated when they first came and are merged
+-- whatever the watermark.
+--
+-- The merge takes out the stored sessions that touch a new event and merges
+-- them with the new events by the C code of sessions(); what comes out
+-- replaces them.  Stored sessions of a key never touch each other, so at most
+-- two can touch an event: the last one starting before it, and one starting
+-- within a gap after it; an index probe on (key, session_start) finds both.
+-- Per-type counts add up; the change log says what happened.
+CREATE FUNCTION sessionize.sessionize_apply_batch(pipeline sessionize.pipelines, watermark timestamptz,
+												  only_id bigint, replay boolean,
 												  OUT merged bigint, OUT duplicates bigint,
-												  OUT late bigint, OUT dead_lettered bigint)
+												  OUT late bigint, OUT dead_lettered bigint,
+												  OUT max_merged timestamptz)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	batch text := format('sessionize.%I', pipeline.name || '_batch');
-	sessions text := format('sessionize.%I', pipeline.name || '_sessions');
-	changes text := format('sessionize.%I', pipeline.name || '_changes');
-	selected text := CASE WHEN only_id IS NULL THEN 'true' ELSE format('batch_id = %s', only_id) END;
 	-- a gap in plain seconds, so that ts + gap agrees with the C code's 24-hour days
 	fixed_gap interval := make_interval(secs => extract(epoch FROM pipeline.gap));
-	state sessionize.pipeline_state;
 BEGIN
-	SELECT * INTO state FROM sessionize.pipeline_state WHERE pipeline_state.pipeline = pipeline.name;
-
 	EXECUTE format($q$
-		WITH invalid AS (
-			UPDATE %1$s SET outcome = 'dead'
-			WHERE %2$s AND outcome IS NULL AND (key IS NULL OR ts IS NULL OR NOT isfinite(ts))
-			RETURNING event, CASE WHEN key IS NULL THEN 'key is null'
-								  WHEN ts IS NULL THEN 'event time is null'
-								  ELSE 'event time is not finite' END AS error)
-		INSERT INTO sessionize.dead_letter (pipeline, event, error)
-		SELECT $1, event, error FROM invalid$q$, batch, selected)
-	USING pipeline.name;
-	GET DIAGNOSTICS dead_lettered = ROW_COUNT;
-
-	duplicates := 0;
-	late := 0;
-	IF NOT replay THEN
-		-- The first copy of each fingerprint not remembered yet is new; the rest
-		-- are duplicates.
-		EXECUTE format($q$
-			UPDATE %1$s SET fingerprint = sessionize.fingerprint_bytes(event, $1)
-			WHERE %2$s AND outcome IS NULL$q$, batch, selected)
-		USING pipeline.fingerprint_exclude;
-		EXECUTE format($q$
-			WITH firsts AS (
-				SELECT DISTINCT ON (fingerprint) batch_id, fingerprint FROM %1$s
-				WHERE %2$s AND outcome IS NULL ORDER BY fingerprint, batch_id),
-			claimed AS (
-				INSERT INTO sessionize.seen_fingerprints AS seen (namespace, fingerprint, first_seen_at, expires_at)
-				SELECT 'pipeline:' || $1, fingerprint, statement_timestamp(), statement_timestamp() + $2 FROM firsts
-				ON CONFLICT (namespace, fingerprint) DO UPDATE
-				SET first_seen_at = EXCLUDED.first_seen_at, expires_at = EXCLUDED.expires_at
-				WHERE seen.expires_at <= EXCLUDED.first_seen_at
-				RETURNING fingerprint),
-			kept AS (
-				SELECT f.batch_id FROM firsts f JOIN claimed c USING (fingerprint))
-			UPDATE %1$s b SET outcome = 'duplicate'
-			WHERE %2$s AND outcome IS NULL AND b.batch_id NOT IN (SELECT batch_id FROM kept)$q$,
-			batch, selected)
-		USING pipeline.name, pipeline.dedup_window;
-		GET DIAGNOSTICS duplicates = ROW_COUNT;
-
-		IF state.watermark IS NOT NULL THEN
-			EXECUTE format($q$
-				WITH late_events AS (
-					UPDATE %1$s SET outcome = 'late'
-					WHERE %2$s AND outcome IS NULL AND ts + $1 < $2
-					RETURNING event, ts)
-				INSERT INTO sessionize.%3$I (event, reason)
-				SELECT event, format('the session of an event at %%s would expire before the watermark %%s',
-								 to_jsonb(ts) #>> '{}', to_jsonb($2) #>> '{}')
-				FROM late_events$q$, batch, selected, pipeline.name || '_late')
-			USING fixed_gap, state.watermark;
-			GET DIAGNOSTICS late = ROW_COUNT;
-		END IF;
-	END IF;
-
-	-- Merge: the stored sessions that touch a new event are taken out and
-	-- merged with the new events by the C code of sessions(); what comes out
-	-- replaces them.  Per-type counts add up; the change log says what happened.
-	EXECUTE format($q$
-		WITH events AS (
-			UPDATE %1$s SET outcome = 'merged' WHERE %2$s AND outcome IS NULL
-			RETURNING key, ts, event_type),
+		WITH batch AS (
+			SELECT * FROM sessionize.%1$I WHERE $5::bigint IS NULL OR batch_id = $5),
+		invalid AS (
+			SELECT event, CASE WHEN key IS NULL THEN 'key is null'
+							   WHEN ts IS NULL THEN 'event time is null'
+							   ELSE 'event time is not finite' END AS error
+			FROM batch WHERE key IS NULL OR ts IS NULL OR NOT isfinite(ts)),
+		dead AS (
+			INSERT INTO sessionize.dead_letter (pipeline, event, error)
+			SELECT $1, event, error FROM invalid
+			RETURNING 1),
+		valid AS (
+			SELECT * FROM batch WHERE key IS NOT NULL AND isfinite(ts)),
+		verdicts AS (
+			SELECT ids.batch_id, verdict.is_new
+			FROM (SELECT array_agg(batch_id ORDER BY batch_id) AS batch_ids,
+						 array_agg(fingerprint ORDER BY batch_id) AS fingerprints
+				  FROM valid WHERE NOT $4) a,
+				 unnest(a.batch_ids) WITH ORDINALITY AS ids(batch_id, position),
+				 unnest(sessionize.first_seen_many('pipeline:' || $1, a.fingerprints, $6))
+					WITH ORDINALITY AS verdict(is_new, position)
+			WHERE ids.position = verdict.position),
+		kept AS (
+			SELECT v.* FROM valid v WHERE $4
+			UNION ALL
+			SELECT v.* FROM valid v JOIN verdicts d USING (batch_id) WHERE d.is_new),
+		late_events AS (
+			INSERT INTO sessionize.%2$I (event, reason)
+			SELECT event, format('the session of an event at %%s would expire before the watermark %%s',
+								 to_jsonb(ts) #>> '{}', to_jsonb($3) #>> '{}')
+			FROM kept WHERE NOT $4 AND ts + $2 < $3
+			RETURNING 1),
+		events AS (
+			SELECT key, ts, event_type FROM kept WHERE $4 OR $3 IS NULL OR ts + $2 >= $3),
+		touched AS (
+			SELECT DISTINCT s.key, s.session_start
+			FROM events e
+			CROSS JOIN LATERAL (SELECT s.key, s.session_start, s.expires_at FROM sessionize.%3$I s
+								WHERE s.key = e.key AND s.session_start <= e.ts + $2
+								ORDER BY s.session_start DESC LIMIT 2) s
+			WHERE s.expires_at >= e.ts),
 		old AS (
-			DELETE FROM %3$s s
-			WHERE EXISTS (SELECT FROM events e
-						  WHERE e.key = s.key AND s.session_start <= e.ts + $1 AND e.ts <= s.expires_at)
+			DELETE FROM sessionize.%3$I s USING touched t
+			WHERE s.key = t.key AND s.session_start = t.session_start
 			RETURNING s.*),
 		pieces AS (
 			SELECT key, session_start AS started_at, last_event_at AS ended_at, expires_at, events FROM old
 			UNION ALL
-			SELECT key, ts, ts, ts + $1, 1 FROM events),
+			SELECT key, ts, ts, ts + $2, 1 FROM events),
 		merged AS (
 			SELECT per_key.key, m.started_at, m.ended_at, m.expires_at, m.events
 			FROM (SELECT key, sessionize.sessionize_merge_sessions(started_at, ended_at, expires_at, events) AS all_sessions
@@ -444,14 +428,21 @@ BEGIN
 			JOIN replaced r ON r.key = m.key AND r.started_at = m.started_at
 			LEFT JOIN typed t ON t.key = m.key AND t.started_at = m.started_at),
 		stored AS (
-			INSERT INTO %3$s (key, session_start, last_event_at, expires_at, events, type_counts, revision, updated_at)
-			SELECT key, started_at, ended_at, expires_at, events, type_counts, revision, now() FROM described)
-		INSERT INTO %4$s (key, session_start, change, revision, events)
-		SELECT key, started_at, CASE replaced WHEN 0 THEN 'opened' WHEN 1 THEN 'extended' ELSE 'merged' END,
-			   revision, events
-		FROM described$q$, batch, selected, sessions, changes)
-	USING fixed_gap;
-	EXECUTE format('SELECT count(*) FROM %s WHERE %s AND outcome = ''merged''', batch, selected) INTO merged;
+			INSERT INTO sessionize.%3$I (key, session_start, last_event_at, expires_at, events, type_counts, revision, updated_at)
+			SELECT key, started_at, ended_at, expires_at, events, type_counts, revision, now() FROM described),
+		logged AS (
+			INSERT INTO sessionize.%4$I (key, session_start, change, revision, events)
+			SELECT key, started_at, CASE replaced WHEN 0 THEN 'opened' WHEN 1 THEN 'extended' ELSE 'merged' END,
+				   revision, events
+			FROM described)
+		SELECT (SELECT count(*) FROM events),
+			   (SELECT count(*) FROM valid) - (SELECT count(*) FROM kept),
+			   (SELECT count(*) FROM late_events),
+			   (SELECT count(*) FROM dead),
+			   (SELECT max(ts) FROM events)$q$,
+		pipeline.name || '_batch', pipeline.name || '_late', pipeline.name || '_sessions', pipeline.name || '_changes')
+	INTO merged, duplicates, late, dead_lettered, max_merged
+	USING pipeline.name, fixed_gap, watermark, replay, only_id, pipeline.dedup_window;
 END $$;
 
 CREATE FUNCTION sessionize.run_pipeline(name text, max_events integer DEFAULT 10000,
@@ -470,6 +461,7 @@ DECLARE
 	new_watermark timestamptz;
 	last_ts timestamptz;
 	message text;
+	error_state text;
 BEGIN
 	IF max_events IS NULL OR max_events < 1 THEN
 		RAISE EXCEPTION 'max_events must be positive' USING ERRCODE = 'invalid_parameter_value';
@@ -483,51 +475,58 @@ BEGIN
 	batch := format('sessionize.%I', pipeline.name || '_batch');
 
 	-- Claim: rows leave the staging table in this transaction; rows other
-	-- transactions hold are skipped, not waited for.
+	-- transactions hold are skipped, not waited for.  Each event is
+	-- fingerprinted once, here.
 	EXECUTE format($q$
 		WITH claimed AS (
 			DELETE FROM %1$s s
 			WHERE ctid = ANY (ARRAY(SELECT ctid FROM %1$s LIMIT $1 FOR UPDATE SKIP LOCKED))
-			RETURNING s.*)
-		INSERT INTO %2$s (batch_id, key, ts, event_type, event)
-		SELECT row_number() OVER (), c.%3$I, c.%4$I, %5$s, to_jsonb(c) FROM claimed c$q$,
+			RETURNING s.*),
+		stored AS (
+			INSERT INTO %2$s (batch_id, key, ts, event_type, event, fingerprint)
+			SELECT row_number() OVER (), c.%3$I, c.%4$I, %5$s, e.event, sessionize.fingerprint_bytes(e.event, $2)
+			FROM claimed c, LATERAL (SELECT to_jsonb(c) AS event) e
+			RETURNING ts)
+		SELECT count(*), max(ts) FILTER (WHERE isfinite(ts)) FROM stored$q$,
 		pipeline.source, batch, pipeline.key_column, pipeline.time_column,
 		CASE WHEN pipeline.type_column IS NULL THEN 'NULL' ELSE format('c.%I::text', pipeline.type_column) END)
-	USING max_events;
-	GET DIAGNOSTICS consumed = ROW_COUNT;
+	INTO consumed, last_ts
+	USING max_events, pipeline.fingerprint_exclude;
 	merged := 0; duplicates := 0; late := 0; dead_lettered := 0;
 	IF consumed = 0 THEN
 		RETURN;
 	END IF;
 
 	BEGIN
-		counts := sessionize.sessionize_apply_batch(pipeline, NULL, false);
+		counts := sessionize.sessionize_apply_batch(pipeline, state.watermark, NULL, false);
+		merged := counts.merged; duplicates := counts.duplicates;
+		late := counts.late; dead_lettered := counts.dead_lettered;
+		new_max := counts.max_merged;
 	EXCEPTION WHEN OTHERS THEN
 		-- Something in the batch breaks the set-based path: apply the events
 		-- one by one, and dead-letter those that fail alone.
-		counts := NULL;
-	END;
-	IF counts IS NOT NULL THEN
-		merged := counts.merged; duplicates := counts.duplicates;
-		late := counts.late; dead_lettered := counts.dead_lettered;
-	ELSE
 		FOR failed_id IN EXECUTE format('SELECT batch_id FROM %s ORDER BY batch_id', batch) LOOP
 			BEGIN
-				counts := sessionize.sessionize_apply_batch(pipeline, failed_id, false);
+				counts := sessionize.sessionize_apply_batch(pipeline, state.watermark, failed_id, false);
 				merged := merged + counts.merged; duplicates := duplicates + counts.duplicates;
 				late := late + counts.late; dead_lettered := dead_lettered + counts.dead_lettered;
+				new_max := greatest(new_max, counts.max_merged);
 			EXCEPTION WHEN OTHERS THEN
-				GET STACKED DIAGNOSTICS message = MESSAGE_TEXT;
+				-- Only what is wrong with the event itself (bad data, a
+				-- violated constraint) makes it a dead letter; anything else
+				-- fails the batch, which is then retried as a whole.
+				GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, error_state = RETURNED_SQLSTATE;
+				IF left(error_state, 2) NOT IN ('22', '23') THEN
+					RAISE;
+				END IF;
 				EXECUTE format('INSERT INTO sessionize.dead_letter (pipeline, event, error)
 								SELECT $1, event, $2 FROM %s WHERE batch_id = $3', batch)
 				USING pipeline.name, message, failed_id;
 				dead_lettered := dead_lettered + 1;
 			END;
 		END LOOP;
-	END IF;
+	END;
 
-	EXECUTE format('SELECT max(ts) FILTER (WHERE outcome = ''merged''), max(ts) FILTER (WHERE isfinite(ts)) FROM %s', batch)
-	INTO new_max, last_ts;
 	new_max := greatest(state.max_event_time, new_max);
 	-- Unbounded lateness has no watermark.  A grown allowed_lateness moves it
 	-- back, so that late events can be replayed into sessions.
@@ -602,7 +601,7 @@ BEGIN
 	USING max_events;
 	GET DIAGNOSTICS replayed = ROW_COUNT;
 	IF replayed > 0 THEN
-		counts := sessionize.sessionize_apply_batch(pipeline, NULL, true);
+		counts := sessionize.sessionize_apply_batch(pipeline, NULL, NULL, true);
 		UPDATE sessionize.pipeline_state s
 		SET merged = s.merged + counts.merged,
 			dead_lettered = s.dead_lettered + counts.dead_lettered,

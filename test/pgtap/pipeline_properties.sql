@@ -8,7 +8,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS sessionize;
 RESET client_min_messages;
 BEGIN;
-SELECT plan(14);
+SELECT plan(19);
 SET LOCAL timezone = 'UTC';
 SELECT setseed(0.25);
 
@@ -101,7 +101,31 @@ SELECT bag_eq($$ SELECT error FROM sessionize.dead_letter WHERE pipeline = 'prop
 			  $$ VALUES ('key is null'), ('event time is null'), ('event time is not finite') $$,
 			  'each dead letter says why');
 
--- 10-13. With allowed_lateness: late events are set aside, sessions become final.
+-- 10-11. An event that breaks the merge itself (its session would end past
+-- the greatest timestamp) is dead-lettered alone; its batch still lands.
+INSERT INTO stream_in (user_id, ts, kind) VALUES (8, '294276-12-31 23:50:00+00', 'play'), (8, '2030-01-02 00:00', 'play');
+SELECT results_eq($$ SELECT merged, dead_lettered FROM sessionize.run_pipeline('prop') $$,
+				  $$ VALUES (1::bigint, 1::bigint) $$, 'an event the merge rejects is dead-lettered alone');
+SELECT is((SELECT error FROM sessionize.dead_letter WHERE pipeline = 'prop' AND event ->> 'user_id' = '8'),
+		  'timestamp out of range', 'with the merge''s error');
+
+-- 12-14. A failure that is not the events' fault (here a trigger that
+-- refuses every write) fails the whole batch: nothing is dead-lettered,
+-- nothing consumed, and the events wait for the retry.
+CREATE FUNCTION pg_temp.refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	RAISE EXCEPTION 'sessions are read-only today';
+END $$;
+CREATE TRIGGER refuse BEFORE INSERT ON sessionize.prop_sessions FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse();
+INSERT INTO stream_in (user_id, ts, kind) VALUES (9, '2030-01-03 00:00', 'play');
+SELECT throws_ok($$ SELECT sessionize.run_pipeline('prop') $$, 'P0001', 'sessions are read-only today',
+				 'a batch that fails for another reason fails as a whole');
+SELECT is((SELECT count(*) FROM stream_in WHERE user_id = 9), 1::bigint, 'its events stay in the staging table');
+SELECT is((SELECT count(*) FROM sessionize.dead_letter WHERE event ->> 'user_id' = '9'), 0::bigint,
+		  'and none of them is dead-lettered');
+DROP TRIGGER refuse ON sessionize.prop_sessions;
+
+-- 15-18. With allowed_lateness: late events are set aside, sessions become final.
 CREATE TABLE bounded_in (user_id int, ts timestamptz);
 SELECT sessionize.create_pipeline('bounded', 'bounded_in', 'user_id', 'ts', '10 minutes', allowed_lateness => '30 minutes');
 INSERT INTO bounded_in VALUES (1, '2024-03-01 10:00'), (1, '2024-03-01 10:05'), (2, '2024-03-01 12:00');
@@ -117,7 +141,7 @@ SELECT set_eq($$ SELECT key FROM sessionize.bounded_sessions_final $$, $$ VALUES
 SELECT set_eq($$ SELECT key, status FROM sessionize.bounded_sessions_live $$, $$ VALUES (2, 'open'), (3, 'idle') $$,
 			  'the others are open or idle');
 
--- 14. Dropping a pipeline drops its tables and forgets its fingerprints.
+-- 19. Dropping a pipeline drops its tables and forgets its fingerprints.
 SELECT sessionize.drop_pipeline('prop');
 SELECT is((SELECT count(*) FROM pg_class WHERE relname LIKE 'prop\_%' AND relnamespace = 'sessionize'::regnamespace)
 		  + (SELECT count(*) FROM sessionize.seen_fingerprints WHERE namespace = 'pipeline:prop'),
