@@ -61,6 +61,7 @@ work_mem = 64MB
 maintenance_work_mem = 512MB
 max_wal_size = 4GB
 log_min_messages = warning
+track_commit_timestamp = on
 CONF
 	as_server_user "$PG_BINDIR/pg_ctl" -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" -w start >/dev/null ||
 		{ tail -20 "$CLUSTER_DIR/server.log" >&2; return 1; }

@@ -22,7 +22,7 @@ PG_MODULE_MAGIC;
 
 char	   *sessionize_database = NULL;
 int			sessionize_max_workers = 4;
-int			sessionize_naptime_ms = 1000;
+int			sessionize_naptime_ms = 250;
 int			sessionize_batch_size = 10000;
 
 void		_PG_init(void);
@@ -52,7 +52,7 @@ _PG_init(void)
 							"Time an idle pipeline worker waits before looking for new events.",
 							NULL,
 							&sessionize_naptime_ms,
-							1000, 10, 3600 * 1000,
+							250, 10, 3600 * 1000,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);

@@ -190,7 +190,8 @@ BEGIN
 				   ' received_at timestamptz NOT NULL DEFAULT now())', name || '_late');
 	EXECUTE format('CREATE TABLE sessionize.%I (change_id bigserial PRIMARY KEY, key %s NOT NULL,'
 				   ' session_start timestamptz NOT NULL, change text NOT NULL, revision integer NOT NULL,'
-				   ' events bigint NOT NULL, changed_at timestamptz NOT NULL DEFAULT now())', name || '_changes', key_type);
+				   ' last_event_at timestamptz NOT NULL, events bigint NOT NULL,'
+				   ' changed_at timestamptz NOT NULL DEFAULT now())', name || '_changes', key_type);
 	-- the batch in hand: it never outlives a transaction, so it needs no WAL
 	EXECUTE format('CREATE UNLOGGED TABLE sessionize.%I (batch_id bigint PRIMARY KEY, key %s, ts timestamptz,'
 				   ' event_type text, event jsonb NOT NULL, fingerprint uuid)', name || '_batch', key_type);
@@ -431,9 +432,9 @@ BEGIN
 			INSERT INTO sessionize.%3$I (key, session_start, last_event_at, expires_at, events, type_counts, revision, updated_at)
 			SELECT key, started_at, ended_at, expires_at, events, type_counts, revision, now() FROM described),
 		logged AS (
-			INSERT INTO sessionize.%4$I (key, session_start, change, revision, events)
+			INSERT INTO sessionize.%4$I (key, session_start, change, revision, last_event_at, events)
 			SELECT key, started_at, CASE replaced WHEN 0 THEN 'opened' WHEN 1 THEN 'extended' ELSE 'merged' END,
-				   revision, events
+				   revision, ended_at, events
 			FROM described)
 		SELECT (SELECT count(*) FROM events),
 			   (SELECT count(*) FROM valid) - (SELECT count(*) FROM kept),
@@ -547,8 +548,8 @@ BEGIN
 	-- Sessions the watermark passed in this batch can no longer change.
 	IF new_watermark > state.watermark OR (state.watermark IS NULL AND new_watermark IS NOT NULL) THEN
 		EXECUTE format($q$
-			INSERT INTO sessionize.%1$I (key, session_start, change, revision, events)
-			SELECT key, session_start, 'closed', revision, events FROM sessionize.%2$I
+			INSERT INTO sessionize.%1$I (key, session_start, change, revision, last_event_at, events)
+			SELECT key, session_start, 'closed', revision, last_event_at, events FROM sessionize.%2$I
 			WHERE expires_at < $2 AND ($1 IS NULL OR expires_at >= $1)$q$,
 			pipeline.name || '_changes', pipeline.name || '_sessions')
 		USING state.watermark, new_watermark;

@@ -17,9 +17,9 @@ is( $node->safe_psql(
 	"1\n2",
 	'window function works without preloading');
 
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'sessionize'\nsessionize.naptime = '250ms'");
+$node->append_conf('postgresql.conf', "shared_preload_libraries = 'sessionize'\nsessionize.naptime = '750ms'");
 $node->restart;
-is($node->safe_psql('postgres', 'SHOW sessionize.naptime'), '250ms', 'setting read from postgresql.conf when preloaded');
+is($node->safe_psql('postgres', 'SHOW sessionize.naptime'), '750ms', 'setting read from postgresql.conf when preloaded');
 is($node->safe_psql('postgres', 'SHOW sessionize.max_workers'), '4', 'default max_workers');
 
 my ($ret, $stdout, $stderr) = $node->psql('postgres', "SET sessionize.no_such_setting = 1");
