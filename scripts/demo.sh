@@ -110,5 +110,114 @@ SELECT CASE WHEN NOT EXISTS (
 	THEN 'agree' ELSE 'DISAGREE' END AS window_vs_aggregate;
 SQL
 
+# The same clickstream as a stream: a producer inserts it into a staging
+# table, in arrival order and with re-deliveries, while the pipeline worker
+# (started by the launcher, preloaded in this cluster) keeps sessions current.
+psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
+SET timezone = 'UTC';
+CREATE TABLE demo.click_stream (id bigserial, user_id bigint, ts timestamptz, url text);
+-- Events of the first 10,000 users in arrival order; 5% of them delivered
+-- twice, the copy a little later, as an at-least-once queue does.
+CREATE TABLE demo.arrivals AS
+SELECT row_number() OVER (ORDER BY arrival) AS arrival, user_id, ts, url
+FROM (SELECT id AS arrival, user_id, ts, url FROM demo.clicks WHERE user_id <= 10000
+	  UNION ALL
+	  SELECT id + 200 + (random() * 5000)::int, user_id, ts, url FROM demo.clicks
+	  WHERE user_id <= 10000 AND random() < 0.05) a;
+SELECT sessionize.create_pipeline('clicks', 'demo.click_stream', 'user_id', 'ts', '30 minutes',
+								  allowed_lateness => '2 hours', fingerprint_exclude => '{id}',
+								  type_column => 'url');
+SQL
+echo
+echo "== Streaming $(psql -X -qAt -c 'SELECT count(*) FROM demo.arrivals') events into demo.click_stream; the worker sessionizes them"
+psql -X -q -v ON_ERROR_STOP=1 >/dev/null <<'SQL' &
+DO $$
+DECLARE
+	total bigint := (SELECT count(*) FROM demo.arrivals);
+	fed bigint := 0;
+BEGIN
+	WHILE fed < total LOOP
+		INSERT INTO demo.click_stream (user_id, ts, url)
+		SELECT user_id, ts, url FROM demo.arrivals WHERE arrival > fed AND arrival <= fed + 20000 ORDER BY arrival;
+		fed := fed + 20000;
+		COMMIT;
+		PERFORM pg_sleep(0.4);
+	END LOOP;
+END $$;
+SQL
+producer=$!
+status_query="SELECT to_char(clock_timestamp(), 'HH24:MI:SS') AS at, worker_pid IS NOT NULL AS worker,
+	consumed, merged, duplicates, late, dead_lettered AS dead, backlog,
+	to_char(watermark, 'Dy HH24:MI') AS watermark,
+	(SELECT count(*) FROM sessionize.clicks_sessions_live) AS live_sessions,
+	(SELECT count(*) FROM sessionize.clicks_sessions_final) AS final_sessions
+	FROM sessionize.pipeline_status WHERE name = 'clicks'"
+psql -X -c "$status_query" | head -2
+while kill -0 "$producer" 2>/dev/null || [ "$(psql -X -qAt -c "SELECT backlog FROM sessionize.pipeline_status WHERE name = 'clicks'")" != 0 ]; do
+	psql -X -qAt -F ' | ' -c "$status_query"
+	sleep 2
+done
+wait "$producer"
+psql -X -qAt -F ' | ' -c "$status_query"
+
+psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
+SET timezone = 'UTC';
+\echo
+\echo == Pipeline status
+SELECT name, state, consumed, merged, duplicates, late, dead_lettered, batches,
+	   round(consumed / greatest(extract(epoch FROM last_batch_at - (SELECT created_at FROM sessionize.pipelines WHERE name = 'clicks')), 1))
+		 AS avg_events_per_s,
+	   max_event_time, watermark
+FROM sessionize.pipeline_status;
+
+\echo
+\echo == What the change log recorded (LISTEN sessionize_clicks gets one notification per batch)
+SELECT change, count(*) FROM sessionize.clicks_changes GROUP BY change ORDER BY count(*) DESC;
+
+\echo
+\echo == Session KPIs from the live tables
+SELECT status, count(*) AS sessions, round(avg(events), 1) AS avg_events,
+	   justify_interval(percentile_disc(0.5) WITHIN GROUP (ORDER BY last_event_at - session_start)) AS p50_duration,
+	   round(100.0 * count(*) FILTER (WHERE (type_counts ->> '/checkout') IS NOT NULL) / count(*), 1) AS with_checkout_pct
+FROM (SELECT * FROM sessionize.clicks_sessions_live UNION ALL SELECT * FROM sessionize.clicks_sessions_final) s
+GROUP BY status ORDER BY status;
+
+\echo
+\echo == Late events, set aside with their reason (not lost)
+SELECT event ->> 'user_id' AS user_id, event ->> 'ts' AS ts, reason FROM sessionize.clicks_late ORDER BY id LIMIT 3;
+
+\echo
+\echo == Check: the stream equals the batch query over the distinct events that were not late
+SELECT CASE WHEN NOT EXISTS (
+	(SELECT key, session_start, last_event_at, events FROM sessionize.clicks_sessions
+	 EXCEPT
+	 SELECT user_id, (s).started_at, (s).ended_at, (s).events
+	 FROM (SELECT user_id, unnest(sessionize.sessions(ts, '30 minutes')) AS s
+		   FROM (SELECT DISTINCT user_id, ts, url FROM demo.arrivals
+				 EXCEPT
+				 SELECT (event ->> 'user_id')::bigint, (event ->> 'ts')::timestamptz, event ->> 'url'
+				 FROM sessionize.clicks_late) e
+		   GROUP BY user_id) x))
+	THEN 'agree' ELSE 'DISAGREE' END AS stream_vs_batch;
+
+\echo
+\echo == Raise the allowed lateness and replay the late events: now everything agrees
+SELECT sessionize.alter_pipeline('clicks', allowed_lateness => '1 day');
+SELECT sessionize.replay_late('clicks') AS replayed;
+SELECT CASE WHEN NOT EXISTS (
+	(SELECT key, session_start, last_event_at, events FROM sessionize.clicks_sessions
+	 EXCEPT
+	 SELECT user_id, (s).started_at, (s).ended_at, (s).events
+	 FROM (SELECT user_id, unnest(sessionize.sessions(ts, '30 minutes')) AS s
+		   FROM (SELECT DISTINCT user_id, ts, url FROM demo.arrivals) e GROUP BY user_id) x)
+	UNION ALL
+	(SELECT user_id, (s).started_at, (s).ended_at, (s).events
+	 FROM (SELECT user_id, unnest(sessionize.sessions(ts, '30 minutes')) AS s
+		   FROM (SELECT DISTINCT user_id, ts, url FROM demo.arrivals) e GROUP BY user_id) x
+	 EXCEPT
+	 SELECT key, session_start, last_event_at, events FROM sessionize.clicks_sessions))
+	THEN 'agree' ELSE 'DISAGREE' END AS stream_vs_batch_after_replay;
+SQL
+
 cluster_stop
 echo "demo finished; the throwaway cluster is stopped"
