@@ -75,6 +75,12 @@ SELECT sessionize.create_pipeline('p2', 'plays_in', 'listener', 'played_at', '30
 CREATE VIEW plays_view AS SELECT * FROM plays_in;
 SELECT sessionize.create_pipeline('p2', 'plays_view', 'listener', 'played_at', '30 minutes');
 SELECT sessionize.create_pipeline('p2', NULL, 'listener', 'played_at', '30 minutes');
+SELECT sessionize.create_pipeline('p2', 'plays_in', 'listener', 'played_at', '30 minutes', source_kind => 'kafka');
+SELECT sessionize.create_pipeline('p2', 'plays_in', 'listener', 'played_at', '30 minutes', updates_as_events => true);
+BEGIN;
+INSERT INTO plays_in (listener, played_at) VALUES (1, '2024-06-02 10:00');
+SELECT sessionize.create_pipeline('p2', 'plays_in', 'listener', 'played_at', '30 minutes', source_kind => 'logical');
+ROLLBACK;
 SELECT sessionize.run_pipeline('nothing');
 SELECT sessionize.run_pipeline('plays', 0);
 SELECT sessionize.pause_pipeline('nothing');
@@ -86,7 +92,7 @@ SELECT sessionize.replay_late('nothing');
 SELECT sessionize.replay_late('plays', 0);
 
 -- Administration is not for everybody.
-SELECT has_function_privilege('public', 'sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name)', 'EXECUTE') AS public_may_create,
+SELECT has_function_privilege('public', 'sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name, text, boolean)', 'EXECUTE') AS public_may_create,
 	   has_function_privilege('public', 'sessionize.drop_pipeline(text)', 'EXECUTE') AS public_may_drop,
 	   has_function_privilege('public', 'sessionize.replay_late(text, integer)', 'EXECUTE') AS public_may_replay;
 

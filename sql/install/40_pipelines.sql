@@ -36,6 +36,35 @@ CREATE AGGREGATE sessionize.sessionize_merge_sessions(timestamptz, timestamptz, 
 COMMENT ON AGGREGATE sessionize.sessionize_merge_sessions(timestamptz, timestamptz, timestamptz, bigint) IS
 	'merges stored sessions and new events (as one-event sessions) of a key';
 
+-- Logical sources --------------------------------------------------------------
+
+CREATE FUNCTION sessionize.sessionize_pgoutput_message(data bytea, OUT kind "char", OUT relation oid, OUT commit_lsn pg_lsn)
+AS 'MODULE_PATHNAME', 'pgoutput_message'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION sessionize.sessionize_pgoutput_message(bytea) IS
+	'type, relation and (for BEGIN) commit LSN of a pgoutput message';
+
+CREATE FUNCTION sessionize.sessionize_pgoutput_row(data bytea, template anyelement)
+RETURNS anyelement
+AS 'MODULE_PATHNAME', 'pgoutput_row'
+LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION sessionize.sessionize_pgoutput_row(bytea, anyelement) IS
+	'the new tuple of a pgoutput INSERT or UPDATE message as a row of the template''s type';
+
+-- Every logical pipeline's source table is in this one publication.  It has to
+-- exist before any pipeline's slot: pgoutput looks publications up as of the
+-- transaction it decodes, and fails on one created after the slot.  A
+-- publication cannot belong to an extension, so an earlier one is reused.
+DO $$
+BEGIN
+	IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname OPERATOR(pg_catalog.=) 'sessionize_pipelines') THEN
+		-- without wal_level = logical PostgreSQL warns; that is for create_pipeline() to say
+		PERFORM pg_catalog.set_config('client_min_messages', 'error', true);
+		CREATE PUBLICATION sessionize_pipelines WITH (publish = 'insert, update');
+		PERFORM pg_catalog.set_config('client_min_messages', 'warning', true);
+	END IF;
+END $$;
+
 -- Catalog ---------------------------------------------------------------------
 
 CREATE TABLE sessionize.pipelines (
@@ -49,6 +78,8 @@ CREATE TABLE sessionize.pipelines (
 	fingerprint_exclude text[] NOT NULL DEFAULT '{}',
 	type_column name,
 	run_as name,
+	source_kind text NOT NULL DEFAULT 'table' CHECK (source_kind IN ('table', 'logical')),
+	updates_as_events boolean NOT NULL DEFAULT false,
 	state text NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'paused')),
 	created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
@@ -69,7 +100,12 @@ CREATE TABLE sessionize.pipeline_state (
 	last_batch_at timestamptz,
 	last_error text,
 	last_error_at timestamptz,
-	failures integer NOT NULL DEFAULT 0
+	failures integer NOT NULL DEFAULT 0,
+	-- logical sources: the last change applied, as (commit LSN of its
+	-- transaction, LSN of the change), and how far the slot may be advanced
+	checkpoint_commit_lsn pg_lsn,
+	checkpoint_lsn pg_lsn,
+	slot_advance_to pg_lsn
 );
 COMMENT ON TABLE sessionize.pipeline_state IS 'progress of each pipeline, updated in the transaction of each batch';
 SELECT pg_catalog.pg_extension_config_dump('sessionize.pipeline_state', '');
@@ -102,6 +138,24 @@ BEGIN
 	RETURN name;
 END $$;
 
+-- The advisory lock a pipeline's batches take: one batch at a time, and no
+-- drop while a batch holds a logical source's slot.
+CREATE FUNCTION sessionize.sessionize_pipeline_lock(name text)
+RETURNS bigint
+LANGUAGE sql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+RETURN pg_catalog.hashtextextended('sessionize pipeline ' OPERATOR(pg_catalog.||) name, 0);
+
+-- The replication slot of a logical source; slots belong to the whole
+-- server, so the name carries the database.
+CREATE FUNCTION sessionize.sessionize_slot_name(name text)
+RETURNS name
+LANGUAGE sql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+RETURN pg_catalog.format('sessionize_%s_%s',
+						 (SELECT oid FROM pg_catalog.pg_database WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database()),
+						 name);
+
 CREATE FUNCTION sessionize.create_pipeline(
 	name text,
 	source regclass,
@@ -113,7 +167,9 @@ CREATE FUNCTION sessionize.create_pipeline(
 	fingerprint_exclude text[] DEFAULT '{}',
 	type_column name DEFAULT NULL,
 	max_duration interval DEFAULT NULL,
-	run_as name DEFAULT NULL)
+	run_as name DEFAULT NULL,
+	source_kind text DEFAULT 'table',
+	updates_as_events boolean DEFAULT false)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -123,6 +179,16 @@ DECLARE
 	time_type oid;
 	prefix text;
 BEGIN
+	IF source_kind IS NULL OR source_kind NOT IN ('table', 'logical') THEN
+		RAISE EXCEPTION 'unknown source kind "%"', source_kind
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'A pipeline''s source is a staging table (''table'') or a table followed through a logical replication slot (''logical'').';
+	END IF;
+	IF updates_as_events AND source_kind <> 'logical' THEN
+		RAISE EXCEPTION 'updates_as_events needs a logical source'
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'A staging table''s rows are consumed when they are inserted.';
+	END IF;
 	PERFORM sessionize.sessionize_check_pipeline_name(name);
 	IF EXISTS (SELECT FROM sessionize.pipelines p WHERE p.name = create_pipeline.name) THEN
 		RAISE EXCEPTION 'pipeline "%" already exists', name USING ERRCODE = 'duplicate_object';
@@ -174,10 +240,43 @@ BEGIN
 		RAISE EXCEPTION 'role "%" does not exist', run_as USING ERRCODE = 'undefined_object';
 	END IF;
 
+	-- A logical source: the slot is made first, while this transaction has
+	-- written nothing (PostgreSQL requires it).  Changes committed after this
+	-- transaction are the pipeline's events; rows already in the table are not.
+	IF source_kind = 'logical' THEN
+		IF txid_current_if_assigned() IS NOT NULL THEN
+			RAISE EXCEPTION 'a logical pipeline must be created before its transaction writes anything'
+				USING ERRCODE = 'active_sql_transaction',
+					  HINT = 'Call create_pipeline() in a transaction of its own.';
+		END IF;
+		IF current_setting('wal_level') <> 'logical' THEN
+			RAISE EXCEPTION 'a logical pipeline needs wal_level = logical'
+				USING ERRCODE = 'object_not_in_prerequisite_state',
+					  DETAIL = format('wal_level is %s.', current_setting('wal_level')),
+					  HINT = 'Set wal_level = logical in postgresql.conf and restart the server.';
+		END IF;
+		IF run_as IS NOT NULL AND NOT EXISTS (SELECT FROM pg_roles WHERE rolname = run_as AND (rolreplication OR rolsuper)) THEN
+			RAISE EXCEPTION 'role "%" cannot read a replication slot', run_as
+				USING ERRCODE = 'insufficient_privilege',
+					  HINT = format('ALTER ROLE %I REPLICATION', run_as);
+		END IF;
+		IF NOT EXISTS (SELECT FROM pg_publication WHERE pubname = 'sessionize_pipelines') THEN
+			RAISE EXCEPTION 'the publication sessionize_pipelines is missing'
+				USING ERRCODE = 'undefined_object',
+					  HINT = 'Create it, in a transaction of its own: CREATE PUBLICATION sessionize_pipelines WITH (publish = ''insert, update'').';
+		END IF;
+		PERFORM pg_create_logical_replication_slot(sessionize.sessionize_slot_name(name), 'pgoutput');
+		IF NOT EXISTS (SELECT FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+					   WHERE p.pubname = 'sessionize_pipelines' AND pr.prrelid = source) THEN
+			EXECUTE format('ALTER PUBLICATION sessionize_pipelines ADD TABLE %s', source);
+		END IF;
+	END IF;
+
 	INSERT INTO sessionize.pipelines (name, source, key_column, time_column, gap, allowed_lateness,
-									  dedup_window, fingerprint_exclude, type_column, run_as)
+									  dedup_window, fingerprint_exclude, type_column, run_as,
+									  source_kind, updates_as_events)
 	VALUES (name, source, key_column, time_column, gap, allowed_lateness, dedup_window,
-			coalesce(fingerprint_exclude, '{}'), type_column, run_as);
+			coalesce(fingerprint_exclude, '{}'), type_column, run_as, source_kind, coalesce(updates_as_events, false));
 	INSERT INTO sessionize.pipeline_state (pipeline) VALUES (name);
 
 	prefix := 'sessionize.' || quote_ident(name);
@@ -232,9 +331,9 @@ BEGIN
 					   name || '_late_id_seq', name || '_changes_change_id_seq', run_as);
 	END IF;
 END $$;
-COMMENT ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name) IS
-	'creates a pipeline that sessionizes the events landing in a staging table';
-REVOKE ALL ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name) FROM PUBLIC;
+COMMENT ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name, text, boolean) IS
+	'creates a pipeline that sessionizes the events landing in a staging table, or inserted into a table it follows through a logical replication slot';
+REVOKE ALL ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name, text, boolean) FROM PUBLIC;
 
 CREATE FUNCTION sessionize.alter_pipeline(
 	name text,
@@ -307,8 +406,12 @@ RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	dropped sessionize.pipelines;
 BEGIN
-	DELETE FROM sessionize.pipelines p WHERE p.name = drop_pipeline.name;
+	-- wait for a batch in progress (it holds the slot of a logical source)
+	PERFORM pg_advisory_xact_lock(sessionize.sessionize_pipeline_lock(name));
+	DELETE FROM sessionize.pipelines p WHERE p.name = drop_pipeline.name RETURNING * INTO dropped;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'pipeline "%" does not exist', name USING ERRCODE = 'undefined_object';
 	END IF;
@@ -316,8 +419,18 @@ BEGIN
 	EXECUTE format('DROP TABLE sessionize.%I, sessionize.%I, sessionize.%I, sessionize.%I',
 				   name || '_sessions', name || '_late', name || '_changes', name || '_batch');
 	DELETE FROM sessionize.seen_fingerprints WHERE namespace = 'pipeline:' || name;
+	IF dropped.source_kind = 'logical' THEN
+		IF NOT EXISTS (SELECT FROM sessionize.pipelines p
+					   WHERE p.source = dropped.source AND p.source_kind = 'logical') THEN
+			EXECUTE format('ALTER PUBLICATION sessionize_pipelines DROP TABLE %s', dropped.source);
+		END IF;
+		-- last: dropping a slot cannot be rolled back
+		PERFORM pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+		WHERE slot_name = sessionize.sessionize_slot_name(name);
+	END IF;
 END $$;
-COMMENT ON FUNCTION sessionize.drop_pipeline(text) IS 'drops a pipeline and its tables; the staging table stays';
+COMMENT ON FUNCTION sessionize.drop_pipeline(text) IS
+	'drops a pipeline and its tables (and the replication slot of a logical source); the source table stays';
 REVOKE ALL ON FUNCTION sessionize.drop_pipeline(text) FROM PUBLIC;
 
 -- One batch -------------------------------------------------------------------
@@ -463,6 +576,10 @@ DECLARE
 	last_ts timestamptz;
 	message text;
 	error_state text;
+	slot text;
+	new_commit_lsn pg_lsn;
+	new_lsn pg_lsn;
+	new_advance pg_lsn;
 BEGIN
 	IF max_events IS NULL OR max_events < 1 THEN
 		RAISE EXCEPTION 'max_events must be positive' USING ERRCODE = 'invalid_parameter_value';
@@ -471,28 +588,83 @@ BEGIN
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'pipeline "%" does not exist', name USING ERRCODE = 'undefined_object';
 	END IF;
-	-- one batch at a time per pipeline
-	SELECT * INTO state FROM sessionize.pipeline_state s WHERE s.pipeline = pipeline.name FOR UPDATE;
+	-- One batch at a time per pipeline.  An advisory lock, because a row lock
+	-- is a write, and a transaction reads a replication slot before any.
+	PERFORM pg_advisory_xact_lock(sessionize.sessionize_pipeline_lock(pipeline.name));
+	SELECT * INTO state FROM sessionize.pipeline_state s WHERE s.pipeline = pipeline.name;
 	batch := format('sessionize.%I', pipeline.name || '_batch');
 
-	-- Claim: rows leave the staging table in this transaction; rows other
-	-- transactions hold are skipped, not waited for.  Each event is
-	-- fingerprinted once, here.
-	EXECUTE format($q$
-		WITH claimed AS (
-			DELETE FROM %1$s s
-			WHERE ctid = ANY (ARRAY(SELECT ctid FROM %1$s LIMIT $1 FOR UPDATE SKIP LOCKED))
-			RETURNING s.*),
-		stored AS (
-			INSERT INTO %2$s (batch_id, key, ts, event_type, event, fingerprint)
-			SELECT row_number() OVER (), c.%3$I, c.%4$I, %5$s, e.event, sessionize.fingerprint_bytes(e.event, $2)
-			FROM claimed c, LATERAL (SELECT to_jsonb(c) AS event) e
-			RETURNING ts)
-		SELECT count(*), max(ts) FILTER (WHERE isfinite(ts)) FROM stored$q$,
-		pipeline.source, batch, pipeline.key_column, pipeline.time_column,
-		CASE WHEN pipeline.type_column IS NULL THEN 'NULL' ELSE format('c.%I::text', pipeline.type_column) END)
-	INTO consumed, last_ts
-	USING max_events, pipeline.fingerprint_exclude;
+	IF pipeline.source_kind = 'logical' THEN
+		-- Only now that earlier batches are committed may the slot pass them.
+		slot := sessionize.sessionize_slot_name(pipeline.name);
+		PERFORM pg_replication_slot_advance(slot_name, state.slot_advance_to) FROM pg_replication_slots
+		WHERE slot_name = slot AND confirmed_flush_lsn < state.slot_advance_to;
+		-- Claim: peek a bounded number of changes (the slot does not move),
+		-- skip every change at or before the checkpoint, and take the next
+		-- max_events inserts of the source table.  pgoutput sends whole
+		-- transactions in commit order, so (commit LSN, change LSN) orders
+		-- the stream; a large transaction is taken over several batches.
+		EXECUTE format($q$
+			WITH peeked AS (
+				SELECT p.position, p.lsn, p.data, m.kind, m.relation,
+					   max(m.commit_lsn) OVER (ORDER BY p.position) AS commit_lsn
+				FROM pg_logical_slot_peek_binary_changes($1, NULL, $2, 'proto_version', '1',
+														 'publication_names', 'sessionize_pipelines')
+					 WITH ORDINALITY AS p(lsn, xid, data, position),
+					 sessionize.sessionize_pgoutput_message(p.data) m),
+			pending AS (
+				SELECT * FROM peeked
+				WHERE relation = $3 AND (kind = 'I' OR (kind = 'U' AND $4))
+				  AND (commit_lsn, lsn) > (coalesce($5, '0/0'), coalesce($6, '0/0'))),
+			taken AS (
+				SELECT * FROM pending ORDER BY position LIMIT $7),
+			decoded AS (
+				SELECT t.position, sessionize.sessionize_pgoutput_row(t.data, NULL::%1$s) AS r FROM taken t),
+			stored AS (
+				INSERT INTO %2$s (batch_id, key, ts, event_type, event, fingerprint)
+				SELECT d.position, (d.r).%3$I, (d.r).%4$I, %5$s, e.event, sessionize.fingerprint_bytes(e.event, $8)
+				FROM decoded d, LATERAL (SELECT to_jsonb(d.r) AS event) e
+				RETURNING ts),
+			last_taken AS (
+				SELECT commit_lsn, lsn FROM taken ORDER BY position DESC LIMIT 1),
+			first_left AS (
+				SELECT min(commit_lsn) AS commit_lsn FROM pending
+				WHERE position > coalesce((SELECT max(position) FROM taken), 0))
+			-- the slot may pass every transaction whose changes are all applied
+			SELECT (SELECT count(*) FROM stored),
+				   (SELECT max(ts) FILTER (WHERE isfinite(ts)) FROM stored),
+				   (SELECT commit_lsn FROM last_taken),
+				   (SELECT lsn FROM last_taken),
+				   (SELECT max(p.lsn) FROM peeked p, first_left f
+					WHERE p.kind = 'C' AND (f.commit_lsn IS NULL OR p.commit_lsn < f.commit_lsn))$q$,
+			pipeline.source, batch, pipeline.key_column, pipeline.time_column,
+			CASE WHEN pipeline.type_column IS NULL THEN 'NULL' ELSE format('(d.r).%I::text', pipeline.type_column) END)
+		INTO consumed, last_ts, new_commit_lsn, new_lsn, new_advance
+		USING slot, 3 * max_events + 3, pipeline.source::oid, pipeline.updates_as_events,
+			  state.checkpoint_commit_lsn, state.checkpoint_lsn, max_events, pipeline.fingerprint_exclude;
+		IF new_advance > state.slot_advance_to OR (state.slot_advance_to IS NULL AND new_advance IS NOT NULL) THEN
+			UPDATE sessionize.pipeline_state s SET slot_advance_to = new_advance WHERE s.pipeline = pipeline.name;
+		END IF;
+	ELSE
+		-- Claim: rows leave the staging table in this transaction; rows other
+		-- transactions hold are skipped, not waited for.  Each event is
+		-- fingerprinted once, here.
+		EXECUTE format($q$
+			WITH claimed AS (
+				DELETE FROM %1$s s
+				WHERE ctid = ANY (ARRAY(SELECT ctid FROM %1$s LIMIT $1 FOR UPDATE SKIP LOCKED))
+				RETURNING s.*),
+			stored AS (
+				INSERT INTO %2$s (batch_id, key, ts, event_type, event, fingerprint)
+				SELECT row_number() OVER (), c.%3$I, c.%4$I, %5$s, e.event, sessionize.fingerprint_bytes(e.event, $2)
+				FROM claimed c, LATERAL (SELECT to_jsonb(c) AS event) e
+				RETURNING ts)
+			SELECT count(*), max(ts) FILTER (WHERE isfinite(ts)) FROM stored$q$,
+			pipeline.source, batch, pipeline.key_column, pipeline.time_column,
+			CASE WHEN pipeline.type_column IS NULL THEN 'NULL' ELSE format('c.%I::text', pipeline.type_column) END)
+		INTO consumed, last_ts
+		USING max_events, pipeline.fingerprint_exclude;
+	END IF;
 	merged := 0; duplicates := 0; late := 0; dead_lettered := 0;
 	IF consumed = 0 THEN
 		RETURN;
@@ -543,7 +715,9 @@ BEGIN
 		dead_lettered = s.dead_lettered + run_pipeline.dead_lettered,
 		batches = s.batches + 1,
 		last_batch_at = clock_timestamp(),
-		failures = 0
+		failures = 0,
+		checkpoint_commit_lsn = coalesce(new_commit_lsn, s.checkpoint_commit_lsn),
+		checkpoint_lsn = coalesce(new_lsn, s.checkpoint_lsn)
 	WHERE s.pipeline = pipeline.name;
 	-- Sessions the watermark passed in this batch can no longer change.
 	IF new_watermark > state.watermark OR (state.watermark IS NULL AND new_watermark IS NOT NULL) THEN
@@ -584,7 +758,7 @@ BEGIN
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'pipeline "%" does not exist', name USING ERRCODE = 'undefined_object';
 	END IF;
-	PERFORM FROM sessionize.pipeline_state s WHERE s.pipeline = pipeline.name FOR UPDATE;
+	PERFORM pg_advisory_xact_lock(sessionize.sessionize_pipeline_lock(pipeline.name));
 	batch := format('sessionize.%I', pipeline.name || '_batch');
 	SELECT format_type(atttypid, atttypmod) INTO key_type FROM pg_attribute
 	WHERE attrelid = format('sessionize.%I', pipeline.name || '_sessions')::regclass AND attname = 'key';
@@ -636,16 +810,21 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+	pipeline sessionize.pipelines;
 	waiting bigint;
 BEGIN
-	EXECUTE format('SELECT count(*) FROM %s', (SELECT source FROM sessionize.pipelines p WHERE p.name = pipeline_backlog.name))
-	INTO waiting;
+	SELECT * INTO pipeline FROM sessionize.pipelines p WHERE p.name = pipeline_backlog.name;
+	IF pipeline.source_kind IS DISTINCT FROM 'table' THEN
+		RETURN NULL;
+	END IF;
+	EXECUTE format('SELECT count(*) FROM %s', pipeline.source) INTO waiting;
 	RETURN waiting;
 END $$;
-COMMENT ON FUNCTION sessionize.pipeline_backlog(text) IS 'events waiting in the staging table of a pipeline (counts them)';
+COMMENT ON FUNCTION sessionize.pipeline_backlog(text) IS
+	'events waiting in the staging table of a pipeline (counts them); NULL for a logical source';
 
 CREATE VIEW sessionize.pipeline_status AS
-SELECT p.name, p.state,
+SELECT p.name, p.state, p.source_kind,
 	   (SELECT a.pid FROM pg_catalog.pg_stat_activity a
 		WHERE a.backend_type = 'sessionize pipeline' AND a.application_name = 'sessionize pipeline ' || p.name
 		LIMIT 1) AS worker_pid,
@@ -653,6 +832,14 @@ SELECT p.name, p.state,
 	   sessionize.pipeline_backlog(p.name) AS backlog,
 	   s.max_event_time, s.watermark,
 	   pg_catalog.now() - s.last_event_time AS lag,
-	   s.last_batch_at, s.last_error, s.last_error_at, s.failures
-FROM sessionize.pipelines p JOIN sessionize.pipeline_state s ON s.pipeline = p.name;
+	   s.last_batch_at, s.last_error, s.last_error_at, s.failures,
+	   s.checkpoint_lsn,
+	   -- WAL the slot of a logical source keeps from being recycled
+	   pg_catalog.pg_wal_lsn_diff(
+		   CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn()
+				ELSE pg_catalog.pg_current_wal_lsn() END, r.restart_lsn)::bigint AS retained_wal_bytes
+FROM sessionize.pipelines p
+JOIN sessionize.pipeline_state s ON s.pipeline = p.name
+LEFT JOIN pg_catalog.pg_replication_slots r
+	   ON p.source_kind = 'logical' AND r.slot_name = sessionize.sessionize_slot_name(p.name);
 COMMENT ON VIEW sessionize.pipeline_status IS 'one row per pipeline: state, worker, counts, backlog, watermark, lag, last error';

@@ -1,0 +1,252 @@
+/*-------------------------------------------------------------------------
+ *
+ * pgoutput.c
+ *	  Reading the messages of PostgreSQL's built-in pgoutput plugin, for
+ *	  pipelines whose source is a logical replication slot.
+ *
+ * run_pipeline() peeks a bounded number of changes from the pipeline's slot
+ * with pg_logical_slot_peek_binary_changes() and hands every message to
+ * these functions: sessionize_pgoutput_message() says what a message is (and
+ * for a transaction's BEGIN, the LSN its commit has, which orders the
+ * stream), and sessionize_pgoutput_row() turns the new tuple of an INSERT or
+ * UPDATE into a row of the source table's type, through each column's input
+ * function.  Messages are protocol version 1, columns in text form.
+ *
+ * Messages are read with pqformat's bounds-checked readers, so a truncated or
+ * garbled message is an error, never a read past its end.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "funcapi.h"
+#include "libpq/pqformat.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/pg_lsn.h"
+#include "utils/typcache.h"
+
+#include "sessionize.h"
+
+PG_FUNCTION_INFO_V1(pgoutput_message);
+PG_FUNCTION_INFO_V1(pgoutput_row);
+
+/* Wraps a bytea in a StringInfo for the pq_getmsg* readers (read only). */
+static void
+message_reader(bytea *data, StringInfo reader)
+{
+	reader->data = VARDATA_ANY(data);
+	reader->len = VARSIZE_ANY_EXHDR(data);
+	reader->maxlen = reader->len;
+	reader->cursor = 0;
+}
+
+/*
+ * sessionize_pgoutput_message(data bytea,
+ *		OUT kind "char", OUT relation oid, OUT commit_lsn pg_lsn)
+ *
+ * kind is the message's type byte (B, C, R, I, U, D, T, ...); relation is set
+ * for I, U, D and R; commit_lsn for B.
+ */
+Datum
+pgoutput_message(PG_FUNCTION_ARGS)
+{
+	bytea	   *data = PG_GETARG_BYTEA_PP(0);
+	StringInfoData reader;
+	TupleDesc	result_desc;
+	Datum		values[3] = {0};
+	bool		nulls[3] = {false, true, true};
+	char		kind;
+
+	if (get_call_result_type(fcinfo, NULL, &result_desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	message_reader(data, &reader);
+	kind = (char) pq_getmsgbyte(&reader);
+	values[0] = CharGetDatum(kind);
+	switch (kind)
+	{
+		case 'B':
+			values[2] = LSNGetDatum((XLogRecPtr) pq_getmsgint64(&reader));
+			nulls[2] = false;
+			break;
+		case 'I':
+		case 'U':
+		case 'D':
+		case 'R':
+			values[1] = ObjectIdGetDatum((Oid) pq_getmsgint(&reader, 4));
+			nulls[1] = false;
+			break;
+		default:
+			break;
+	}
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(result_desc), values, nulls)));
+}
+
+/* How to build rows of one composite type, kept across calls. */
+typedef struct RowBuilder
+{
+	Oid			type_id;
+	TupleDesc	desc;
+	int			live_columns;	/* columns pgoutput sends: not dropped, not generated */
+	int		   *attribute_of;	/* live column i -> attribute index */
+	FmgrInfo   *input;			/* per attribute */
+	Oid		   *input_param;	/* per attribute */
+} RowBuilder;
+
+static RowBuilder *
+row_builder(FunctionCallInfo fcinfo, Oid type_id)
+{
+	RowBuilder *builder = (RowBuilder *) fcinfo->flinfo->fn_extra;
+	MemoryContext old_context;
+	TupleDesc	cached;
+	TupleDesc	desc;
+
+	if (builder != NULL && builder->type_id == type_id)
+		return builder;
+
+	old_context = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+	cached = lookup_rowtype_tupdesc(type_id, -1);
+	desc = CreateTupleDescCopy(cached);
+	ReleaseTupleDesc(cached);
+	builder = palloc0(sizeof(RowBuilder));
+	builder->type_id = type_id;
+	builder->desc = desc;
+	builder->attribute_of = palloc(sizeof(int) * desc->natts);
+	builder->input = palloc0(sizeof(FmgrInfo) * desc->natts);
+	builder->input_param = palloc0(sizeof(Oid) * desc->natts);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute attribute = TupleDescAttr(desc, i);
+		Oid			input_function;
+
+		if (attribute->attisdropped || attribute->attgenerated)
+			continue;
+		builder->attribute_of[builder->live_columns++] = i;
+		getTypeInputInfo(attribute->atttypid, &input_function, &builder->input_param[i]);
+		fmgr_info_cxt(input_function, &builder->input[i], fcinfo->flinfo->fn_mcxt);
+	}
+	MemoryContextSwitchTo(old_context);
+	fcinfo->flinfo->fn_extra = builder;
+	return builder;
+}
+
+/* Reads one TupleData into values/nulls of the builder's row type. */
+static void
+read_tuple(StringInfo reader, RowBuilder *builder, Datum *values, bool *nulls)
+{
+	int			columns = pq_getmsgint(reader, 2);
+
+	if (columns > builder->live_columns)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("a logical change has %d columns, the source table %d", columns, builder->live_columns),
+				 errdetail("Columns of the source table were dropped after the change was written.")));
+
+	/* columns added after the change was written stay NULL */
+	for (int i = 0; i < builder->desc->natts; i++)
+		nulls[i] = true;
+
+	for (int column = 0; column < columns; column++)
+	{
+		int			attribute = builder->attribute_of[column];
+		char		kind = (char) pq_getmsgbyte(reader);
+
+		switch (kind)
+		{
+			case 'n':			/* null */
+			case 'u':			/* unchanged TOAST value: not sent */
+				break;
+			case 't':
+				{
+					int			length = pq_getmsgint(reader, 4);
+					char	   *text;
+
+					if (length < 0)
+						ereport(ERROR,
+								(errcode(ERRCODE_PROTOCOL_VIOLATION),
+								 errmsg("invalid column length %d in a logical change", length)));
+					text = palloc(length + 1);
+					memcpy(text, pq_getmsgbytes(reader, length), length);
+					text[length] = '\0';
+					values[attribute] = InputFunctionCall(&builder->input[attribute], text,
+														  builder->input_param[attribute],
+														  TupleDescAttr(builder->desc, attribute)->atttypmod);
+					nulls[attribute] = false;
+					break;
+				}
+			default:
+				ereport(ERROR,
+						(errcode(ERRCODE_PROTOCOL_VIOLATION),
+						 errmsg("unexpected column kind \"%c\" in a logical change", kind),
+						 errhint("Changes must be decoded with pgoutput in text form (no binary option).")));
+		}
+	}
+}
+
+/*
+ * sessionize_pgoutput_row(data bytea, template anyelement) returns anyelement
+ *
+ * The new tuple of an INSERT or UPDATE message as a row of template's type
+ * (the source table's row type); NULL for any other message.
+ */
+Datum
+pgoutput_row(PG_FUNCTION_ARGS)
+{
+	bytea	   *data = PG_GETARG_BYTEA_PP(0);
+	Oid			type_id = get_fn_expr_argtype(fcinfo->flinfo, 1);
+	StringInfoData reader;
+	RowBuilder *builder;
+	Datum	   *values;
+	bool	   *nulls;
+	char		kind;
+	HeapTuple	row;
+
+	if (!type_is_rowtype(type_id))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("template must be of a row type")));
+
+	message_reader(data, &reader);
+	kind = (char) pq_getmsgbyte(&reader);
+	if (kind != 'I' && kind != 'U')
+		PG_RETURN_NULL();
+	(void) pq_getmsgint(&reader, 4);	/* relation */
+
+	if (kind == 'U')
+	{
+		char		tuple_kind = (char) pq_getmsgbyte(&reader);
+
+		/* skip the old key or old tuple, if any */
+		if (tuple_kind == 'K' || tuple_kind == 'O')
+		{
+			int			columns = pq_getmsgint(&reader, 2);
+
+			for (int column = 0; column < columns; column++)
+			{
+				char		column_kind = (char) pq_getmsgbyte(&reader);
+
+				if (column_kind == 't' || column_kind == 'b')
+					(void) pq_getmsgbytes(&reader, pq_getmsgint(&reader, 4));
+			}
+			tuple_kind = (char) pq_getmsgbyte(&reader);
+		}
+		if (tuple_kind != 'N')
+			ereport(ERROR,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg("an update message without a new tuple")));
+	}
+	else if ((char) pq_getmsgbyte(&reader) != 'N')
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("an insert message without a new tuple")));
+
+	builder = row_builder(fcinfo, type_id);
+	values = palloc(sizeof(Datum) * builder->desc->natts);
+	nulls = palloc(sizeof(bool) * builder->desc->natts);
+	read_tuple(&reader, builder, values, nulls);
+	row = heap_form_tuple(builder->desc, values, nulls);
+	PG_RETURN_DATUM(HeapTupleGetDatum(row));
+}

@@ -1,0 +1,185 @@
+# Exactly-once under crashes.  While a producer inserts events into a staging
+# table, the pipeline worker is killed with SIGKILL (the postmaster then
+# restarts the whole cluster through crash recovery) and, in turn, the server
+# is stopped in immediate mode and started again: 24 crashes at random moments
+# while the worker has a backlog.  After each restart the pipeline's state is
+# exactly that of the batches committed before the crash; at the end its
+# sessions equal sessions() over the distinct events, which is what a run
+# without crashes gives, and every event fed is counted exactly once.
+# SESSIONIZE_SEED=n generates the same events again (crash moments still vary).
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+
+my $crashes = 24;
+my $seed = $ENV{SESSIONIZE_SEED} // int(rand(2**31));
+note "seed $seed";
+srand($seed);
+
+# fsync stays on: what survives a crash is the point.  A small batch size makes
+# the worker commit many batches, so that crashes land inside batches, between
+# them and while the producer inserts.
+my $node = PostgreSQL::Test::Cluster->new('crash');
+$node->init;
+$node->append_conf('postgresql.conf', q{
+shared_preload_libraries = 'sessionize'
+sessionize.naptime = '50ms'
+sessionize.batch_size = 200
+restart_after_crash = on
+});
+$node->start;
+
+# The plan: about 30,000 distinct events of 100 users over a day, plus 20%
+# re-deliveries, in a random arrival order.  fed.upto is how far the producer
+# got: it moves in the transaction that inserts the rows, so after a crash the
+# producer resumes exactly after its last commit.  crash_marker is unlogged:
+# crash recovery empties it, which proves that a crash really happened.
+$node->safe_psql('postgres', qq{
+	CREATE EXTENSION sessionize;
+	CREATE TABLE clicks_in (user_id int, ts timestamptz);
+	SELECT sessionize.create_pipeline('clicks', 'clicks_in', 'user_id', 'ts', '15 minutes');
+	SELECT setseed($seed / 2147483648.0);
+	CREATE TABLE distinct_events AS
+	SELECT DISTINCT (random() * 99)::int AS user_id,
+		   timestamptz '2024-01-01' + (random() * 86400)::int * interval '1 second' AS ts
+	FROM generate_series(1, 30000);
+	CREATE TABLE planned (arrival int PRIMARY KEY, user_id int, ts timestamptz);
+	INSERT INTO planned
+	SELECT row_number() OVER (ORDER BY random()), user_id, ts
+	FROM (SELECT * FROM distinct_events UNION ALL SELECT * FROM distinct_events WHERE random() < 0.2) e;
+	CREATE TABLE fed (upto int NOT NULL);
+	INSERT INTO fed VALUES (0);
+	CREATE UNLOGGED TABLE crash_marker (crash int);
+
+	-- Feeds the planned rows up to arrival stop_at, a chunk per transaction.
+	CREATE PROCEDURE feed(chunk int, pause float8, stop_at int) LANGUAGE plpgsql AS \$\$
+	DECLARE
+		done int;
+	BEGIN
+		LOOP
+			SELECT upto INTO done FROM fed FOR UPDATE;
+			EXIT WHEN done >= stop_at;
+			INSERT INTO clicks_in
+			SELECT user_id, ts FROM planned
+			WHERE arrival > done AND arrival <= least(done + chunk, stop_at) ORDER BY arrival;
+			UPDATE fed SET upto = least(done + chunk, stop_at);
+			COMMIT;
+			PERFORM pg_sleep(pause);
+		END LOOP;
+	END \$\$;
+});
+my $planned = $node->safe_psql('postgres', 'SELECT count(*) FROM planned');
+my $distinct = $node->safe_psql('postgres', 'SELECT count(*) FROM distinct_events');
+note "$planned planned rows, $distinct distinct events";
+
+# What the pipeline must hold at any moment: the rows consumed are those fed
+# minus those still in the staging table (a batch in flight still shows its
+# rows there), and the sessions are sessions() over their distinct events.
+# One statement sees one snapshot, so this holds while the worker runs.
+my $consistent = q{
+	WITH consumed_rows AS (
+		SELECT user_id, ts FROM planned WHERE arrival <= (SELECT upto FROM fed)
+		EXCEPT ALL
+		SELECT user_id, ts FROM clicks_in),
+	seen AS (SELECT DISTINCT user_id, ts FROM consumed_rows),
+	expected AS (
+		SELECT user_id, (s).started_at, (s).ended_at, (s).events
+		FROM (SELECT user_id, unnest(sessionize.sessions(ts, '15 minutes')) AS s FROM seen GROUP BY user_id) x),
+	actual AS (SELECT key, session_start, last_event_at, events FROM sessionize.clicks_sessions)
+	SELECT NOT EXISTS ((SELECT * FROM actual EXCEPT SELECT * FROM expected)
+					   UNION ALL
+					   (SELECT * FROM expected EXCEPT SELECT * FROM actual))
+		   AND st.consumed = (SELECT count(*) FROM consumed_rows)
+		   AND st.merged = (SELECT count(*) FROM seen)
+		   AND st.duplicates = st.consumed - st.merged
+		   AND st.late = 0 AND st.dead_lettered = 0
+	FROM sessionize.pipeline_state st WHERE st.pipeline = 'clicks'};
+my $worker_query = "SELECT worker_pid FROM sessionize.pipeline_status WHERE name = 'clicks'";
+
+ok($node->poll_query_until('postgres', "SELECT worker_pid IS NOT NULL FROM sessionize.pipeline_status WHERE name = 'clicks'"),
+	'the worker runs');
+
+# Each round the producer feeds the next share of the plan in small chunks at
+# a random rate, so the worker keeps finding a backlog; the crash comes after a
+# random part of the time the producer needs.
+my $share = int($planned / ($crashes + 1));
+my %busy = (backlog => 0, in_batch => 0);
+for my $crash (1 .. $crashes)
+{
+	my $kill = $crash % 2 == 1;
+	my $kind = $kill ? 'kill -9 of the worker' : 'immediate stop';
+	my $worker_pid = $node->safe_psql('postgres', $worker_query);
+	$node->safe_psql('postgres', "INSERT INTO crash_marker VALUES ($crash)");
+
+	my $chunk = 50 + int(rand(101));
+	my ($out, $err) = ('', '');
+	my $producer = IPC::Run::start(
+		[
+			'psql', '-X', '-q', '-d', $node->connstr('postgres'),
+			'-c', "CALL feed($chunk, 0.01, " . ($crash * $share) . ')'
+		],
+		'>', \$out, '2>', \$err,
+		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+	usleep(int(rand($share / $chunk * 12_000)));
+
+	# What the worker is doing just before the crash.
+	my ($backlog, $worker_state) = split /\|/, $node->safe_psql('postgres', qq{
+		SELECT backlog, coalesce((SELECT state FROM pg_stat_activity a WHERE a.pid = worker_pid), 'gone')
+		FROM sessionize.pipeline_status WHERE name = 'clicks'});
+	if ($kill)
+	{
+		kill('KILL', $worker_pid) or die "could not kill worker $worker_pid: $!";
+	}
+	else
+	{
+		$node->stop('immediate');
+	}
+	$producer->finish;
+	$node->start unless $kill;
+	note "crash $crash ($kind): backlog $backlog, worker $worker_state";
+	$busy{backlog}++ if $backlog > 0;
+	$busy{in_batch}++ if $worker_state eq 'active';
+
+	ok($node->poll_query_until('postgres', 'SELECT count(*) = 0 FROM crash_marker'),
+		"crash $crash ($kind): the server went through crash recovery");
+	ok($node->poll_query_until('postgres',
+			"SELECT worker_pid IS NOT NULL AND worker_pid <> $worker_pid FROM sessionize.pipeline_status WHERE name = 'clicks'"),
+		"crash $crash: a new worker runs");
+	is($node->safe_psql('postgres', $consistent), 't',
+		"crash $crash: the pipeline holds exactly the batches committed before it");
+}
+note "crashes with a backlog: $busy{backlog}, inside a batch: $busy{in_batch}";
+cmp_ok($busy{backlog}, '>=', $crashes / 2, 'most crashes came while the worker had a backlog');
+
+# Feed the rest without crashes and let the worker drain the staging table.
+$node->safe_psql('postgres', "CALL feed(1000, 0, $planned)");
+ok($node->poll_query_until('postgres', "SELECT backlog = 0 FROM sessionize.pipeline_status WHERE name = 'clicks'"),
+	'the worker drains the staging table');
+
+my $expected = q{
+	SELECT user_id, (s).started_at, (s).ended_at, (s).events
+	FROM (SELECT user_id, unnest(sessionize.sessions(ts, '15 minutes')) AS s FROM distinct_events GROUP BY user_id) x};
+is( $node->safe_psql('postgres', qq{
+		SELECT count(*) FROM (
+			(SELECT key, session_start, last_event_at, events FROM sessionize.clicks_sessions EXCEPT $expected)
+			UNION ALL
+			($expected EXCEPT SELECT key, session_start, last_event_at, events FROM sessionize.clicks_sessions)) d}),
+	'0', 'the sessions equal sessions() over the distinct events, as without crashes');
+is($node->safe_psql('postgres', 'SELECT upto FROM fed'), $planned, 'the producer fed every planned row');
+is( $node->safe_psql('postgres',
+		"SELECT consumed, merged, duplicates, late, dead_lettered FROM sessionize.pipeline_state WHERE pipeline = 'clicks'"),
+	join('|', $planned, $distinct, $planned - $distinct, 0, 0),
+	'every row fed was consumed once: the distinct events merged, the re-deliveries counted as duplicates');
+is($node->safe_psql('postgres', 'SELECT sum(events) FROM sessionize.clicks_sessions'), $distinct,
+	'the sessions count each distinct event once');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM clicks_in'), '0', 'no row is left in the staging table');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM sessionize.clicks_batch'), '0', 'no batch is left half done');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM sessionize.dead_letter'), '0', 'the dead-letter table is empty');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM sessionize.clicks_late'), '0', 'the late table is empty');
+like($node->safe_psql('postgres', $worker_query), qr/^\d+$/, 'the worker is running');
+
+$node->stop;
+done_testing();
