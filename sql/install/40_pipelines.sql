@@ -461,6 +461,21 @@ AS $$
 DECLARE
 	-- a gap in plain seconds, so that ts + gap agrees with the C code's 24-hour days
 	fixed_gap interval := make_interval(secs => extract(epoch FROM pipeline.gap));
+	-- per-type counts: those of the stored sessions merged, plus the new events'
+	typed text := $q$
+		SELECT key, started_at, jsonb_object_agg(event_type, n) AS type_counts
+		FROM (SELECT key, started_at, event_type, sum(n) AS n
+			  FROM (SELECT m.key, m.started_at, c.key AS event_type, c.value::bigint AS n
+					FROM merged m
+					JOIN old o ON o.key = m.key AND o.session_start BETWEEN m.started_at AND m.ended_at,
+					jsonb_each_text(o.type_counts) c
+					UNION ALL
+					SELECT m.key, m.started_at, e.event_type, 1
+					FROM merged m
+					JOIN events e ON e.key = m.key AND e.ts BETWEEN m.started_at AND m.ended_at
+					WHERE e.event_type IS NOT NULL) counted
+			  GROUP BY key, started_at, event_type) summed
+		GROUP BY key, started_at$q$;
 BEGIN
 	EXECUTE format($q$
 		WITH batch AS (
@@ -522,20 +537,7 @@ BEGIN
 			FROM merged m
 			LEFT JOIN old o ON o.key = m.key AND o.session_start BETWEEN m.started_at AND m.ended_at
 			GROUP BY m.key, m.started_at),
-		typed AS (
-			SELECT key, started_at, jsonb_object_agg(event_type, n) AS type_counts
-			FROM (SELECT key, started_at, event_type, sum(n) AS n
-				  FROM (SELECT m.key, m.started_at, c.key AS event_type, c.value::bigint AS n
-						FROM merged m
-						JOIN old o ON o.key = m.key AND o.session_start BETWEEN m.started_at AND m.ended_at,
-						jsonb_each_text(o.type_counts) c
-						UNION ALL
-						SELECT m.key, m.started_at, e.event_type, 1
-						FROM merged m
-						JOIN events e ON e.key = m.key AND e.ts BETWEEN m.started_at AND m.ended_at
-						WHERE e.event_type IS NOT NULL) counted
-				  GROUP BY key, started_at, event_type) summed
-			GROUP BY key, started_at),
+		typed AS (%5$s),
 		described AS (
 			SELECT m.*, r.replaced, r.revision, t.type_counts
 			FROM merged m
@@ -548,13 +550,15 @@ BEGIN
 			INSERT INTO sessionize.%4$I (key, session_start, change, revision, last_event_at, events)
 			SELECT key, started_at, CASE replaced WHEN 0 THEN 'opened' WHEN 1 THEN 'extended' ELSE 'merged' END,
 				   revision, ended_at, events
-			FROM described)
+			FROM described ORDER BY key, started_at)
 		SELECT (SELECT count(*) FROM events),
 			   (SELECT count(*) FROM valid) - (SELECT count(*) FROM kept),
 			   (SELECT count(*) FROM late_events),
 			   (SELECT count(*) FROM dead),
 			   (SELECT max(ts) FROM events)$q$,
-		pipeline.name || '_batch', pipeline.name || '_late', pipeline.name || '_sessions', pipeline.name || '_changes')
+		pipeline.name || '_batch', pipeline.name || '_late', pipeline.name || '_sessions', pipeline.name || '_changes',
+		CASE WHEN pipeline.type_column IS NULL THEN 'SELECT key, started_at, NULL::jsonb AS type_counts FROM merged WHERE false'
+			 ELSE typed END)
 	INTO merged, duplicates, late, dead_lettered, max_merged
 	USING pipeline.name, fixed_gap, watermark, replay, only_id, pipeline.dedup_window;
 END $$;
@@ -724,11 +728,15 @@ BEGIN
 		EXECUTE format($q$
 			INSERT INTO sessionize.%1$I (key, session_start, change, revision, last_event_at, events)
 			SELECT key, session_start, 'closed', revision, last_event_at, events FROM sessionize.%2$I
-			WHERE expires_at < $2 AND ($1 IS NULL OR expires_at >= $1)$q$,
+			WHERE expires_at < $2 AND ($1 IS NULL OR expires_at >= $1)
+			ORDER BY key, session_start$q$,
 			pipeline.name || '_changes', pipeline.name || '_sessions')
 		USING state.watermark, new_watermark;
 	END IF;
-	EXECUTE format('DELETE FROM %s', batch);
+	-- TRUNCATE, not DELETE: a batch table emptied by DELETE grows by every
+	-- batch until vacuumed, and each batch scans it whole.  Batches of a
+	-- pipeline are serialized already, so its lock costs nothing.
+	EXECUTE format('TRUNCATE %s', batch);
 	PERFORM pg_notify('sessionize_' || pipeline.name,
 					  json_build_object('pipeline', pipeline.name, 'consumed', consumed, 'merged', merged,
 										'duplicates', duplicates, 'late', late,
@@ -782,7 +790,7 @@ BEGIN
 			dead_lettered = s.dead_lettered + counts.dead_lettered,
 			late = s.late - replayed
 		WHERE s.pipeline = pipeline.name;
-		EXECUTE format('DELETE FROM %s', batch);
+		EXECUTE format('TRUNCATE %s', batch);
 	END IF;
 	RETURN replayed;
 END $$;
