@@ -44,11 +44,68 @@ message_reader(bytea *data, StringInfo reader)
 }
 
 /*
+ * Skips one TupleData, returning its column count and, in *kinds (palloc'd),
+ * each column's kind byte: 'n' null, 'u' unchanged TOAST value (not sent),
+ * 't' text.
+ */
+static int
+skip_tuple(StringInfo reader, char **kinds)
+{
+	int			columns = pq_getmsgint(reader, 2);
+
+	*kinds = palloc(Max(columns, 1));
+	for (int column = 0; column < columns; column++)
+	{
+		char		kind = (char) pq_getmsgbyte(reader);
+
+		(*kinds)[column] = kind;
+		if (kind == 't' || kind == 'b')
+			(void) pq_getmsgbytes(reader, pq_getmsgint(reader, 4));
+	}
+	return columns;
+}
+
+/*
+ * Whether the UPDATE message in reader (past its relation) leaves a column
+ * out of its new tuple that no old tuple supplies.  PostgreSQL does not log
+ * an out-of-line (TOASTed) value that an UPDATE leaves unchanged; only the
+ * whole old row, logged under REPLICA IDENTITY FULL, carries it.
+ */
+static bool
+update_misses_values(StringInfo reader)
+{
+	char		tuple_kind = (char) pq_getmsgbyte(reader);
+	char	   *old_kinds = NULL;
+	int			old_columns = 0;
+	char	   *new_kinds;
+	int			new_columns;
+
+	if (tuple_kind == 'K' || tuple_kind == 'O')
+	{
+		old_columns = skip_tuple(reader, &old_kinds);
+		if (tuple_kind == 'K')
+			old_columns = 0;	/* key columns only: no help */
+		tuple_kind = (char) pq_getmsgbyte(reader);
+	}
+	if (tuple_kind != 'N')
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("an update message without a new tuple")));
+	new_columns = skip_tuple(reader, &new_kinds);
+	for (int column = 0; column < new_columns; column++)
+		if (new_kinds[column] == 'u' && (column >= old_columns || old_kinds[column] != 't'))
+			return true;
+	return false;
+}
+
+/*
  * sessionize_pgoutput_message(data bytea,
- *		OUT kind "char", OUT relation oid, OUT commit_lsn pg_lsn)
+ *		OUT kind "char", OUT relation oid, OUT commit_lsn pg_lsn,
+ *		OUT missing_values boolean)
  *
  * kind is the message's type byte (B, C, R, I, U, D, T, ...); relation is set
- * for I, U, D and R; commit_lsn for B.
+ * for I, U, D and R; commit_lsn for B; missing_values is true for an UPDATE
+ * whose new row cannot be read whole from the message.
  */
 Datum
 pgoutput_message(PG_FUNCTION_ARGS)
@@ -56,8 +113,8 @@ pgoutput_message(PG_FUNCTION_ARGS)
 	bytea	   *data = PG_GETARG_BYTEA_PP(0);
 	StringInfoData reader;
 	TupleDesc	result_desc;
-	Datum		values[3] = {0};
-	bool		nulls[3] = {false, true, true};
+	Datum		values[4] = {0};
+	bool		nulls[4] = {false, true, true, false};
 	char		kind;
 
 	if (get_call_result_type(fcinfo, NULL, &result_desc) != TYPEFUNC_COMPOSITE)
@@ -66,6 +123,7 @@ pgoutput_message(PG_FUNCTION_ARGS)
 	message_reader(data, &reader);
 	kind = (char) pq_getmsgbyte(&reader);
 	values[0] = CharGetDatum(kind);
+	values[3] = BoolGetDatum(false);
 	switch (kind)
 	{
 		case 'B':
@@ -78,6 +136,8 @@ pgoutput_message(PG_FUNCTION_ARGS)
 		case 'R':
 			values[1] = ObjectIdGetDatum((Oid) pq_getmsgint(&reader, 4));
 			nulls[1] = false;
+			if (kind == 'U')
+				values[3] = BoolGetDatum(update_misses_values(&reader));
 			break;
 		default:
 			break;
@@ -133,9 +193,13 @@ row_builder(FunctionCallInfo fcinfo, Oid type_id)
 	return builder;
 }
 
-/* Reads one TupleData into values/nulls of the builder's row type. */
+/*
+ * Reads one TupleData into values/nulls of the builder's row type.  Over an
+ * old row already read (over_old_row), a column the message leaves out keeps
+ * the old row's value; otherwise it is NULL.
+ */
 static void
-read_tuple(StringInfo reader, RowBuilder *builder, Datum *values, bool *nulls)
+read_tuple(StringInfo reader, RowBuilder *builder, Datum *values, bool *nulls, bool over_old_row)
 {
 	int			columns = pq_getmsgint(reader, 2);
 
@@ -146,8 +210,9 @@ read_tuple(StringInfo reader, RowBuilder *builder, Datum *values, bool *nulls)
 				 errdetail("Columns of the source table were dropped after the change was written.")));
 
 	/* columns added after the change was written stay NULL */
-	for (int i = 0; i < builder->desc->natts; i++)
-		nulls[i] = true;
+	if (!over_old_row)
+		for (int i = 0; i < builder->desc->natts; i++)
+			nulls[i] = true;
 
 	for (int column = 0; column < columns; column++)
 	{
@@ -156,7 +221,9 @@ read_tuple(StringInfo reader, RowBuilder *builder, Datum *values, bool *nulls)
 
 		switch (kind)
 		{
-			case 'n':			/* null */
+			case 'n':
+				nulls[attribute] = true;
+				break;
 			case 'u':			/* unchanged TOAST value: not sent */
 				break;
 			case 't':
@@ -190,7 +257,10 @@ read_tuple(StringInfo reader, RowBuilder *builder, Datum *values, bool *nulls)
  * sessionize_pgoutput_row(data bytea, template anyelement) returns anyelement
  *
  * The new tuple of an INSERT or UPDATE message as a row of template's type
- * (the source table's row type); NULL for any other message.
+ * (the source table's row type); NULL for any other message.  An unchanged
+ * TOAST value of an UPDATE is taken from the old row when the message has it
+ * (REPLICA IDENTITY FULL), and is NULL otherwise: run_pipeline() dead-letters
+ * such an event, told by sessionize_pgoutput_message().
  */
 Datum
 pgoutput_row(PG_FUNCTION_ARGS)
@@ -201,8 +271,9 @@ pgoutput_row(PG_FUNCTION_ARGS)
 	RowBuilder *builder;
 	Datum	   *values;
 	bool	   *nulls;
+	bool		have_old_row = false;
 	char		kind;
-	HeapTuple	row;
+	char		tuple_kind;
 
 	if (!type_is_rowtype(type_id))
 		ereport(ERROR,
@@ -215,38 +286,29 @@ pgoutput_row(PG_FUNCTION_ARGS)
 		PG_RETURN_NULL();
 	(void) pq_getmsgint(&reader, 4);	/* relation */
 
-	if (kind == 'U')
-	{
-		char		tuple_kind = (char) pq_getmsgbyte(&reader);
-
-		/* skip the old key or old tuple, if any */
-		if (tuple_kind == 'K' || tuple_kind == 'O')
-		{
-			int			columns = pq_getmsgint(&reader, 2);
-
-			for (int column = 0; column < columns; column++)
-			{
-				char		column_kind = (char) pq_getmsgbyte(&reader);
-
-				if (column_kind == 't' || column_kind == 'b')
-					(void) pq_getmsgbytes(&reader, pq_getmsgint(&reader, 4));
-			}
-			tuple_kind = (char) pq_getmsgbyte(&reader);
-		}
-		if (tuple_kind != 'N')
-			ereport(ERROR,
-					(errcode(ERRCODE_PROTOCOL_VIOLATION),
-					 errmsg("an update message without a new tuple")));
-	}
-	else if ((char) pq_getmsgbyte(&reader) != 'N')
-		ereport(ERROR,
-				(errcode(ERRCODE_PROTOCOL_VIOLATION),
-				 errmsg("an insert message without a new tuple")));
-
 	builder = row_builder(fcinfo, type_id);
 	values = palloc(sizeof(Datum) * builder->desc->natts);
 	nulls = palloc(sizeof(bool) * builder->desc->natts);
-	read_tuple(&reader, builder, values, nulls);
-	row = heap_form_tuple(builder->desc, values, nulls);
-	PG_RETURN_DATUM(HeapTupleGetDatum(row));
+
+	tuple_kind = (char) pq_getmsgbyte(&reader);
+	if (kind == 'U' && tuple_kind == 'O')
+	{
+		read_tuple(&reader, builder, values, nulls, false);
+		have_old_row = true;
+		tuple_kind = (char) pq_getmsgbyte(&reader);
+	}
+	else if (kind == 'U' && tuple_kind == 'K')
+	{
+		char	   *unused;
+
+		(void) skip_tuple(&reader, &unused);
+		tuple_kind = (char) pq_getmsgbyte(&reader);
+	}
+	if (tuple_kind != 'N')
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("a change message without a new tuple")));
+
+	read_tuple(&reader, builder, values, nulls, have_old_row);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(builder->desc, values, nulls)));
 }

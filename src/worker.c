@@ -308,15 +308,19 @@ run_one_batch(const char *pipeline, MemoryContext worker_context, bool *pipeline
 		FlushErrorState();
 		AbortCurrentTransaction();
 		pgstat_report_activity(STATE_IDLE, NULL);
-		ereport(LOG,
-				(errcode(error->sqlerrcode),
-				 errmsg("sessionize pipeline \"%s\" failed a batch: %s", pipeline, error->message),
-				 errdetail("The batch was rolled back and will be retried.")));
 		*pipeline_gone = error->sqlerrcode == ERRCODE_UNDEFINED_OBJECT;
-		if (!*pipeline_gone)
+		if (*pipeline_gone)
+			ereport(LOG,
+					(errmsg("sessionize pipeline \"%s\" no longer exists, its worker exits", pipeline)));
+		else
 		{
 			Oid			types[2] = {TEXTOID, TEXTOID};
 			Datum		values[2] = {CStringGetTextDatum(pipeline), CStringGetTextDatum(error->message)};
+
+			ereport(LOG,
+					(errcode(error->sqlerrcode),
+					 errmsg("sessionize pipeline \"%s\" failed a batch: %s", pipeline, error->message),
+					 errdetail("The batch was rolled back and will be retried.")));
 
 			begin_work("recording a sessionize pipeline failure");
 			SPI_execute_with_args("SELECT sessionize.sessionize_record_failure($1, $2)",

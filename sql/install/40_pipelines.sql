@@ -38,11 +38,12 @@ COMMENT ON AGGREGATE sessionize.sessionize_merge_sessions(timestamptz, timestamp
 
 -- Logical sources --------------------------------------------------------------
 
-CREATE FUNCTION sessionize.sessionize_pgoutput_message(data bytea, OUT kind "char", OUT relation oid, OUT commit_lsn pg_lsn)
+CREATE FUNCTION sessionize.sessionize_pgoutput_message(data bytea, OUT kind "char", OUT relation oid,
+														OUT commit_lsn pg_lsn, OUT missing_values boolean)
 AS 'MODULE_PATHNAME', 'pgoutput_message'
 LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION sessionize.sessionize_pgoutput_message(bytea) IS
-	'type, relation and (for BEGIN) commit LSN of a pgoutput message';
+	'type, relation and (for BEGIN) commit LSN of a pgoutput message; whether an UPDATE''s new row misses values';
 
 CREATE FUNCTION sessionize.sessionize_pgoutput_row(data bytea, template anyelement)
 RETURNS anyelement
@@ -51,18 +52,32 @@ LANGUAGE C STABLE PARALLEL SAFE;
 COMMENT ON FUNCTION sessionize.sessionize_pgoutput_row(bytea, anyelement) IS
 	'the new tuple of a pgoutput INSERT or UPDATE message as a row of the template''s type';
 
--- Every logical pipeline's source table is in this one publication.  It has to
--- exist before any pipeline's slot: pgoutput looks publications up as of the
--- transaction it decodes, and fails on one created after the slot.  A
--- publication cannot belong to an extension, so an earlier one is reused.
+-- The source tables of logical pipelines are in two publications: one that
+-- publishes inserts, and one that also publishes updates, for pipelines that
+-- take updates as events.  Publishing updates makes PostgreSQL refuse UPDATE
+-- and DELETE on a table without a replica identity, so a table is in the
+-- second only when a pipeline asks for it.  Both must exist before any
+-- pipeline's slot: pgoutput looks publications up as of the transaction it
+-- decodes, and fails on one created after the slot.  A publication cannot
+-- belong to an extension, so an earlier one is reused.
 DO $$
+DECLARE
+	messages text := pg_catalog.current_setting('client_min_messages');
+	publication record;
 BEGIN
-	IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname OPERATOR(pg_catalog.=) 'sessionize_pipelines') THEN
-		-- without wal_level = logical PostgreSQL warns; that is for create_pipeline() to say
-		PERFORM pg_catalog.set_config('client_min_messages', 'error', true);
-		CREATE PUBLICATION sessionize_pipelines WITH (publish = 'insert, update');
-		PERFORM pg_catalog.set_config('client_min_messages', 'warning', true);
-	END IF;
+	-- without wal_level = logical PostgreSQL warns; that is for create_pipeline() to say
+	PERFORM pg_catalog.set_config('client_min_messages', 'error', true);
+	FOR publication IN
+		SELECT * FROM (VALUES ('sessionize_pipelines', 'insert'),
+							  ('sessionize_pipeline_updates', 'insert, update')) p(name, publish)
+	LOOP
+		IF EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname OPERATOR(pg_catalog.=) publication.name) THEN
+			EXECUTE pg_catalog.format('ALTER PUBLICATION %I SET (publish = %L)', publication.name, publication.publish);
+		ELSE
+			EXECUTE pg_catalog.format('CREATE PUBLICATION %I WITH (publish = %L)', publication.name, publication.publish);
+		END IF;
+	END LOOP;
+	PERFORM pg_catalog.set_config('client_min_messages', messages, true);
 END $$;
 
 -- Catalog ---------------------------------------------------------------------
@@ -155,6 +170,33 @@ SET search_path = pg_catalog, pg_temp
 RETURN pg_catalog.format('sessionize_%s_%s',
 						 (SELECT oid FROM pg_catalog.pg_database WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database()),
 						 name);
+
+-- Puts a source table into the publications its logical pipelines need, and
+-- takes it out of those no pipeline needs any more.
+CREATE FUNCTION sessionize.sessionize_publish_source(source regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	publication record;
+BEGIN
+	FOR publication IN
+		SELECT p.pubname,
+			   EXISTS (SELECT FROM pg_publication_rel pr WHERE pr.prpubid = p.oid AND pr.prrelid = source) AS member,
+			   EXISTS (SELECT FROM sessionize.pipelines pl
+					   WHERE pl.source = sessionize_publish_source.source AND pl.source_kind = 'logical'
+						 AND (pl.updates_as_events OR p.pubname = 'sessionize_pipelines')) AS needed
+		FROM pg_publication p
+		WHERE p.pubname IN ('sessionize_pipelines', 'sessionize_pipeline_updates')
+	LOOP
+		IF publication.needed AND NOT publication.member THEN
+			EXECUTE format('ALTER PUBLICATION %I ADD TABLE %s', publication.pubname, source);
+		ELSIF publication.member AND NOT publication.needed THEN
+			EXECUTE format('ALTER PUBLICATION %I DROP TABLE %s', publication.pubname, source);
+		END IF;
+	END LOOP;
+END $$;
 
 CREATE FUNCTION sessionize.create_pipeline(
 	name text,
@@ -260,16 +302,19 @@ BEGIN
 				USING ERRCODE = 'insufficient_privilege',
 					  HINT = format('ALTER ROLE %I REPLICATION', run_as);
 		END IF;
-		IF NOT EXISTS (SELECT FROM pg_publication WHERE pubname = 'sessionize_pipelines') THEN
-			RAISE EXCEPTION 'the publication sessionize_pipelines is missing'
+		IF updates_as_events AND (SELECT relreplident FROM pg_class WHERE oid = source) <> 'f' THEN
+			RAISE EXCEPTION 'updates_as_events needs REPLICA IDENTITY FULL on "%"', source
+				USING ERRCODE = 'object_not_in_prerequisite_state',
+					  DETAIL = 'An UPDATE does not write to the WAL a value stored out of line that it leaves unchanged; only the whole old row, logged under REPLICA IDENTITY FULL, has it.',
+					  HINT = format('ALTER TABLE %s REPLICA IDENTITY FULL', source);
+		END IF;
+		IF (SELECT count(*) FROM pg_publication
+			WHERE pubname IN ('sessionize_pipelines', 'sessionize_pipeline_updates')) < 2 THEN
+			RAISE EXCEPTION 'the publications of sessionize are missing'
 				USING ERRCODE = 'undefined_object',
-					  HINT = 'Create it, in a transaction of its own: CREATE PUBLICATION sessionize_pipelines WITH (publish = ''insert, update'').';
+					  HINT = 'Recreate the extension: DROP EXTENSION sessionize CASCADE; CREATE EXTENSION sessionize.';
 		END IF;
 		PERFORM pg_create_logical_replication_slot(sessionize.sessionize_slot_name(name), 'pgoutput');
-		IF NOT EXISTS (SELECT FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
-					   WHERE p.pubname = 'sessionize_pipelines' AND pr.prrelid = source) THEN
-			EXECUTE format('ALTER PUBLICATION sessionize_pipelines ADD TABLE %s', source);
-		END IF;
 	END IF;
 
 	INSERT INTO sessionize.pipelines (name, source, key_column, time_column, gap, allowed_lateness,
@@ -278,6 +323,9 @@ BEGIN
 	VALUES (name, source, key_column, time_column, gap, allowed_lateness, dedup_window,
 			coalesce(fingerprint_exclude, '{}'), type_column, run_as, source_kind, coalesce(updates_as_events, false));
 	INSERT INTO sessionize.pipeline_state (pipeline) VALUES (name);
+	IF source_kind = 'logical' THEN
+		PERFORM sessionize.sessionize_publish_source(source);
+	END IF;
 
 	prefix := 'sessionize.' || quote_ident(name);
 	EXECUTE format('CREATE TABLE sessionize.%I (key %s NOT NULL, session_start timestamptz NOT NULL,'
@@ -293,7 +341,7 @@ BEGIN
 				   ' changed_at timestamptz NOT NULL DEFAULT now())', name || '_changes', key_type);
 	-- the batch in hand: it never outlives a transaction, so it needs no WAL
 	EXECUTE format('CREATE UNLOGGED TABLE sessionize.%I (batch_id bigint PRIMARY KEY, key %s, ts timestamptz,'
-				   ' event_type text, event jsonb NOT NULL, fingerprint uuid)', name || '_batch', key_type);
+				   ' event_type text, event jsonb NOT NULL, fingerprint uuid, problem text)', name || '_batch', key_type);
 	EXECUTE format($view$
 		CREATE VIEW sessionize.%I AS
 		SELECT s.key, s.session_start, s.last_event_at, s.expires_at, s.events, s.type_counts, s.revision, s.updated_at,
@@ -353,6 +401,8 @@ BEGIN
 	IF dedup_window IS NOT NULL THEN
 		PERFORM sessionize.sessionize_check_interval(dedup_window, 'dedup_window');
 	END IF;
+	-- between batches, so that a batch never commits the watermark of the old lateness
+	PERFORM pg_advisory_xact_lock(sessionize.sessionize_pipeline_lock(name));
 	UPDATE sessionize.pipelines p
 	SET allowed_lateness = CASE WHEN reset_allowed_lateness THEN NULL
 								ELSE coalesce(alter_pipeline.allowed_lateness, p.allowed_lateness) END,
@@ -420,10 +470,7 @@ BEGIN
 				   name || '_sessions', name || '_late', name || '_changes', name || '_batch');
 	DELETE FROM sessionize.seen_fingerprints WHERE namespace = 'pipeline:' || name;
 	IF dropped.source_kind = 'logical' THEN
-		IF NOT EXISTS (SELECT FROM sessionize.pipelines p
-					   WHERE p.source = dropped.source AND p.source_kind = 'logical') THEN
-			EXECUTE format('ALTER PUBLICATION sessionize_pipelines DROP TABLE %s', dropped.source);
-		END IF;
+		PERFORM sessionize.sessionize_publish_source(dropped.source);
 		-- last: dropping a slot cannot be rolled back
 		PERFORM pg_drop_replication_slot(slot_name) FROM pg_replication_slots
 		WHERE slot_name = sessionize.sessionize_slot_name(name);
@@ -481,16 +528,17 @@ BEGIN
 		WITH batch AS (
 			SELECT * FROM sessionize.%1$I WHERE $5::bigint IS NULL OR batch_id = $5),
 		invalid AS (
-			SELECT event, CASE WHEN key IS NULL THEN 'key is null'
+			SELECT event, CASE WHEN problem IS NOT NULL THEN problem
+							   WHEN key IS NULL THEN 'key is null'
 							   WHEN ts IS NULL THEN 'event time is null'
 							   ELSE 'event time is not finite' END AS error
-			FROM batch WHERE key IS NULL OR ts IS NULL OR NOT isfinite(ts)),
+			FROM batch WHERE problem IS NOT NULL OR key IS NULL OR ts IS NULL OR NOT isfinite(ts)),
 		dead AS (
 			INSERT INTO sessionize.dead_letter (pipeline, event, error)
 			SELECT $1, event, error FROM invalid
 			RETURNING 1),
 		valid AS (
-			SELECT * FROM batch WHERE key IS NOT NULL AND isfinite(ts)),
+			SELECT * FROM batch WHERE problem IS NULL AND key IS NOT NULL AND isfinite(ts)),
 		verdicts AS (
 			SELECT ids.batch_id, verdict.is_new
 			FROM (SELECT array_agg(batch_id ORDER BY batch_id) AS batch_ids,
@@ -588,13 +636,15 @@ BEGIN
 	IF max_events IS NULL OR max_events < 1 THEN
 		RAISE EXCEPTION 'max_events must be positive' USING ERRCODE = 'invalid_parameter_value';
 	END IF;
+	-- One batch at a time per pipeline.  An advisory lock, because a row lock
+	-- is a write, and a transaction reads a replication slot before any.
+	-- The pipeline is read once the lock is held: a drop or an alter that
+	-- committed meanwhile is seen.
+	PERFORM pg_advisory_xact_lock(sessionize.sessionize_pipeline_lock(run_pipeline.name));
 	SELECT * INTO pipeline FROM sessionize.pipelines p WHERE p.name = run_pipeline.name;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'pipeline "%" does not exist', name USING ERRCODE = 'undefined_object';
 	END IF;
-	-- One batch at a time per pipeline.  An advisory lock, because a row lock
-	-- is a write, and a transaction reads a replication slot before any.
-	PERFORM pg_advisory_xact_lock(sessionize.sessionize_pipeline_lock(pipeline.name));
 	SELECT * INTO state FROM sessionize.pipeline_state s WHERE s.pipeline = pipeline.name;
 	batch := format('sessionize.%I', pipeline.name || '_batch');
 
@@ -610,10 +660,10 @@ BEGIN
 		-- the stream; a large transaction is taken over several batches.
 		EXECUTE format($q$
 			WITH peeked AS (
-				SELECT p.position, p.lsn, p.data, m.kind, m.relation,
+				SELECT p.position, p.lsn, p.data, m.kind, m.relation, m.missing_values,
 					   max(m.commit_lsn) OVER (ORDER BY p.position) AS commit_lsn
 				FROM pg_logical_slot_peek_binary_changes($1, NULL, $2, 'proto_version', '1',
-														 'publication_names', 'sessionize_pipelines')
+														 'publication_names', 'sessionize_pipelines,sessionize_pipeline_updates')
 					 WITH ORDINALITY AS p(lsn, xid, data, position),
 					 sessionize.sessionize_pgoutput_message(p.data) m),
 			pending AS (
@@ -623,10 +673,13 @@ BEGIN
 			taken AS (
 				SELECT * FROM pending ORDER BY position LIMIT $7),
 			decoded AS (
-				SELECT t.position, sessionize.sessionize_pgoutput_row(t.data, NULL::%1$s) AS r FROM taken t),
+				SELECT t.position, t.missing_values, sessionize.sessionize_pgoutput_row(t.data, NULL::%1$s) AS r
+				FROM taken t),
 			stored AS (
-				INSERT INTO %2$s (batch_id, key, ts, event_type, event, fingerprint)
-				SELECT d.position, (d.r).%3$I, (d.r).%4$I, %5$s, e.event, sessionize.fingerprint_bytes(e.event, $8)
+				INSERT INTO %2$s (batch_id, key, ts, event_type, event, fingerprint, problem)
+				SELECT d.position, (d.r).%3$I, (d.r).%4$I, %5$s, e.event, sessionize.fingerprint_bytes(e.event, $8),
+					   CASE WHEN d.missing_values
+							THEN 'the update leaves out a value stored out of line: the source table needs REPLICA IDENTITY FULL' END
 				FROM decoded d, LATERAL (SELECT to_jsonb(d.r) AS event) e
 				RETURNING ts),
 			last_taken AS (
@@ -762,11 +815,15 @@ BEGIN
 	IF max_events < 1 THEN
 		RAISE EXCEPTION 'max_events must be positive' USING ERRCODE = 'invalid_parameter_value';
 	END IF;
+	-- One batch at a time per pipeline.  An advisory lock, because a row lock
+	-- is a write, and a transaction reads a replication slot before any.
+	-- The pipeline is read once the lock is held: a drop or an alter that
+	-- committed meanwhile is seen.
+	PERFORM pg_advisory_xact_lock(sessionize.sessionize_pipeline_lock(replay_late.name));
 	SELECT * INTO pipeline FROM sessionize.pipelines p WHERE p.name = replay_late.name;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'pipeline "%" does not exist', name USING ERRCODE = 'undefined_object';
 	END IF;
-	PERFORM pg_advisory_xact_lock(sessionize.sessionize_pipeline_lock(pipeline.name));
 	batch := format('sessionize.%I', pipeline.name || '_batch');
 	SELECT format_type(atttypid, atttypmod) INTO key_type FROM pg_attribute
 	WHERE attrelid = format('sessionize.%I', pipeline.name || '_sessions')::regclass AND attname = 'key';
