@@ -363,11 +363,14 @@ BEGIN
 	EXECUTE format('COMMENT ON TABLE sessionize.%I IS %L', name || '_changes', 'session changes made by pipeline ' || name);
 
 	-- What the worker needs when it runs as a role of its own: claiming rows
-	-- (SELECT ... FOR UPDATE needs UPDATE, the claim deletes them), the shared
+	-- of a staging table (SELECT ... FOR UPDATE needs UPDATE, the claim
+	-- deletes them; a logical source is read from its slot), the shared
 	-- catalog, the dedup memory and the dead letters, and the pipeline's tables.
 	IF run_as IS NOT NULL THEN
 		EXECUTE format('GRANT USAGE ON SCHEMA sessionize TO %I', run_as);
-		EXECUTE format('GRANT SELECT, UPDATE, DELETE ON %s TO %I', source, run_as);
+		IF source_kind = 'table' THEN
+			EXECUTE format('GRANT SELECT, UPDATE, DELETE ON %s TO %I', source, run_as);
+		END IF;
 		EXECUTE format('GRANT SELECT ON sessionize.pipelines TO %I', run_as);
 		EXECUTE format('GRANT SELECT, UPDATE ON sessionize.pipeline_state TO %I', run_as);
 		EXECUTE format('GRANT SELECT, INSERT, UPDATE ON sessionize.seen_fingerprints TO %I', run_as);
