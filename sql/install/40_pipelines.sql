@@ -614,6 +614,26 @@ BEGIN
 	USING pipeline.name, fixed_gap, watermark, replay, only_id, pipeline.dedup_window;
 END $$;
 
+-- One batch at a time per pipeline.  An advisory lock, because a row lock is
+-- a write, and a transaction reads a replication slot before any.  The
+-- pipeline is read once the lock is held, so that a drop or an alter that
+-- committed meanwhile is seen.
+CREATE FUNCTION sessionize.sessionize_lock_pipeline(name text)
+RETURNS sessionize.pipelines
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	pipeline sessionize.pipelines;
+BEGIN
+	PERFORM pg_advisory_xact_lock(sessionize.sessionize_pipeline_lock(name));
+	SELECT * INTO pipeline FROM sessionize.pipelines p WHERE p.name = sessionize_lock_pipeline.name;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'pipeline "%" does not exist', name USING ERRCODE = 'undefined_object';
+	END IF;
+	RETURN pipeline;
+END $$;
+
 CREATE FUNCTION sessionize.run_pipeline(name text, max_events integer DEFAULT 10000,
 										OUT consumed bigint, OUT merged bigint, OUT duplicates bigint,
 										OUT late bigint, OUT dead_lettered bigint)
@@ -639,15 +659,7 @@ BEGIN
 	IF max_events IS NULL OR max_events < 1 THEN
 		RAISE EXCEPTION 'max_events must be positive' USING ERRCODE = 'invalid_parameter_value';
 	END IF;
-	-- One batch at a time per pipeline.  An advisory lock, because a row lock
-	-- is a write, and a transaction reads a replication slot before any.
-	-- The pipeline is read once the lock is held: a drop or an alter that
-	-- committed meanwhile is seen.
-	PERFORM pg_advisory_xact_lock(sessionize.sessionize_pipeline_lock(run_pipeline.name));
-	SELECT * INTO pipeline FROM sessionize.pipelines p WHERE p.name = run_pipeline.name;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'pipeline "%" does not exist', name USING ERRCODE = 'undefined_object';
-	END IF;
+	pipeline := sessionize.sessionize_lock_pipeline(name);
 	SELECT * INTO state FROM sessionize.pipeline_state s WHERE s.pipeline = pipeline.name;
 	batch := format('sessionize.%I', pipeline.name || '_batch');
 
@@ -818,15 +830,7 @@ BEGIN
 	IF max_events < 1 THEN
 		RAISE EXCEPTION 'max_events must be positive' USING ERRCODE = 'invalid_parameter_value';
 	END IF;
-	-- One batch at a time per pipeline.  An advisory lock, because a row lock
-	-- is a write, and a transaction reads a replication slot before any.
-	-- The pipeline is read once the lock is held: a drop or an alter that
-	-- committed meanwhile is seen.
-	PERFORM pg_advisory_xact_lock(sessionize.sessionize_pipeline_lock(replay_late.name));
-	SELECT * INTO pipeline FROM sessionize.pipelines p WHERE p.name = replay_late.name;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'pipeline "%" does not exist', name USING ERRCODE = 'undefined_object';
-	END IF;
+	pipeline := sessionize.sessionize_lock_pipeline(name);
 	batch := format('sessionize.%I', pipeline.name || '_batch');
 	SELECT format_type(atttypid, atttypmod) INTO key_type FROM pg_attribute
 	WHERE attrelid = format('sessionize.%I', pipeline.name || '_sessions')::regclass AND attname = 'key';
