@@ -60,7 +60,7 @@ if ls test/t/*.pl >/dev/null 2>&1; then
 	[ "$(id -u)" -eq 0 ] && chown -R postgres: "$tap_dir"
 	(cd "$tap_dir" && as_server_user env \
 		PATH="$PG_BINDIR:$PATH" \
-		PERL5LIB="$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/perl" \
+		PERL5LIB="$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/perl:$tap_dir/test/lib" \
 		TESTDIR="$tap_dir" PG_REGRESS=/bin/true \
 		REPO_DIR="$PWD" \
 		prove -v --ext .pl test/t ) 2>&1 | tee "$logs/tap.log" | grep -E '^(t/|test/|ok|not ok|#   Failed|Files=|Result:|All tests)'

@@ -49,10 +49,12 @@ SELECT event - 'id' AS event, reason FROM sessionize.radio_late;
 SELECT key, session_start, change, revision, events FROM sessionize.radio_changes ORDER BY change_id;
 SELECT key, session_start, events, status FROM sessionize.radio_sessions_live ORDER BY key, session_start;
 SELECT key, session_start, events, status FROM sessionize.radio_sessions_final ORDER BY key, session_start;
+-- all sessions, each with its status
+SELECT key, session_start, events, status FROM sessionize.radio_sessions ORDER BY key, session_start;
 SELECT consumed, merged, duplicates, late, dead_lettered, watermark FROM sessionize.pipeline_status WHERE name = 'radio';
 SELECT sessionize.alter_pipeline('radio', allowed_lateness => '10 hours');
 SELECT sessionize.replay_late('radio');
-SELECT key, session_start, last_event_at, events, revision FROM sessionize.radio_sessions ORDER BY key, session_start;
+SELECT key, session_start, last_event_at, events, revision, status FROM sessionize.radio_sessions ORDER BY key, session_start;
 SELECT count(*) AS late_left FROM sessionize.radio_late;
 SELECT consumed, merged, duplicates, late, dead_lettered, watermark FROM sessionize.pipeline_status WHERE name = 'radio';
 SELECT sessionize.drop_pipeline('radio');

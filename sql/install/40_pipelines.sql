@@ -153,13 +153,33 @@ BEGIN
 	RETURN name;
 END $$;
 
--- The advisory lock a pipeline's batches take: one batch at a time, and no
--- drop while a batch holds a logical source's slot.
+-- The key of a pipeline's advisory lock.
 CREATE FUNCTION sessionize.sessionize_pipeline_lock(name text)
 RETURNS bigint
 LANGUAGE sql IMMUTABLE STRICT
 SET search_path = pg_catalog, pg_temp
 RETURN pg_catalog.hashtextextended('sessionize pipeline ' OPERATOR(pg_catalog.||) name, 0);
+
+-- One batch at a time per pipeline, and no alter or drop while a batch runs
+-- (a batch of a logical source holds its slot).  An advisory lock, because a
+-- row lock is a write, and a transaction reads a replication slot before any.
+-- The pipeline is read once the lock is held, so that a drop or an alter
+-- that committed meanwhile is seen.
+CREATE FUNCTION sessionize.sessionize_lock_pipeline(name text)
+RETURNS sessionize.pipelines
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	pipeline sessionize.pipelines;
+BEGIN
+	PERFORM pg_advisory_xact_lock(sessionize.sessionize_pipeline_lock(name));
+	SELECT * INTO pipeline FROM sessionize.pipelines p WHERE p.name = sessionize_lock_pipeline.name;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'pipeline "%" does not exist', name USING ERRCODE = 'undefined_object';
+	END IF;
+	RETURN pipeline;
+END $$;
 
 -- The replication slot of a logical source; slots belong to the whole
 -- server, so the name carries the database.
@@ -331,8 +351,8 @@ BEGIN
 	EXECUTE format('CREATE TABLE sessionize.%I (key %s NOT NULL, session_start timestamptz NOT NULL,'
 				   ' last_event_at timestamptz NOT NULL, expires_at timestamptz NOT NULL, events bigint NOT NULL,'
 				   ' type_counts jsonb, revision integer NOT NULL, updated_at timestamptz NOT NULL,'
-				   ' PRIMARY KEY (key, session_start))', name || '_sessions', key_type);
-	EXECUTE format('CREATE INDEX ON sessionize.%I (expires_at)', name || '_sessions');
+				   ' PRIMARY KEY (key, session_start))', name || '_stored_sessions', key_type);
+	EXECUTE format('CREATE INDEX ON sessionize.%I (expires_at)', name || '_stored_sessions');
 	EXECUTE format('CREATE TABLE sessionize.%I (id bigserial PRIMARY KEY, event jsonb NOT NULL, reason text NOT NULL,'
 				   ' received_at timestamptz NOT NULL DEFAULT now())', name || '_late');
 	EXECUTE format('CREATE TABLE sessionize.%I (change_id bigserial PRIMARY KEY, key %s NOT NULL,'
@@ -342,21 +362,36 @@ BEGIN
 	-- the batch in hand: it never outlives a transaction, so it needs no WAL
 	EXECUTE format('CREATE UNLOGGED TABLE sessionize.%I (batch_id bigint PRIMARY KEY, key %s, ts timestamptz,'
 				   ' event_type text, event jsonb NOT NULL, fingerprint uuid, problem text)', name || '_batch', key_type);
+	-- A session's status follows the pipeline's progress, not its own writes,
+	-- so it is computed when read: open while it expires at or after the
+	-- greatest event time, idle after that, final once it expires before the
+	-- watermark.  The live and final views filter on expires_at, which the
+	-- index serves.
 	EXECUTE format($view$
-		CREATE VIEW sessionize.%I AS
+		CREATE VIEW sessionize.%1$I AS
+		SELECT s.key, s.session_start, s.last_event_at, s.expires_at, s.events, s.type_counts, s.revision, s.updated_at,
+			   CASE WHEN s.expires_at < st.watermark THEN 'final'
+					WHEN s.expires_at >= st.max_event_time THEN 'open' ELSE 'idle' END AS status
+		FROM sessionize.%2$I s, sessionize.pipeline_state st
+		WHERE st.pipeline = %3$L$view$,
+		name || '_sessions', name || '_stored_sessions', name);
+	EXECUTE format($view$
+		CREATE VIEW sessionize.%1$I AS
 		SELECT s.key, s.session_start, s.last_event_at, s.expires_at, s.events, s.type_counts, s.revision, s.updated_at,
 			   CASE WHEN s.expires_at >= st.max_event_time THEN 'open' ELSE 'idle' END AS status
-		FROM sessionize.%I s, sessionize.pipeline_state st
-		WHERE st.pipeline = %L AND (st.watermark IS NULL OR s.expires_at >= st.watermark)$view$,
-		name || '_sessions_live', name || '_sessions', name);
+		FROM sessionize.%2$I s, sessionize.pipeline_state st
+		WHERE st.pipeline = %3$L AND (st.watermark IS NULL OR s.expires_at >= st.watermark)$view$,
+		name || '_sessions_live', name || '_stored_sessions', name);
 	EXECUTE format($view$
-		CREATE VIEW sessionize.%I AS
+		CREATE VIEW sessionize.%1$I AS
 		SELECT s.key, s.session_start, s.last_event_at, s.expires_at, s.events, s.type_counts, s.revision, s.updated_at,
 			   'final'::text AS status
-		FROM sessionize.%I s, sessionize.pipeline_state st
-		WHERE st.pipeline = %L AND s.expires_at < st.watermark$view$,
-		name || '_sessions_final', name || '_sessions', name);
-	EXECUTE format('COMMENT ON TABLE sessionize.%I IS %L', name || '_sessions', 'sessions of pipeline ' || name);
+		FROM sessionize.%2$I s, sessionize.pipeline_state st
+		WHERE st.pipeline = %3$L AND s.expires_at < st.watermark$view$,
+		name || '_sessions_final', name || '_stored_sessions', name);
+	EXECUTE format('COMMENT ON TABLE sessionize.%I IS %L', name || '_stored_sessions',
+				   'sessions of pipeline ' || name || ', as the pipeline writes them; read them through the views');
+	EXECUTE format('COMMENT ON VIEW sessionize.%I IS %L', name || '_sessions', 'sessions of pipeline ' || name || ' with their status: open, idle or final');
 	EXECUTE format('COMMENT ON VIEW sessionize.%I IS %L', name || '_sessions_live', 'open and idle sessions of pipeline ' || name);
 	EXECUTE format('COMMENT ON VIEW sessionize.%I IS %L', name || '_sessions_final', 'sessions of pipeline ' || name || ' that can no longer change');
 	EXECUTE format('COMMENT ON TABLE sessionize.%I IS %L', name || '_late', 'events that came later than the allowed lateness of pipeline ' || name);
@@ -377,7 +412,7 @@ BEGIN
 		EXECUTE format('GRANT INSERT ON sessionize.dead_letter TO %I', run_as);
 		EXECUTE format('GRANT USAGE ON SEQUENCE sessionize.dead_letter_id_seq TO %I', run_as);
 		EXECUTE format('GRANT ALL ON sessionize.%I, sessionize.%I, sessionize.%I, sessionize.%I TO %I',
-					   name || '_sessions', name || '_late', name || '_changes', name || '_batch', run_as);
+					   name || '_stored_sessions', name || '_late', name || '_changes', name || '_batch', run_as);
 		EXECUTE format('GRANT USAGE ON SEQUENCE sessionize.%I, sessionize.%I TO %I',
 					   name || '_late_id_seq', name || '_changes_change_id_seq', run_as);
 	END IF;
@@ -405,7 +440,7 @@ BEGIN
 		PERFORM sessionize.sessionize_check_interval(dedup_window, 'dedup_window');
 	END IF;
 	-- between batches, so that a batch never commits the watermark of the old lateness
-	PERFORM pg_advisory_xact_lock(sessionize.sessionize_pipeline_lock(name));
+	PERFORM sessionize.sessionize_lock_pipeline(name);
 	UPDATE sessionize.pipelines p
 	SET allowed_lateness = CASE WHEN reset_allowed_lateness THEN NULL
 								ELSE coalesce(alter_pipeline.allowed_lateness, p.allowed_lateness) END,
@@ -413,9 +448,6 @@ BEGIN
 							ELSE coalesce(alter_pipeline.dedup_window, p.dedup_window) END,
 		fingerprint_exclude = coalesce(alter_pipeline.fingerprint_exclude, p.fingerprint_exclude)
 	WHERE p.name = alter_pipeline.name;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'pipeline "%" does not exist', name USING ERRCODE = 'undefined_object';
-	END IF;
 	-- the watermark follows the new lateness at once
 	UPDATE sessionize.pipeline_state s
 	SET watermark = s.max_event_time - p.allowed_lateness
@@ -462,15 +494,13 @@ AS $$
 DECLARE
 	dropped sessionize.pipelines;
 BEGIN
-	-- wait for a batch in progress (it holds the slot of a logical source)
-	PERFORM pg_advisory_xact_lock(sessionize.sessionize_pipeline_lock(name));
-	DELETE FROM sessionize.pipelines p WHERE p.name = drop_pipeline.name RETURNING * INTO dropped;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'pipeline "%" does not exist', name USING ERRCODE = 'undefined_object';
-	END IF;
-	EXECUTE format('DROP VIEW sessionize.%I, sessionize.%I', name || '_sessions_live', name || '_sessions_final');
+	-- after a batch in progress (it holds the slot of a logical source)
+	dropped := sessionize.sessionize_lock_pipeline(name);
+	DELETE FROM sessionize.pipelines p WHERE p.name = drop_pipeline.name;
+	EXECUTE format('DROP VIEW sessionize.%I, sessionize.%I, sessionize.%I',
+				   name || '_sessions', name || '_sessions_live', name || '_sessions_final');
 	EXECUTE format('DROP TABLE sessionize.%I, sessionize.%I, sessionize.%I, sessionize.%I',
-				   name || '_sessions', name || '_late', name || '_changes', name || '_batch');
+				   name || '_stored_sessions', name || '_late', name || '_changes', name || '_batch');
 	DELETE FROM sessionize.seen_fingerprints WHERE namespace = 'pipeline:' || name;
 	IF dropped.source_kind = 'logical' THEN
 		PERFORM sessionize.sessionize_publish_source(dropped.source);
@@ -607,31 +637,11 @@ BEGIN
 			   (SELECT count(*) FROM late_events),
 			   (SELECT count(*) FROM dead),
 			   (SELECT max(ts) FROM events)$q$,
-		pipeline.name || '_batch', pipeline.name || '_late', pipeline.name || '_sessions', pipeline.name || '_changes',
+		pipeline.name || '_batch', pipeline.name || '_late', pipeline.name || '_stored_sessions', pipeline.name || '_changes',
 		CASE WHEN pipeline.type_column IS NULL THEN 'SELECT key, started_at, NULL::jsonb AS type_counts FROM merged WHERE false'
 			 ELSE typed END)
 	INTO merged, duplicates, late, dead_lettered, max_merged
 	USING pipeline.name, fixed_gap, watermark, replay, only_id, pipeline.dedup_window;
-END $$;
-
--- One batch at a time per pipeline.  An advisory lock, because a row lock is
--- a write, and a transaction reads a replication slot before any.  The
--- pipeline is read once the lock is held, so that a drop or an alter that
--- committed meanwhile is seen.
-CREATE FUNCTION sessionize.sessionize_lock_pipeline(name text)
-RETURNS sessionize.pipelines
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	pipeline sessionize.pipelines;
-BEGIN
-	PERFORM pg_advisory_xact_lock(sessionize.sessionize_pipeline_lock(name));
-	SELECT * INTO pipeline FROM sessionize.pipelines p WHERE p.name = sessionize_lock_pipeline.name;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'pipeline "%" does not exist', name USING ERRCODE = 'undefined_object';
-	END IF;
-	RETURN pipeline;
 END $$;
 
 CREATE FUNCTION sessionize.run_pipeline(name text, max_events integer DEFAULT 10000,
@@ -798,7 +808,7 @@ BEGIN
 			SELECT key, session_start, 'closed', revision, last_event_at, events FROM sessionize.%2$I
 			WHERE expires_at < $2 AND ($1 IS NULL OR expires_at >= $1)
 			ORDER BY key, session_start$q$,
-			pipeline.name || '_changes', pipeline.name || '_sessions')
+			pipeline.name || '_changes', pipeline.name || '_stored_sessions')
 		USING state.watermark, new_watermark;
 	END IF;
 	-- TRUNCATE, not DELETE: a batch table emptied by DELETE grows by every
@@ -833,7 +843,7 @@ BEGIN
 	pipeline := sessionize.sessionize_lock_pipeline(name);
 	batch := format('sessionize.%I', pipeline.name || '_batch');
 	SELECT format_type(atttypid, atttypmod) INTO key_type FROM pg_attribute
-	WHERE attrelid = format('sessionize.%I', pipeline.name || '_sessions')::regclass AND attname = 'key';
+	WHERE attrelid = format('sessionize.%I', pipeline.name || '_stored_sessions')::regclass AND attname = 'key';
 
 	EXECUTE format($q$
 		WITH taken AS (

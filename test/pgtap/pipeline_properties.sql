@@ -116,14 +116,14 @@ CREATE FUNCTION pg_temp.refuse() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
 	RAISE EXCEPTION 'sessions are read-only today';
 END $$;
-CREATE TRIGGER refuse BEFORE INSERT ON sessionize.prop_sessions FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse();
+CREATE TRIGGER refuse BEFORE INSERT ON sessionize.prop_stored_sessions FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse();
 INSERT INTO stream_in (user_id, ts, kind) VALUES (9, '2030-01-03 00:00', 'play');
 SELECT throws_ok($$ SELECT sessionize.run_pipeline('prop') $$, 'P0001', 'sessions are read-only today',
 				 'a batch that fails for another reason fails as a whole');
 SELECT is((SELECT count(*) FROM stream_in WHERE user_id = 9), 1::bigint, 'its events stay in the staging table');
 SELECT is((SELECT count(*) FROM sessionize.dead_letter WHERE event ->> 'user_id' = '9'), 0::bigint,
 		  'and none of them is dead-lettered');
-DROP TRIGGER refuse ON sessionize.prop_sessions;
+DROP TRIGGER refuse ON sessionize.prop_stored_sessions;
 
 -- 15-18. With allowed_lateness: late events are set aside, sessions become final.
 CREATE TABLE bounded_in (user_id int, ts timestamptz);

@@ -12,6 +12,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use SessionizeTest;
 use Time::HiRes qw(usleep);
 
 my $crashes = 24;
@@ -79,24 +80,12 @@ note "$planned planned rows, $distinct distinct events";
 # minus those still in the staging table (a batch in flight still shows its
 # rows there), and the sessions are sessions() over their distinct events.
 # One statement sees one snapshot, so this holds while the worker runs.
-my $consistent = q{
-	WITH consumed_rows AS (
-		SELECT user_id, ts FROM planned WHERE arrival <= (SELECT upto FROM fed)
+my $consistent = pipeline_agrees_query(
+	consumed_rows => q{SELECT user_id, ts FROM planned WHERE arrival <= (SELECT upto FROM fed)
 		EXCEPT ALL
-		SELECT user_id, ts FROM clicks_in),
-	seen AS (SELECT DISTINCT user_id, ts FROM consumed_rows),
-	expected AS (
-		SELECT user_id, (s).started_at, (s).ended_at, (s).events
-		FROM (SELECT user_id, unnest(sessionize.sessions(ts, '15 minutes')) AS s FROM seen GROUP BY user_id) x),
-	actual AS (SELECT key, session_start, last_event_at, events FROM sessionize.clicks_sessions)
-	SELECT NOT EXISTS ((SELECT * FROM actual EXCEPT SELECT * FROM expected)
-					   UNION ALL
-					   (SELECT * FROM expected EXCEPT SELECT * FROM actual))
-		   AND st.consumed = (SELECT count(*) FROM consumed_rows)
-		   AND st.merged = (SELECT count(*) FROM seen)
-		   AND st.duplicates = st.consumed - st.merged
-		   AND st.late = 0 AND st.dead_lettered = 0
-	FROM sessionize.pipeline_state st WHERE st.pipeline = 'clicks'};
+		SELECT user_id, ts FROM clicks_in},
+	pipeline => 'clicks',
+	gap => '15 minutes');
 my $worker_query = "SELECT worker_pid FROM sessionize.pipeline_status WHERE name = 'clicks'";
 
 ok($node->poll_query_until('postgres', "SELECT worker_pid IS NOT NULL FROM sessionize.pipeline_status WHERE name = 'clicks'"),
@@ -129,16 +118,7 @@ for my $crash (1 .. $crashes)
 	my ($backlog, $worker_state) = split /\|/, $node->safe_psql('postgres', qq{
 		SELECT backlog, coalesce((SELECT state FROM pg_stat_activity a WHERE a.pid = worker_pid), 'gone')
 		FROM sessionize.pipeline_status WHERE name = 'clicks'});
-	if ($kill)
-	{
-		kill('KILL', $worker_pid) or die "could not kill worker $worker_pid: $!";
-	}
-	else
-	{
-		$node->stop('immediate');
-	}
-	$producer->finish;
-	$node->start unless $kill;
+	crash_pipeline($node, $kill, $worker_pid, $producer);
 	note "crash $crash ($kind): backlog $backlog, worker $worker_state";
 	$busy{backlog}++ if $backlog > 0;
 	$busy{in_batch}++ if $worker_state eq 'active';

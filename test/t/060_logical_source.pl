@@ -27,6 +27,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use SessionizeTest;
 
 my $crashes = 22;
 my $seed = $ENV{SESSIONIZE_SEED} // int(rand(2**31));
@@ -192,23 +193,11 @@ note $node->safe_psql('postgres', q{
 # pipeline consumed is the first `consumed` of them.  What it holds must be
 # sessions() over the distinct ones, each row counted once.  One statement
 # sees one snapshot, so this holds while the worker runs.
-my $consistent = qq{
-	WITH consumed_rows AS (
-		SELECT user_id, ts, url FROM app_events WHERE id > $first_id
-		ORDER BY id LIMIT (SELECT consumed FROM sessionize.pipeline_state WHERE pipeline = 'app')),
-	seen AS (SELECT DISTINCT user_id, ts, url FROM consumed_rows),
-	expected AS (
-		SELECT user_id, (s).started_at, (s).ended_at, (s).events
-		FROM (SELECT user_id, unnest(sessionize.sessions(ts, '15 minutes')) AS s FROM seen GROUP BY user_id) x),
-	actual AS (SELECT key, session_start, last_event_at, events FROM sessionize.app_sessions)
-	SELECT NOT EXISTS ((SELECT * FROM actual EXCEPT SELECT * FROM expected)
-					   UNION ALL
-					   (SELECT * FROM expected EXCEPT SELECT * FROM actual))
-		   AND st.consumed = (SELECT count(*) FROM consumed_rows)
-		   AND st.merged = (SELECT count(*) FROM seen)
-		   AND st.duplicates = st.consumed - st.merged
-		   AND st.late = 0 AND st.dead_lettered = 0
-	FROM sessionize.pipeline_state st WHERE st.pipeline = 'app'};
+my $consistent = pipeline_agrees_query(
+	consumed_rows => qq{SELECT user_id, ts, url FROM app_events WHERE id > $first_id
+		ORDER BY id LIMIT (SELECT consumed FROM sessionize.pipeline_state WHERE pipeline = 'app')},
+	pipeline => 'app',
+	gap => '15 minutes');
 # Everything committed so far consumed (>=: more would be a bug the checks see).
 my $drained = qq{
 	SELECT consumed >= (SELECT count(*) FROM app_events WHERE id > $first_id)
@@ -427,16 +416,7 @@ for my $crash (1 .. $crashes)
 		$seen{backlog}++ if $backlog > 0;
 		$seen{in_batch}++ if $worker_state eq 'active';
 	}
-	if ($kill)
-	{
-		kill('KILL', $worker_pid) or die "could not kill worker $worker_pid: $!";
-	}
-	else
-	{
-		$node->stop('immediate');
-	}
-	$producer->finish;
-	$node->start unless $kill;
+	crash_pipeline($node, $kill, $worker_pid, $producer);
 	note "crash $crash ($kind): backlog $backlog, worker $worker_state, slot behind the committed state: $behind";
 	$seen{slot_behind}++ if $behind eq 't';
 
@@ -496,7 +476,7 @@ $node->safe_psql('postgres', q{
 	BEGIN
 		RAISE EXCEPTION 'sessions refused by a test trigger';
 	END $$;
-	CREATE TRIGGER refuse BEFORE INSERT ON sessionize.app_sessions FOR EACH ROW EXECUTE FUNCTION refuse();
+	CREATE TRIGGER refuse BEFORE INSERT ON sessionize.app_stored_sessions FOR EACH ROW EXECUTE FUNCTION refuse();
 });
 my $everything = qq{
 	SELECT r.confirmed_flush_lsn, r.restart_lsn,
@@ -512,7 +492,7 @@ isnt($ret, 0, 'part 4: the batch fails');
 like($stderr, qr/sessions refused by a test trigger/, 'part 4: with the trigger\'s error');
 is($node->safe_psql('postgres', $everything), $before,
 	'part 4: slot, pipeline_state, sessions and dedup memory are unchanged');
-$node->safe_psql('postgres', 'DROP TRIGGER refuse ON sessionize.app_sessions');
+$node->safe_psql('postgres', 'DROP TRIGGER refuse ON sessionize.app_stored_sessions');
 is($node->safe_psql('postgres', "SELECT consumed, merged, duplicates FROM sessionize.run_pipeline('app')"),
 	'10|10|0', 'part 4: without the trigger the batch consumes the rows, all new');
 is($node->safe_psql('postgres', $slot_behind), 't',
