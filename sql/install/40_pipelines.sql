@@ -518,7 +518,11 @@ REVOKE ALL ON FUNCTION sessionize.drop_pipeline(text) FROM PUBLIC;
 -- Applies the claimed events of a pipeline's batch table (all of them, or only
 -- batch_id only_id) in one statement: dead letters, dedup through the dedup
 -- memory's first_seen_many(), lateness against the watermark the batch started
--- with, and the merge.  Nothing in the batch table is rewritten, so a batch
+-- with, and the merge.  An event is late when its own session would expire
+-- before the watermark, and also when it would change a final session (one
+-- that expired before the watermark): within a gap of the watermark an event
+-- can still reach back into one, and a final session never changes.
+-- Nothing in the batch table is rewritten, so a batch
 -- costs one write per event.  Called by run_pipeline(); a failure rolls back
 -- only this call, so run_pipeline() can retry event by event.  Replayed late
 -- events (replay) were deduplicated when they first came and are merged
@@ -585,21 +589,35 @@ BEGIN
 			SELECT v.* FROM valid v WHERE $4
 			UNION ALL
 			SELECT v.* FROM valid v JOIN verdicts d USING (batch_id) WHERE d.is_new),
-		late_events AS (
-			INSERT INTO sessionize.%2$I (event, reason)
-			SELECT event, format('the session of an event at %%s would expire before the watermark %%s',
-								 to_jsonb(ts) #>> '{}', to_jsonb($3) #>> '{}')
-			FROM kept WHERE NOT $4 AND ts + $2 < $3
-			RETURNING 1),
-		events AS (
-			SELECT key, ts, event_type FROM kept WHERE $4 OR $3 IS NULL OR ts + $2 >= $3),
-		touched AS (
-			SELECT DISTINCT s.key, s.session_start
-			FROM events e
+		in_time AS (
+			SELECT * FROM kept WHERE $4 OR $3 IS NULL OR ts + $2 >= $3),
+		contacts AS (
+			SELECT e.batch_id, s.key, s.session_start, s.expires_at
+			FROM in_time e
 			CROSS JOIN LATERAL (SELECT s.key, s.session_start, s.expires_at FROM sessionize.%3$I s
 								WHERE s.key = e.key AND s.session_start <= e.ts + $2
 								ORDER BY s.session_start DESC LIMIT 2) s
 			WHERE s.expires_at >= e.ts),
+		reopening AS (
+			SELECT batch_id, min(expires_at) AS expired_at FROM contacts
+			WHERE NOT $4 AND expires_at < $3 GROUP BY batch_id),
+		late_events AS (
+			INSERT INTO sessionize.%2$I (event, reason)
+			SELECT k.event,
+				   CASE WHEN r.batch_id IS NULL
+						THEN format('the session of an event at %%s would expire before the watermark %%s',
+									to_jsonb(k.ts) #>> '{}', to_jsonb($3) #>> '{}')
+						ELSE format('an event at %%s would change a final session (it expired at %%s, before the watermark %%s)',
+									to_jsonb(k.ts) #>> '{}', to_jsonb(r.expired_at) #>> '{}', to_jsonb($3) #>> '{}') END
+			FROM kept k LEFT JOIN reopening r USING (batch_id)
+			WHERE NOT $4 AND (k.ts + $2 < $3 OR r.batch_id IS NOT NULL)
+			RETURNING 1),
+		events AS (
+			SELECT key, ts, event_type FROM in_time e
+			WHERE NOT EXISTS (SELECT FROM reopening r WHERE r.batch_id = e.batch_id)),
+		touched AS (
+			SELECT DISTINCT c.key, c.session_start FROM contacts c
+			WHERE NOT EXISTS (SELECT FROM reopening r WHERE r.batch_id = c.batch_id)),
 		old AS (
 			DELETE FROM sessionize.%3$I s USING touched t
 			WHERE s.key = t.key AND s.session_start = t.session_start

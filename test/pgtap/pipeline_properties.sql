@@ -8,7 +8,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS sessionize;
 RESET client_min_messages;
 BEGIN;
-SELECT plan(19);
+SELECT plan(26);
 SET LOCAL timezone = 'UTC';
 SELECT setseed(0.25);
 
@@ -128,7 +128,8 @@ DROP TRIGGER refuse ON sessionize.prop_stored_sessions;
 -- 15-18. With allowed_lateness: late events are set aside, sessions become final.
 CREATE TABLE bounded_in (user_id int, ts timestamptz);
 SELECT sessionize.create_pipeline('bounded', 'bounded_in', 'user_id', 'ts', '10 minutes', allowed_lateness => '30 minutes');
-INSERT INTO bounded_in VALUES (1, '2024-03-01 10:00'), (1, '2024-03-01 10:05'), (2, '2024-03-01 12:00');
+INSERT INTO bounded_in VALUES (1, '2024-03-01 10:00'), (1, '2024-03-01 10:05'), (2, '2024-03-01 12:00'),
+							  (7, '2024-03-01 11:15');
 SELECT sessionize.run_pipeline('bounded');
 INSERT INTO bounded_in VALUES (1, '2024-03-01 10:08'), (3, '2024-03-01 11:45');
 SELECT results_eq($$ SELECT merged, late FROM sessionize.run_pipeline('bounded') $$,
@@ -136,12 +137,76 @@ SELECT results_eq($$ SELECT merged, late FROM sessionize.run_pipeline('bounded')
 				  'an event expiring before the watermark is late; one within it merges');
 SELECT is((SELECT count(*) FROM sessionize.bounded_late WHERE event ->> 'ts' LIKE '2024-03-01T10:08%'), 1::bigint,
 		  'the late event is kept in the late table');
-SELECT set_eq($$ SELECT key FROM sessionize.bounded_sessions_final $$, $$ VALUES (1) $$,
+SELECT set_eq($$ SELECT key FROM sessionize.bounded_sessions_final $$, $$ VALUES (1), (7) $$,
 			  'sessions expired before the watermark are final');
 SELECT set_eq($$ SELECT key, status FROM sessionize.bounded_sessions_live $$, $$ VALUES (2, 'open'), (3, 'idle') $$,
 			  'the others are open or idle');
+-- 11:22 + 10 minutes is after the watermark 11:30, but 11:22 is within the
+-- final session of key 7 (11:15, expired 11:25): it would change it.
+INSERT INTO bounded_in VALUES (7, '2024-03-01 11:22');
+SELECT results_eq($$ SELECT merged, late FROM sessionize.run_pipeline('bounded') $$,
+				  $$ VALUES (0::bigint, 1::bigint) $$,
+				  'an event that would change a final session is late');
+SELECT results_eq($$ SELECT reason FROM sessionize.bounded_late WHERE event ->> 'user_id' = '7' $$,
+				  $$ VALUES ('an event at 2024-03-01T11:22:00+00:00 would change a final session (it expired at 2024-03-01T11:25:00+00:00, before the watermark 2024-03-01T11:30:00+00:00)') $$,
+				  'with the reason');
+SELECT results_eq($$ SELECT last_event_at, events, status FROM sessionize.bounded_sessions WHERE key = 7 $$,
+				  $$ VALUES (timestamptz '2024-03-01 11:15', 1::bigint, 'final') $$,
+				  'and the final session is unchanged');
 
--- 19. Dropping a pipeline drops its tables and forgets its fingerprints.
+-- Final sessions never change, whatever arrives: events of 100 users arrive
+-- up to 90 minutes after their time, against a lateness of 1 hour, in ragged
+-- batches; after each batch every session that was final is still there,
+-- unchanged.  The sessions equal sessions() over the events not set aside.
+CREATE TABLE late_in (id bigserial, user_id int, ts timestamptz);
+SELECT sessionize.create_pipeline('lateprop', 'late_in', 'user_id', 'ts', '20 minutes',
+								  allowed_lateness => '1 hour', fingerprint_exclude => '{id}');
+CREATE TEMP TABLE late_deliveries AS
+SELECT row_number() OVER (ORDER BY ts + random() * interval '90 minutes') AS arrival, user_id, ts
+FROM (SELECT (random() * 99)::int AS user_id,
+			 timestamptz '2024-04-01' + (random() * 86400) * interval '1 second' AS ts
+	  FROM generate_series(1, 5000)) e;
+CREATE TEMP TABLE final_changed (n bigint);
+CREATE FUNCTION pg_temp.feed_late() RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+	fed bigint := 0;
+	total bigint := (SELECT count(*) FROM late_deliveries);
+	chunk int;
+BEGIN
+	WHILE fed < total LOOP
+		chunk := 1 + (random() * 200)::int;
+		INSERT INTO late_in (user_id, ts)
+		SELECT user_id, ts FROM late_deliveries WHERE arrival > fed AND arrival <= fed + chunk ORDER BY arrival;
+		fed := fed + chunk;
+		CREATE TEMP TABLE final_before AS
+		SELECT key, session_start, last_event_at, events FROM sessionize.lateprop_sessions_final;
+		PERFORM sessionize.run_pipeline('lateprop', 1 + (random() * 300)::int);
+		INSERT INTO final_changed
+		SELECT count(*) FROM (SELECT * FROM final_before
+							  EXCEPT SELECT key, session_start, last_event_at, events FROM sessionize.lateprop_sessions_final) gone;
+		DROP TABLE final_before;
+	END LOOP;
+	WHILE (SELECT consumed FROM sessionize.run_pipeline('lateprop', 500)) > 0 LOOP
+	END LOOP;
+END $$;
+SELECT pg_temp.feed_late();
+SELECT is((SELECT sum(n) FROM final_changed), 0::numeric, 'no final session ever changed or went away');
+SELECT cmp_ok((SELECT count(*) FROM sessionize.lateprop_late WHERE reason LIKE '%would change a final session%'), '>', 0::bigint,
+			  'events reaching back into final sessions occurred, and were set aside');
+SELECT set_eq(
+	$$ SELECT key, session_start, last_event_at, events FROM sessionize.lateprop_sessions $$,
+	$$ SELECT user_id, (s).started_at, (s).ended_at, (s).events
+	   FROM (SELECT user_id, unnest(sessionize.sessions(ts, '20 minutes')) AS s
+			 FROM (SELECT DISTINCT user_id, ts FROM late_deliveries
+				   EXCEPT ALL
+				   SELECT (event ->> 'user_id')::int, (event ->> 'ts')::timestamptz FROM sessionize.lateprop_late) merged
+			 GROUP BY user_id) x $$,
+	'the sessions equal sessions() over the events that were not late');
+SELECT results_eq($$ SELECT consumed, merged + duplicates + late, dead_lettered FROM sessionize.pipeline_state WHERE pipeline = 'lateprop' $$,
+				  $$ SELECT count(*), count(*), 0::bigint FROM late_deliveries $$,
+				  'every delivery is merged, a duplicate or late');
+
+-- 26. Dropping a pipeline drops its tables and forgets its fingerprints.
 SELECT sessionize.drop_pipeline('prop');
 SELECT is((SELECT count(*) FROM pg_class WHERE relname LIKE 'prop\_%' AND relnamespace = 'sessionize'::regnamespace)
 		  + (SELECT count(*) FROM sessionize.seen_fingerprints WHERE namespace = 'pipeline:prop'),
