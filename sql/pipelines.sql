@@ -59,6 +59,29 @@ SELECT count(*) AS late_left FROM sessionize.radio_late;
 SELECT consumed, merged, duplicates, late, dead_lettered, watermark FROM sessionize.pipeline_status WHERE name = 'radio';
 SELECT sessionize.drop_pipeline('radio');
 
+-- Events that land as JSON documents: key, time and type are fields of a
+-- jsonb column, checked event by event.  The fingerprint is the document's,
+-- so a re-delivery with another id and receipt time is a duplicate.
+CREATE TABLE landing (id bigserial, received_at timestamptz DEFAULT now(), doc jsonb);
+SELECT sessionize.create_pipeline('docs', 'landing', 'user', 'at', '30 minutes',
+								  type_column => 'kind', payload_column => 'doc');
+INSERT INTO landing (doc) VALUES
+	('{"user": "ann", "at": "2024-06-01 10:00+00", "kind": "view"}'),
+	('{"user": "ann", "at": "2024-06-01 10:10+00", "kind": "buy"}'),
+	('{"kind": "buy", "at": "2024-06-01 10:10+00", "user": "ann"}'),
+	('{"user": 42, "at": "2024-06-01T11:00:00Z"}'),
+	('{"user": "bob", "at": "yesterday-ish"}'),
+	('{"user": "bob", "at": 1717236000}'),
+	('{"user": {"id": 1}, "at": "2024-06-01 10:00+00"}'),
+	('{"at": "2024-06-01 10:00+00"}'),
+	('{"user": "bob", "at": "infinity"}'),
+	('["not", "an", "object"]'),
+	(NULL);
+SELECT * FROM sessionize.run_pipeline('docs');
+SELECT key, session_start, last_event_at, events, type_counts FROM sessionize.docs_sessions ORDER BY key, session_start;
+SELECT event ->> 'doc' AS doc, error FROM sessionize.dead_letter WHERE pipeline = 'docs' ORDER BY id;
+SELECT sessionize.drop_pipeline('docs');
+
 -- Bad input: each is a clear error.
 SELECT sessionize.create_pipeline('Plays', 'plays_in', 'listener', 'played_at', '30 minutes');
 SELECT sessionize.create_pipeline('plays; drop', 'plays_in', 'listener', 'played_at', '30 minutes');
@@ -79,6 +102,8 @@ SELECT sessionize.create_pipeline('p2', 'plays_view', 'listener', 'played_at', '
 SELECT sessionize.create_pipeline('p2', NULL, 'listener', 'played_at', '30 minutes');
 SELECT sessionize.create_pipeline('p2', 'plays_in', 'listener', 'played_at', '30 minutes', source_kind => 'kafka');
 SELECT sessionize.create_pipeline('p2', 'plays_in', 'listener', 'played_at', '30 minutes', updates_as_events => true);
+SELECT sessionize.create_pipeline('p2', 'plays_in', 'listener', 'played_at', '30 minutes', payload_column => 'nothing');
+SELECT sessionize.create_pipeline('p2', 'plays_in', 'listener', 'played_at', '30 minutes', payload_column => 'action');
 BEGIN;
 INSERT INTO plays_in (listener, played_at) VALUES (1, '2024-06-02 10:00');
 SELECT sessionize.create_pipeline('p2', 'plays_in', 'listener', 'played_at', '30 minutes', source_kind => 'logical');
@@ -94,7 +119,7 @@ SELECT sessionize.replay_late('nothing');
 SELECT sessionize.replay_late('plays', 0);
 
 -- Administration is not for everybody.
-SELECT has_function_privilege('public', 'sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name, text, boolean)', 'EXECUTE') AS public_may_create,
+SELECT has_function_privilege('public', 'sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name, text, boolean, name)', 'EXECUTE') AS public_may_create,
 	   has_function_privilege('public', 'sessionize.drop_pipeline(text)', 'EXECUTE') AS public_may_drop,
 	   has_function_privilege('public', 'sessionize.replay_late(text, integer)', 'EXECUTE') AS public_may_replay;
 

@@ -95,6 +95,8 @@ CREATE TABLE sessionize.pipelines (
 	run_as name,
 	source_kind text NOT NULL DEFAULT 'table' CHECK (source_kind IN ('table', 'logical')),
 	updates_as_events boolean NOT NULL DEFAULT false,
+	-- a jsonb column of the source: key, time and type columns name its fields
+	payload_column name,
 	state text NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'paused')),
 	created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
@@ -231,7 +233,8 @@ CREATE FUNCTION sessionize.create_pipeline(
 	max_duration interval DEFAULT NULL,
 	run_as name DEFAULT NULL,
 	source_kind text DEFAULT 'table',
-	updates_as_events boolean DEFAULT false)
+	updates_as_events boolean DEFAULT false,
+	payload_column name DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -239,6 +242,7 @@ AS $$
 DECLARE
 	key_type text;
 	time_type oid;
+	payload_type oid;
 	prefix text;
 BEGIN
 	IF source_kind IS NULL OR source_kind NOT IN ('table', 'logical') THEN
@@ -280,23 +284,39 @@ BEGIN
 			USING ERRCODE = 'wrong_object_type',
 				  HINT = 'A pipeline consumes a plain table; partitioned tables and views are not supported.';
 	END IF;
-	SELECT format_type(atttypid, atttypmod) INTO key_type
-	FROM pg_attribute WHERE attrelid = source AND attname = key_column AND attnum > 0 AND NOT attisdropped;
-	IF key_type IS NULL THEN
-		RAISE EXCEPTION 'column "%" of "%" does not exist', key_column, source USING ERRCODE = 'undefined_column';
-	END IF;
-	SELECT atttypid INTO time_type
-	FROM pg_attribute WHERE attrelid = source AND attname = time_column AND attnum > 0 AND NOT attisdropped;
-	IF time_type IS NULL THEN
-		RAISE EXCEPTION 'column "%" of "%" does not exist', time_column, source USING ERRCODE = 'undefined_column';
-	ELSIF time_type <> 'timestamptz'::regtype THEN
-		RAISE EXCEPTION 'time column "%" must be of type timestamp with time zone', time_column
-			USING ERRCODE = 'datatype_mismatch',
-				  DETAIL = format('It is of type %s.', time_type::regtype);
-	END IF;
-	IF type_column IS NOT NULL AND NOT EXISTS (
-		SELECT FROM pg_attribute WHERE attrelid = source AND attname = type_column AND attnum > 0 AND NOT attisdropped) THEN
-		RAISE EXCEPTION 'column "%" of "%" does not exist', type_column, source USING ERRCODE = 'undefined_column';
+	IF payload_column IS NOT NULL THEN
+		-- Events are jsonb documents: key, time and type are fields of them,
+		-- checked for each event (a wrong one is a dead letter), and the key
+		-- is text.
+		SELECT atttypid INTO payload_type
+		FROM pg_attribute WHERE attrelid = source AND attname = payload_column AND attnum > 0 AND NOT attisdropped;
+		IF payload_type IS NULL THEN
+			RAISE EXCEPTION 'column "%" of "%" does not exist', payload_column, source USING ERRCODE = 'undefined_column';
+		ELSIF payload_type <> 'jsonb'::regtype THEN
+			RAISE EXCEPTION 'payload column "%" must be of type jsonb', payload_column
+				USING ERRCODE = 'datatype_mismatch',
+					  DETAIL = format('It is of type %s.', payload_type::regtype);
+		END IF;
+		key_type := 'text';
+	ELSE
+		SELECT format_type(atttypid, atttypmod) INTO key_type
+		FROM pg_attribute WHERE attrelid = source AND attname = key_column AND attnum > 0 AND NOT attisdropped;
+		IF key_type IS NULL THEN
+			RAISE EXCEPTION 'column "%" of "%" does not exist', key_column, source USING ERRCODE = 'undefined_column';
+		END IF;
+		SELECT atttypid INTO time_type
+		FROM pg_attribute WHERE attrelid = source AND attname = time_column AND attnum > 0 AND NOT attisdropped;
+		IF time_type IS NULL THEN
+			RAISE EXCEPTION 'column "%" of "%" does not exist', time_column, source USING ERRCODE = 'undefined_column';
+		ELSIF time_type <> 'timestamptz'::regtype THEN
+			RAISE EXCEPTION 'time column "%" must be of type timestamp with time zone', time_column
+				USING ERRCODE = 'datatype_mismatch',
+					  DETAIL = format('It is of type %s.', time_type::regtype);
+		END IF;
+		IF type_column IS NOT NULL AND NOT EXISTS (
+			SELECT FROM pg_attribute WHERE attrelid = source AND attname = type_column AND attnum > 0 AND NOT attisdropped) THEN
+			RAISE EXCEPTION 'column "%" of "%" does not exist', type_column, source USING ERRCODE = 'undefined_column';
+		END IF;
 	END IF;
 	IF run_as IS NOT NULL AND NOT EXISTS (SELECT FROM pg_roles WHERE rolname = run_as) THEN
 		RAISE EXCEPTION 'role "%" does not exist', run_as USING ERRCODE = 'undefined_object';
@@ -339,9 +359,10 @@ BEGIN
 
 	INSERT INTO sessionize.pipelines (name, source, key_column, time_column, gap, allowed_lateness,
 									  dedup_window, fingerprint_exclude, type_column, run_as,
-									  source_kind, updates_as_events)
+									  source_kind, updates_as_events, payload_column)
 	VALUES (name, source, key_column, time_column, gap, allowed_lateness, dedup_window,
-			coalesce(fingerprint_exclude, '{}'), type_column, run_as, source_kind, coalesce(updates_as_events, false));
+			coalesce(fingerprint_exclude, '{}'), type_column, run_as, source_kind, coalesce(updates_as_events, false),
+			payload_column);
 	INSERT INTO sessionize.pipeline_state (pipeline) VALUES (name);
 	IF source_kind = 'logical' THEN
 		PERFORM sessionize.sessionize_publish_source(source);
@@ -361,7 +382,7 @@ BEGIN
 				   ' changed_at timestamptz NOT NULL DEFAULT now())', name || '_changes', key_type);
 	-- the batch in hand: it never outlives a transaction, so it needs no WAL
 	EXECUTE format('CREATE UNLOGGED TABLE sessionize.%I (batch_id bigint PRIMARY KEY, key %s, ts timestamptz,'
-				   ' event_type text, event jsonb NOT NULL, fingerprint uuid, problem text)', name || '_batch', key_type);
+				   ' ts_text text, event_type text, event jsonb NOT NULL, fingerprint uuid, problem text)', name || '_batch', key_type);
 	-- A session's status follows the pipeline's progress, not its own writes,
 	-- so it is computed when read: open while it expires at or after the
 	-- greatest event time, idle after that, final once it expires before the
@@ -417,9 +438,9 @@ BEGIN
 					   name || '_late_id_seq', name || '_changes_change_id_seq', run_as);
 	END IF;
 END $$;
-COMMENT ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name, text, boolean) IS
+COMMENT ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name, text, boolean, name) IS
 	'creates a pipeline that sessionizes the events landing in a staging table, or inserted into a table it follows through a logical replication slot';
-REVOKE ALL ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name, text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name, text, boolean, name) FROM PUBLIC;
 
 CREATE FUNCTION sessionize.alter_pipeline(
 	name text,
@@ -563,7 +584,8 @@ DECLARE
 BEGIN
 	EXECUTE format($q$
 		WITH batch AS (
-			SELECT * FROM sessionize.%1$I WHERE $5::bigint IS NULL OR batch_id = $5),
+			SELECT batch_id, key, coalesce(ts, ts_text::timestamptz) AS ts, event_type, event, fingerprint, problem
+			FROM sessionize.%1$I WHERE $5::bigint IS NULL OR batch_id = $5),
 		invalid AS (
 			SELECT event, CASE WHEN problem IS NOT NULL THEN problem
 							   WHEN key IS NULL THEN 'key is null'
@@ -662,6 +684,52 @@ BEGIN
 	USING pipeline.name, fixed_gap, watermark, replay, only_id, pipeline.dedup_window;
 END $$;
 
+-- How a pipeline reads an event from a row of its source (source_row, an SQL
+-- expression of the source's row type): SQL expressions for its key, its
+-- time (ts, or ts_text when the time is text to be cast when the batch is
+-- applied, so that a bad one is dead-lettered alone), its type, the content
+-- to fingerprint, and a problem that makes it a dead letter.  One place for
+-- the staging table, the logical source and replay_late(), whose queries
+-- have the row as jsonb at hand as e.event.
+CREATE FUNCTION sessionize.sessionize_event_expressions(pipeline sessionize.pipelines, source_row text,
+														OUT key text, OUT ts text, OUT ts_text text,
+														OUT event_type text, OUT content text, OUT problem text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	payload text;
+BEGIN
+	IF pipeline.payload_column IS NULL THEN
+		key := format('%s.%I', source_row, pipeline.key_column);
+		ts := format('%s.%I', source_row, pipeline.time_column);
+		ts_text := 'NULL::text';
+		event_type := CASE WHEN pipeline.type_column IS NULL THEN 'NULL::text'
+						   ELSE format('%s.%I::text', source_row, pipeline.type_column) END;
+		content := 'e.event';
+		problem := 'NULL::text';
+		RETURN;
+	END IF;
+	payload := format('%s.%I', source_row, pipeline.payload_column);
+	key := format($e$CASE WHEN jsonb_typeof(%1$s -> %2$L) IN ('string', 'number', 'boolean') THEN %1$s ->> %2$L END$e$,
+				  payload, pipeline.key_column);
+	ts := 'NULL::timestamptz';
+	ts_text := format($e$CASE WHEN jsonb_typeof(%1$s -> %2$L) = 'string' THEN %1$s ->> %2$L END$e$,
+					  payload, pipeline.time_column);
+	event_type := CASE WHEN pipeline.type_column IS NULL THEN 'NULL::text'
+					   ELSE format('%s ->> %L', payload, pipeline.type_column) END;
+	content := payload;
+	problem := format($e$CASE WHEN %1$s IS NULL THEN 'the payload is null'
+							  WHEN jsonb_typeof(%1$s) <> 'object' THEN format(%2$L, jsonb_typeof(%1$s))
+							  WHEN jsonb_typeof(%1$s -> %3$L) IN ('object', 'array') THEN format(%4$L, jsonb_typeof(%1$s -> %3$L))
+							  WHEN jsonb_typeof(%1$s -> %5$L) NOT IN ('string', 'null') THEN format(%6$L, jsonb_typeof(%1$s -> %5$L))
+						 END$e$,
+					  payload,
+					  'the payload is a JSON %s, not an object',
+					  pipeline.key_column, format('the key field "%s" is a JSON %%s, not a string or a number', pipeline.key_column),
+					  pipeline.time_column, format('the time field "%s" is a JSON %%s, not a string', pipeline.time_column));
+END $$;
+
 CREATE FUNCTION sessionize.run_pipeline(name text, max_events integer DEFAULT 10000,
 										OUT consumed bigint, OUT merged bigint, OUT duplicates bigint,
 										OUT late bigint, OUT dead_lettered bigint)
@@ -683,6 +751,7 @@ DECLARE
 	new_commit_lsn pg_lsn;
 	new_lsn pg_lsn;
 	new_advance pg_lsn;
+	reads record;
 BEGIN
 	IF max_events IS NULL OR max_events < 1 THEN
 		RAISE EXCEPTION 'max_events must be positive' USING ERRCODE = 'invalid_parameter_value';
@@ -692,6 +761,7 @@ BEGIN
 	batch := format('sessionize.%I', pipeline.name || '_batch');
 
 	IF pipeline.source_kind = 'logical' THEN
+		reads := sessionize.sessionize_event_expressions(pipeline, '(d.r)');
 		-- Only now that earlier batches are committed may the slot pass them.
 		slot := sessionize.sessionize_slot_name(pipeline.name);
 		PERFORM pg_replication_slot_advance(slot_name, state.slot_advance_to) FROM pg_replication_slots
@@ -719,10 +789,11 @@ BEGIN
 				SELECT t.position, t.missing_values, sessionize.sessionize_pgoutput_row(t.data, NULL::%1$s) AS r
 				FROM taken t),
 			stored AS (
-				INSERT INTO %2$s (batch_id, key, ts, event_type, event, fingerprint, problem)
-				SELECT d.position, (d.r).%3$I, (d.r).%4$I, %5$s, e.event, sessionize.fingerprint_bytes(e.event, $8),
+				INSERT INTO %2$s (batch_id, key, ts, ts_text, event_type, event, fingerprint, problem)
+				SELECT d.position, %3$s, %4$s, %5$s, %6$s, e.event, sessionize.fingerprint_bytes(%7$s, $8),
 					   CASE WHEN d.missing_values
-							THEN 'the update leaves out a value stored out of line: the source table needs REPLICA IDENTITY FULL' END
+							THEN 'the update leaves out a value stored out of line: the source table needs REPLICA IDENTITY FULL'
+							ELSE %8$s END
 				FROM decoded d, LATERAL (SELECT to_jsonb(d.r) AS event) e
 				RETURNING ts),
 			last_taken AS (
@@ -737,8 +808,7 @@ BEGIN
 				   (SELECT lsn FROM last_taken),
 				   (SELECT max(p.lsn) FROM peeked p, first_left f
 					WHERE p.kind = 'C' AND (f.commit_lsn IS NULL OR p.commit_lsn < f.commit_lsn))$q$,
-			pipeline.source, batch, pipeline.key_column, pipeline.time_column,
-			CASE WHEN pipeline.type_column IS NULL THEN 'NULL' ELSE format('(d.r).%I::text', pipeline.type_column) END)
+			pipeline.source, batch, reads.key, reads.ts, reads.ts_text, reads.event_type, reads.content, reads.problem)
 		INTO consumed, last_ts, new_commit_lsn, new_lsn, new_advance
 		USING slot, 3 * max_events + 3, pipeline.source::oid, pipeline.updates_as_events,
 			  state.checkpoint_commit_lsn, state.checkpoint_lsn, max_events, pipeline.fingerprint_exclude;
@@ -749,19 +819,19 @@ BEGIN
 		-- Claim: rows leave the staging table in this transaction; rows other
 		-- transactions hold are skipped, not waited for.  Each event is
 		-- fingerprinted once, here.
+		reads := sessionize.sessionize_event_expressions(pipeline, 'c');
 		EXECUTE format($q$
 			WITH claimed AS (
 				DELETE FROM %1$s s
 				WHERE ctid = ANY (ARRAY(SELECT ctid FROM %1$s LIMIT $1 FOR UPDATE SKIP LOCKED))
 				RETURNING s.*),
 			stored AS (
-				INSERT INTO %2$s (batch_id, key, ts, event_type, event, fingerprint)
-				SELECT row_number() OVER (), c.%3$I, c.%4$I, %5$s, e.event, sessionize.fingerprint_bytes(e.event, $2)
+				INSERT INTO %2$s (batch_id, key, ts, ts_text, event_type, event, fingerprint, problem)
+				SELECT row_number() OVER (), %3$s, %4$s, %5$s, %6$s, e.event, sessionize.fingerprint_bytes(%7$s, $2), %8$s
 				FROM claimed c, LATERAL (SELECT to_jsonb(c) AS event) e
 				RETURNING ts)
 			SELECT count(*), max(ts) FILTER (WHERE isfinite(ts)) FROM stored$q$,
-			pipeline.source, batch, pipeline.key_column, pipeline.time_column,
-			CASE WHEN pipeline.type_column IS NULL THEN 'NULL' ELSE format('c.%I::text', pipeline.type_column) END)
+			pipeline.source, batch, reads.key, reads.ts, reads.ts_text, reads.event_type, reads.content, reads.problem)
 		INTO consumed, last_ts
 		USING max_events, pipeline.fingerprint_exclude;
 	END IF;
@@ -807,7 +877,7 @@ BEGIN
 	UPDATE sessionize.pipeline_state s
 	SET max_event_time = new_max,
 		watermark = new_watermark,
-		last_event_time = greatest(s.last_event_time, last_ts),
+		last_event_time = greatest(s.last_event_time, coalesce(last_ts, new_max)),
 		consumed = s.consumed + run_pipeline.consumed,
 		merged = s.merged + run_pipeline.merged,
 		duplicates = s.duplicates + run_pipeline.duplicates,
@@ -851,7 +921,7 @@ AS $$
 DECLARE
 	pipeline sessionize.pipelines;
 	batch text;
-	key_type text;
+	reads record;
 	replayed bigint;
 	counts record;
 BEGIN
@@ -860,19 +930,18 @@ BEGIN
 	END IF;
 	pipeline := sessionize.sessionize_lock_pipeline(name);
 	batch := format('sessionize.%I', pipeline.name || '_batch');
-	SELECT format_type(atttypid, atttypmod) INTO key_type FROM pg_attribute
-	WHERE attrelid = format('sessionize.%I', pipeline.name || '_stored_sessions')::regclass AND attname = 'key';
+	reads := sessionize.sessionize_event_expressions(pipeline, 'r');
 
+	-- A late event is its source row as jsonb: read it back into a row.
 	EXECUTE format($q$
 		WITH taken AS (
 			DELETE FROM sessionize.%1$I l
 			WHERE id = ANY (ARRAY(SELECT id FROM sessionize.%1$I ORDER BY id LIMIT $1))
 			RETURNING l.event)
-		INSERT INTO %2$s (batch_id, key, ts, event_type, event)
-		SELECT row_number() OVER (), (event ->> %3$L)::%4$s, (event ->> %5$L)::timestamptz, %6$s, event
-		FROM taken$q$,
-		pipeline.name || '_late', batch, pipeline.key_column, key_type, pipeline.time_column,
-		CASE WHEN pipeline.type_column IS NULL THEN 'NULL' ELSE format('event ->> %L', pipeline.type_column) END)
+		INSERT INTO %2$s (batch_id, key, ts, ts_text, event_type, event, problem)
+		SELECT row_number() OVER (), %4$s, %5$s, %6$s, %7$s, e.event, %8$s
+		FROM taken e, LATERAL jsonb_populate_record(NULL::%3$s, e.event) r$q$,
+		pipeline.name || '_late', batch, pipeline.source, reads.key, reads.ts, reads.ts_text, reads.event_type, reads.problem)
 	USING max_events;
 	GET DIAGNOSTICS replayed = ROW_COUNT;
 	IF replayed > 0 THEN
