@@ -751,6 +751,8 @@ DECLARE
 	new_commit_lsn pg_lsn;
 	new_lsn pg_lsn;
 	new_advance pg_lsn;
+	slot_restart pg_lsn;
+	peek_end pg_lsn;
 	reads record;
 BEGIN
 	IF max_events IS NULL OR max_events < 1 THEN
@@ -766,16 +768,19 @@ BEGIN
 		slot := sessionize.sessionize_slot_name(pipeline.name);
 		PERFORM pg_replication_slot_advance(slot_name, state.slot_advance_to) FROM pg_replication_slots
 		WHERE slot_name = slot AND confirmed_flush_lsn < state.slot_advance_to;
-		-- Claim: peek a bounded number of changes (the slot does not move),
-		-- skip every change at or before the checkpoint, and take the next
-		-- max_events inserts of the source table.  pgoutput sends whole
-		-- transactions in commit order, so (commit LSN, change LSN) orders
-		-- the stream; a large transaction is taken over several batches.
+		SELECT restart_lsn INTO slot_restart FROM pg_replication_slots WHERE slot_name = slot;
+		peek_end := pg_current_wal_flush_lsn();
+		-- Claim: peek a bounded number of changes up to the WAL flushed now
+		-- (the slot does not move), skip every change at or before the
+		-- checkpoint, and take the next max_events inserts of the source
+		-- table.  pgoutput sends whole transactions in commit order, so
+		-- (commit LSN, change LSN) orders the stream; a large transaction is
+		-- taken over several batches.
 		EXECUTE format($q$
 			WITH peeked AS (
 				SELECT p.position, p.lsn, p.data, m.kind, m.relation, m.missing_values,
 					   max(m.commit_lsn) OVER (ORDER BY p.position) AS commit_lsn
-				FROM pg_logical_slot_peek_binary_changes($1, NULL, $2, 'proto_version', '1',
+				FROM pg_logical_slot_peek_binary_changes($1, $9, $2, 'proto_version', '1',
 														 'publication_names', 'sessionize_pipelines,sessionize_pipeline_updates')
 					 WITH ORDINALITY AS p(lsn, xid, data, position),
 					 sessionize.sessionize_pgoutput_message(p.data) m),
@@ -801,18 +806,27 @@ BEGIN
 			first_left AS (
 				SELECT min(commit_lsn) AS commit_lsn FROM pending
 				WHERE position > coalesce((SELECT max(position) FROM taken), 0))
-			-- the slot may pass every transaction whose changes are all applied
+			-- The slot may pass every transaction whose changes are all
+			-- applied; when the peek reached peek_end and left nothing, it
+			-- may pass all of that WAL.
 			SELECT (SELECT count(*) FROM stored),
 				   (SELECT max(ts) FILTER (WHERE isfinite(ts)) FROM stored),
 				   (SELECT commit_lsn FROM last_taken),
 				   (SELECT lsn FROM last_taken),
-				   (SELECT max(p.lsn) FROM peeked p, first_left f
-					WHERE p.kind = 'C' AND (f.commit_lsn IS NULL OR p.commit_lsn < f.commit_lsn))$q$,
+				   CASE WHEN (SELECT count(*) FROM peeked) < $2 AND (SELECT commit_lsn FROM first_left) IS NULL
+						THEN $9
+						ELSE (SELECT max(p.lsn) FROM peeked p, first_left f
+							  WHERE p.kind = 'C' AND (f.commit_lsn IS NULL OR p.commit_lsn < f.commit_lsn)) END$q$,
 			pipeline.source, batch, reads.key, reads.ts, reads.ts_text, reads.event_type, reads.content, reads.problem)
 		INTO consumed, last_ts, new_commit_lsn, new_lsn, new_advance
 		USING slot, 3 * max_events + 3, pipeline.source::oid, pipeline.updates_as_events,
-			  state.checkpoint_commit_lsn, state.checkpoint_lsn, max_events, pipeline.fingerprint_exclude;
-		IF new_advance > state.slot_advance_to OR (state.slot_advance_to IS NULL AND new_advance IS NOT NULL) THEN
+			  state.checkpoint_commit_lsn, state.checkpoint_lsn, max_events, pipeline.fingerprint_exclude, peek_end;
+		-- Each peek decodes from the slot's restart point, which moves only
+		-- as the slot passes WAL; so an idle pipeline lets it pass WAL it has
+		-- no use for once more than 1 MB of it would be decoded again, and
+		-- otherwise writes nothing.
+		IF (new_advance > state.slot_advance_to OR (state.slot_advance_to IS NULL AND new_advance IS NOT NULL))
+		   AND (consumed > 0 OR pg_wal_lsn_diff(new_advance, slot_restart) > 1048576) THEN
 			UPDATE sessionize.pipeline_state s SET slot_advance_to = new_advance WHERE s.pipeline = pipeline.name;
 		END IF;
 	ELSE
