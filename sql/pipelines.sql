@@ -81,6 +81,12 @@ SELECT * FROM sessionize.run_pipeline('docs');
 SELECT key, session_start, last_event_at, events, type_counts FROM sessionize.docs_sessions ORDER BY key, session_start;
 SELECT event ->> 'doc' AS doc, error FROM sessionize.dead_letter WHERE pipeline = 'docs' ORDER BY id;
 SELECT sessionize.drop_pipeline('docs');
+-- Field names are data, whatever they hold.
+SELECT sessionize.create_pipeline('odd', 'landing', 'us%er', 'at', '30 minutes', payload_column => 'doc');
+INSERT INTO landing (doc) VALUES ('{"us%er": [1], "at": "2024-06-01 10:00+00"}');
+SELECT consumed, dead_lettered FROM sessionize.run_pipeline('odd');
+SELECT error FROM sessionize.dead_letter WHERE pipeline = 'odd';
+SELECT sessionize.drop_pipeline('odd');
 
 -- Bad input: each is a clear error.
 SELECT sessionize.create_pipeline('Plays', 'plays_in', 'listener', 'played_at', '30 minutes');
@@ -104,10 +110,26 @@ SELECT sessionize.create_pipeline('p2', 'plays_in', 'listener', 'played_at', '30
 SELECT sessionize.create_pipeline('p2', 'plays_in', 'listener', 'played_at', '30 minutes', updates_as_events => true);
 SELECT sessionize.create_pipeline('p2', 'plays_in', 'listener', 'played_at', '30 minutes', payload_column => 'nothing');
 SELECT sessionize.create_pipeline('p2', 'plays_in', 'listener', 'played_at', '30 minutes', payload_column => 'action');
+SELECT sessionize.create_pipeline('plays_stored', 'plays_in', 'listener', 'played_at', '30 minutes');
+CREATE ROLE regress_sessionize_admin;
+CREATE ROLE regress_sessionize_other LOGIN;
+CREATE ROLE regress_sessionize_nologin;
+GRANT USAGE ON SCHEMA sessionize TO regress_sessionize_admin;
+GRANT SELECT ON sessionize.pipelines TO regress_sessionize_admin;
+GRANT EXECUTE ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name, text, boolean, name) TO regress_sessionize_admin;
+SET ROLE regress_sessionize_admin;
+SELECT sessionize.create_pipeline('p2', 'plays_in', 'listener', 'played_at', '30 minutes', run_as => 'regress_sessionize_other');
+RESET ROLE;
+SELECT sessionize.create_pipeline('p2', 'plays_in', 'listener', 'played_at', '30 minutes', run_as => 'regress_sessionize_nologin');
+REVOKE ALL ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name, text, boolean, name) FROM regress_sessionize_admin;
+REVOKE SELECT ON sessionize.pipelines FROM regress_sessionize_admin;
+REVOKE USAGE ON SCHEMA sessionize FROM regress_sessionize_admin;
+DROP ROLE regress_sessionize_admin, regress_sessionize_other, regress_sessionize_nologin;
 BEGIN;
 INSERT INTO plays_in (listener, played_at) VALUES (1, '2024-06-02 10:00');
 SELECT sessionize.create_pipeline('p2', 'plays_in', 'listener', 'played_at', '30 minutes', source_kind => 'logical');
 ROLLBACK;
+SELECT sessionize.sessionize_pgoutput_row(NULL, NULL::plays_in) IS NULL AS no_message_no_row;
 SELECT sessionize.run_pipeline('nothing');
 SELECT sessionize.run_pipeline('plays', 0);
 SELECT sessionize.pause_pipeline('nothing');

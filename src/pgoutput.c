@@ -265,7 +265,7 @@ read_tuple(StringInfo reader, RowBuilder *builder, Datum *values, bool *nulls, b
 Datum
 pgoutput_row(PG_FUNCTION_ARGS)
 {
-	bytea	   *data = PG_GETARG_BYTEA_PP(0);
+	bytea	   *data;
 	Oid			type_id = get_fn_expr_argtype(fcinfo->flinfo, 1);
 	StringInfoData reader;
 	RowBuilder *builder;
@@ -279,6 +279,10 @@ pgoutput_row(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
 				 errmsg("template must be of a row type")));
+	/* not STRICT, so that the template may be a NULL of the row type */
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	data = PG_GETARG_BYTEA_PP(0);
 
 	message_reader(data, &reader);
 	kind = (char) pq_getmsgbyte(&reader);

@@ -16,7 +16,9 @@
  * backlog it runs batches back to back; otherwise it sleeps on its latch.  A
  * failing batch is rolled back, its error recorded in the pipeline's state,
  * and retried after a growing pause: the worker does not exit and restart in
- * a loop.  SIGTERM ends the worker between batches.
+ * a loop.  SIGTERM ends the worker between batches.  A worker exits when
+ * its pipeline is paused or dropped, and a session advisory lock keeps it the
+ * only worker of its pipeline.
  *
  *-------------------------------------------------------------------------
  */
@@ -278,8 +280,9 @@ sessionize_launcher_main(Datum argument)
 }
 
 /*
- * Runs one batch in its own transaction.  Returns the number of events
- * consumed, or -1 when the batch failed (rolled back, error recorded).
+ * Runs one batch in its own transaction, if the pipeline is still there and
+ * active (*pipeline_gone otherwise).  Returns the number of events consumed,
+ * or -1 when the batch failed (rolled back, error recorded).
  */
 static int64
 run_one_batch(const char *pipeline, MemoryContext worker_context, bool *pipeline_gone)
@@ -289,14 +292,21 @@ run_one_batch(const char *pipeline, MemoryContext worker_context, bool *pipeline
 	PG_TRY();
 	{
 		Oid			types[2] = {TEXTOID, INT4OID};
-		Datum		values[2] = {CStringGetTextDatum(pipeline), Int32GetDatum(sessionize_batch_size)};
+		Datum		values[2];
 		bool		isnull;
 
 		begin_work("sessionize.run_pipeline");
-		if (SPI_execute_with_args("SELECT consumed FROM sessionize.run_pipeline($1, $2)",
+		values[0] = CStringGetTextDatum(pipeline);
+		values[1] = Int32GetDatum(sessionize_batch_size);
+		if (SPI_execute_with_args("SELECT b.consumed FROM sessionize.pipelines p,"
+								  " sessionize.run_pipeline(p.name, $2) b"
+								  " WHERE p.name = $1 AND p.state = 'active'",
 								  2, types, values, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not run pipeline \"%s\"", pipeline);
-		consumed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		if (SPI_processed == 0)
+			*pipeline_gone = true;
+		else
+			consumed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		end_work();
 	}
 	PG_CATCH();
@@ -308,30 +318,49 @@ run_one_batch(const char *pipeline, MemoryContext worker_context, bool *pipeline
 		FlushErrorState();
 		AbortCurrentTransaction();
 		pgstat_report_activity(STATE_IDLE, NULL);
-		*pipeline_gone = error->sqlerrcode == ERRCODE_UNDEFINED_OBJECT;
-		if (*pipeline_gone)
-			ereport(LOG,
-					(errmsg("sessionize pipeline \"%s\" no longer exists, its worker exits", pipeline)));
-		else
+		ereport(LOG,
+				(errcode(error->sqlerrcode),
+				 errmsg("sessionize pipeline \"%s\" failed a batch: %s", pipeline, error->message),
+				 errdetail("The batch was rolled back and will be retried.")));
 		{
 			Oid			types[2] = {TEXTOID, TEXTOID};
-			Datum		values[2] = {CStringGetTextDatum(pipeline), CStringGetTextDatum(error->message)};
-
-			ereport(LOG,
-					(errcode(error->sqlerrcode),
-					 errmsg("sessionize pipeline \"%s\" failed a batch: %s", pipeline, error->message),
-					 errdetail("The batch was rolled back and will be retried.")));
+			Datum		values[2];
 
 			begin_work("recording a sessionize pipeline failure");
+			values[0] = CStringGetTextDatum(pipeline);
+			values[1] = CStringGetTextDatum(error->message);
 			SPI_execute_with_args("SELECT sessionize.sessionize_record_failure($1, $2)",
 								  2, types, values, NULL, false, 1);
 			end_work();
 		}
-		FreeErrorData(error);
 		consumed = -1;
 	}
 	PG_END_TRY();
 	return consumed;
+}
+
+/*
+ * Takes the session advisory lock that makes a worker the only one of its
+ * pipeline, also when a restarted launcher no longer knows the workers the
+ * previous one started.
+ */
+static bool
+lock_pipeline_worker(const char *pipeline)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	bool		isnull;
+	bool		locked;
+
+	begin_work("locking a sessionize pipeline worker");
+	values[0] = CStringGetTextDatum(pipeline);
+	if (SPI_execute_with_args("SELECT pg_catalog.pg_try_advisory_lock("
+							  "pg_catalog.hashtextextended('sessionize worker ' OPERATOR(pg_catalog.||) $1, 0))",
+							  1, types, values, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not lock the worker of pipeline \"%s\"", pipeline);
+	locked = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	end_work();
+	return locked;
 }
 
 void
@@ -354,6 +383,12 @@ sessionize_pipeline_main(Datum argument)
 	pgstat_report_appname(psprintf("sessionize pipeline %s", pipeline));
 	worker_context = AllocSetContextCreate(TopMemoryContext, "sessionize pipeline worker",
 										   ALLOCSET_DEFAULT_SIZES);
+	if (!lock_pipeline_worker(pipeline))
+	{
+		ereport(LOG,
+				(errmsg("sessionize pipeline \"%s\" already has a worker, this one exits", pipeline)));
+		proc_exit(0);
+	}
 
 	for (;;)
 	{

@@ -122,6 +122,8 @@ CREATE TABLE sessionize.pipeline_state (
 	-- transaction, LSN of the change), and how far the slot may be advanced
 	checkpoint_commit_lsn pg_lsn,
 	checkpoint_lsn pg_lsn,
+	-- the rows of one COPY share an LSN: how many at checkpoint_lsn are applied
+	checkpoint_lsn_row bigint,
 	slot_advance_to pg_lsn
 );
 COMMENT ON TABLE sessionize.pipeline_state IS 'progress of each pipeline, updated in the transaction of each batch';
@@ -243,7 +245,7 @@ DECLARE
 	key_type text;
 	time_type oid;
 	payload_type oid;
-	prefix text;
+	taken_names text;
 BEGIN
 	IF source_kind IS NULL OR source_kind NOT IN ('table', 'logical') THEN
 		RAISE EXCEPTION 'unknown source kind "%"', source_kind
@@ -318,8 +320,33 @@ BEGIN
 			RAISE EXCEPTION 'column "%" of "%" does not exist', type_column, source USING ERRCODE = 'undefined_column';
 		END IF;
 	END IF;
-	IF run_as IS NOT NULL AND NOT EXISTS (SELECT FROM pg_roles WHERE rolname = run_as) THEN
+	-- The worker runs as run_as, by default the role that creates the
+	-- pipeline: whatever the source runs (triggers on the claim's DELETE, for
+	-- one) runs with no more rights than that.
+	IF run_as IS NULL THEN
+		run_as := current_user;
+	ELSIF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = run_as) THEN
 		RAISE EXCEPTION 'role "%" does not exist', run_as USING ERRCODE = 'undefined_object';
+	ELSIF NOT pg_has_role(current_user, run_as, 'MEMBER') THEN
+		RAISE EXCEPTION 'must be a member of role "%" to run a pipeline as it', run_as
+			USING ERRCODE = 'insufficient_privilege';
+	END IF;
+	IF NOT (SELECT rolcanlogin FROM pg_roles WHERE rolname = run_as) THEN
+		RAISE EXCEPTION 'role "%" cannot log in', run_as
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'The pipeline''s worker connects as this role.',
+				  HINT = 'Give run_as a role with LOGIN.';
+	END IF;
+	-- every name the pipeline will take, before anything (a slot) is made
+	SELECT string_agg(format('%I', name || suffix), ', ') INTO taken_names
+	FROM unnest(ARRAY['_stored_sessions', '_sessions', '_sessions_live', '_sessions_final', '_late',
+					  '_changes', '_batch', '_late_id_seq', '_changes_change_id_seq']) suffix
+	WHERE to_regclass(format('sessionize.%I', name || suffix)) IS NOT NULL;
+	IF taken_names IS NOT NULL THEN
+		RAISE EXCEPTION 'pipeline "%" cannot have the names it needs', name
+			USING ERRCODE = 'duplicate_table',
+				  DETAIL = format('Schema sessionize already has %s.', taken_names),
+				  HINT = 'Choose another pipeline name.';
 	END IF;
 
 	-- A logical source: the slot is made first, while this transaction has
@@ -342,6 +369,13 @@ BEGIN
 				USING ERRCODE = 'insufficient_privilege',
 					  HINT = format('ALTER ROLE %I REPLICATION', run_as);
 		END IF;
+		IF EXISTS (SELECT FROM pg_attribute
+				   WHERE attrelid = source AND attgenerated <> ''
+					 AND attname IN (key_column, time_column, type_column, payload_column)) THEN
+			RAISE EXCEPTION 'a logical pipeline cannot read generated columns'
+				USING ERRCODE = 'feature_not_supported',
+					  DETAIL = 'Logical replication does not send the values of generated columns.';
+		END IF;
 		IF updates_as_events AND (SELECT relreplident FROM pg_class WHERE oid = source) <> 'f' THEN
 			RAISE EXCEPTION 'updates_as_events needs REPLICA IDENTITY FULL on "%"', source
 				USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -355,8 +389,37 @@ BEGIN
 					  HINT = 'Recreate the extension: DROP EXTENSION sessionize CASCADE; CREATE EXTENSION sessionize.';
 		END IF;
 		PERFORM pg_create_logical_replication_slot(sessionize.sessionize_slot_name(name), 'pgoutput');
+		-- A slot is not undone by a rollback: should anything below fail, drop it.
+		BEGIN
+			PERFORM sessionize.sessionize_make_pipeline(name, source, key_column, time_column, gap, allowed_lateness,
+														dedup_window, fingerprint_exclude, type_column, run_as,
+														source_kind, updates_as_events, payload_column, key_type);
+		EXCEPTION WHEN OTHERS THEN
+			PERFORM pg_drop_replication_slot(sessionize.sessionize_slot_name(name));
+			RAISE;
+		END;
+	ELSE
+		PERFORM sessionize.sessionize_make_pipeline(name, source, key_column, time_column, gap, allowed_lateness,
+													dedup_window, fingerprint_exclude, type_column, run_as,
+													source_kind, updates_as_events, payload_column, key_type);
 	END IF;
+END $$;
+COMMENT ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name, text, boolean, name) IS
+	'creates a pipeline that sessionizes the events landing in a staging table, or inserted into a table it follows through a logical replication slot';
+REVOKE ALL ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name, text, boolean, name) FROM PUBLIC;
 
+-- The catalog rows, tables, views and grants of a pipeline that
+-- create_pipeline() has checked.
+CREATE FUNCTION sessionize.sessionize_make_pipeline(name text, source regclass, key_column name, time_column name,
+													gap interval, allowed_lateness interval, dedup_window interval,
+													fingerprint_exclude text[], type_column name, run_as name,
+													source_kind text, updates_as_events boolean, payload_column name,
+													key_type text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
 	INSERT INTO sessionize.pipelines (name, source, key_column, time_column, gap, allowed_lateness,
 									  dedup_window, fingerprint_exclude, type_column, run_as,
 									  source_kind, updates_as_events, payload_column)
@@ -368,7 +431,6 @@ BEGIN
 		PERFORM sessionize.sessionize_publish_source(source);
 	END IF;
 
-	prefix := 'sessionize.' || quote_ident(name);
 	EXECUTE format('CREATE TABLE sessionize.%I (key %s NOT NULL, session_start timestamptz NOT NULL,'
 				   ' last_event_at timestamptz NOT NULL, expires_at timestamptz NOT NULL, events bigint NOT NULL,'
 				   ' type_counts jsonb, revision integer NOT NULL, updated_at timestamptz NOT NULL,'
@@ -422,7 +484,7 @@ BEGIN
 	-- of a staging table (SELECT ... FOR UPDATE needs UPDATE, the claim
 	-- deletes them; a logical source is read from its slot), the shared
 	-- catalog, the dedup memory and the dead letters, and the pipeline's tables.
-	IF run_as IS NOT NULL THEN
+	IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = run_as) THEN
 		EXECUTE format('GRANT USAGE ON SCHEMA sessionize TO %I', run_as);
 		IF source_kind = 'table' THEN
 			EXECUTE format('GRANT SELECT, UPDATE, DELETE ON %s TO %I', source, run_as);
@@ -438,9 +500,7 @@ BEGIN
 					   name || '_late_id_seq', name || '_changes_change_id_seq', run_as);
 	END IF;
 END $$;
-COMMENT ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name, text, boolean, name) IS
-	'creates a pipeline that sessionizes the events landing in a staging table, or inserted into a table it follows through a logical replication slot';
-REVOKE ALL ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name, text, boolean, name) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sessionize.sessionize_make_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, name, text, boolean, name, text) FROM PUBLIC;
 
 CREATE FUNCTION sessionize.alter_pipeline(
 	name text,
@@ -726,8 +786,10 @@ BEGIN
 						 END$e$,
 					  payload,
 					  'the payload is a JSON %s, not an object',
-					  pipeline.key_column, format('the key field "%s" is a JSON %%s, not a string or a number', pipeline.key_column),
-					  pipeline.time_column, format('the time field "%s" is a JSON %%s, not a string', pipeline.time_column));
+					  pipeline.key_column,
+					  format('the key field "%s" is a JSON %%s, not a string or a number', replace(pipeline.key_column, '%', '%%')),
+					  pipeline.time_column,
+					  format('the time field "%s" is a JSON %%s, not a string', replace(pipeline.time_column, '%', '%%')));
 END $$;
 
 CREATE FUNCTION sessionize.run_pipeline(name text, max_events integer DEFAULT 10000,
@@ -752,6 +814,8 @@ DECLARE
 	new_lsn pg_lsn;
 	new_advance pg_lsn;
 	slot_restart pg_lsn;
+	new_lsn_row bigint;
+	peeked_changes bigint;
 	peek_end pg_lsn;
 	reads record;
 BEGIN
@@ -784,10 +848,15 @@ BEGIN
 														 'publication_names', 'sessionize_pipelines,sessionize_pipeline_updates')
 					 WITH ORDINALITY AS p(lsn, xid, data, position),
 					 sessionize.sessionize_pgoutput_message(p.data) m),
+			-- The rows of one COPY share the LSN of their WAL record: the
+			-- checkpoint is (commit LSN, change LSN, row at that LSN).
+			relevant AS (
+				SELECT *, row_number() OVER (PARTITION BY commit_lsn, lsn ORDER BY position) AS lsn_row
+				FROM peeked
+				WHERE relation = $3 AND (kind = 'I' OR (kind = 'U' AND $4))),
 			pending AS (
-				SELECT * FROM peeked
-				WHERE relation = $3 AND (kind = 'I' OR (kind = 'U' AND $4))
-				  AND (commit_lsn, lsn) > (coalesce($5, '0/0'), coalesce($6, '0/0'))),
+				SELECT * FROM relevant
+				WHERE (commit_lsn, lsn, lsn_row) > (coalesce($5, '0/0'), coalesce($6, '0/0'), coalesce($10, 0))),
 			taken AS (
 				SELECT * FROM pending ORDER BY position LIMIT $7),
 			decoded AS (
@@ -802,7 +871,7 @@ BEGIN
 				FROM decoded d, LATERAL (SELECT to_jsonb(d.r) AS event) e
 				RETURNING ts),
 			last_taken AS (
-				SELECT commit_lsn, lsn FROM taken ORDER BY position DESC LIMIT 1),
+				SELECT commit_lsn, lsn, lsn_row FROM taken ORDER BY position DESC LIMIT 1),
 			first_left AS (
 				SELECT min(commit_lsn) AS commit_lsn FROM pending
 				WHERE position > coalesce((SELECT max(position) FROM taken), 0))
@@ -813,20 +882,24 @@ BEGIN
 				   (SELECT max(ts) FILTER (WHERE isfinite(ts)) FROM stored),
 				   (SELECT commit_lsn FROM last_taken),
 				   (SELECT lsn FROM last_taken),
+				   (SELECT lsn_row FROM last_taken),
+				   (SELECT count(*) FROM peeked),
 				   CASE WHEN (SELECT count(*) FROM peeked) < $2 AND (SELECT commit_lsn FROM first_left) IS NULL
 						THEN $9
 						ELSE (SELECT max(p.lsn) FROM peeked p, first_left f
 							  WHERE p.kind = 'C' AND (f.commit_lsn IS NULL OR p.commit_lsn < f.commit_lsn)) END$q$,
 			pipeline.source, batch, reads.key, reads.ts, reads.ts_text, reads.event_type, reads.content, reads.problem)
-		INTO consumed, last_ts, new_commit_lsn, new_lsn, new_advance
+		INTO consumed, last_ts, new_commit_lsn, new_lsn, new_lsn_row, peeked_changes, new_advance
 		USING slot, 3 * max_events + 3, pipeline.source::oid, pipeline.updates_as_events,
-			  state.checkpoint_commit_lsn, state.checkpoint_lsn, max_events, pipeline.fingerprint_exclude, peek_end;
+			  state.checkpoint_commit_lsn, state.checkpoint_lsn, max_events, pipeline.fingerprint_exclude, peek_end,
+			  state.checkpoint_lsn_row;
 		-- Each peek decodes from the slot's restart point, which moves only
-		-- as the slot passes WAL; so an idle pipeline lets it pass WAL it has
-		-- no use for once more than 1 MB of it would be decoded again, and
-		-- otherwise writes nothing.
+		-- as the slot passes WAL.  A batch that took nothing lets the slot
+		-- pass what it peeked when the peek was full (else the next peek
+		-- would be the same), or when more than 1 MB of WAL would be decoded
+		-- again; otherwise an idle pipeline writes nothing.
 		IF (new_advance > state.slot_advance_to OR (state.slot_advance_to IS NULL AND new_advance IS NOT NULL))
-		   AND (consumed > 0 OR pg_wal_lsn_diff(new_advance, slot_restart) > 1048576) THEN
+		   AND (consumed > 0 OR peeked_changes >= 3 * max_events + 3 OR pg_wal_lsn_diff(new_advance, slot_restart) > 1048576) THEN
 			UPDATE sessionize.pipeline_state s SET slot_advance_to = new_advance WHERE s.pipeline = pipeline.name;
 		END IF;
 	ELSE
@@ -901,7 +974,8 @@ BEGIN
 		last_batch_at = clock_timestamp(),
 		failures = 0,
 		checkpoint_commit_lsn = coalesce(new_commit_lsn, s.checkpoint_commit_lsn),
-		checkpoint_lsn = coalesce(new_lsn, s.checkpoint_lsn)
+		checkpoint_lsn = coalesce(new_lsn, s.checkpoint_lsn),
+		checkpoint_lsn_row = coalesce(new_lsn_row, s.checkpoint_lsn_row)
 	WHERE s.pipeline = pipeline.name;
 	-- Sessions the watermark passed in this batch can no longer change.
 	IF new_watermark > state.watermark OR (state.watermark IS NULL AND new_watermark IS NOT NULL) THEN

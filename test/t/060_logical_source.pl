@@ -601,6 +601,51 @@ ok( $node->poll_query_until('postgres',
 	'part 5: and its insert is the one event');
 $node->safe_psql('postgres', "SELECT sessionize.drop_pipeline('bare')");
 
+# The rows of a COPY share the LSN of their WAL record: taken seven at a time,
+# each is still taken exactly once.
+$node->safe_psql('postgres', 'CREATE TABLE copied_events (user_id int, ts timestamptz)');
+$node->safe_psql('postgres', q{
+	SELECT sessionize.create_pipeline('copied', 'copied_events', 'user_id', 'ts', '15 minutes',
+									  dedup_window => NULL, source_kind => 'logical')});
+$node->safe_psql('postgres', "SELECT sessionize.pause_pipeline('copied')");
+ok($node->poll_query_until('postgres', "SELECT worker_pid IS NULL FROM sessionize.pipeline_status WHERE name = 'copied'"),
+	'part 5: the copied pipeline is run by hand');
+my $copy_file = $node->basedir . '/copied.tsv';
+PostgreSQL::Test::Utils::append_to_file($copy_file,
+	join('', map { sprintf("%d\t2024-03-02 10:00:00+00\n", $_) } 1 .. 300));
+$node->safe_psql('postgres', "COPY copied_events FROM '$copy_file'");
+my ($copied, $copy_batches) = (0, 0);
+for my $attempt (1 .. 400)
+{
+	my $taken = $node->safe_psql('postgres', "SELECT consumed FROM sessionize.run_pipeline('copied', 7)");
+	$copied += $taken;
+	$copy_batches++ if $taken > 0;
+	last if $copied >= 300;
+	usleep(100_000) if $taken == 0;
+}
+is("$copied|$copy_batches", '300|43', 'part 5: a COPY of 300 rows, taken 7 at a time, is taken exactly once');
+is($node->safe_psql('postgres', "SELECT consumed, merged, duplicates FROM sessionize.run_pipeline('copied', 7)"), '0|0|0',
+	'part 5: and nothing is left of it');
+is($node->safe_psql('postgres', "SELECT count(*), sum(events) FROM sessionize.copied_sessions"), '300|300',
+	'part 5: every row is a session of its own');
+$node->safe_psql('postgres', "SELECT sessionize.drop_pipeline('copied')");
+
+# A slot is not undone by a rollback: a creation that fails after making it drops it.
+$node->safe_psql('postgres', q{
+	CREATE FUNCTION no_tables() RETURNS event_trigger LANGUAGE plpgsql AS $$
+	BEGIN
+		RAISE EXCEPTION 'no new tables today';
+	END $$;
+	CREATE EVENT TRIGGER no_tables ON ddl_command_start WHEN TAG IN ('CREATE TABLE') EXECUTE FUNCTION no_tables();
+});
+my ($failed_rc, $failed_out, $failed_error) = $node->psql('postgres', q{
+	SELECT sessionize.create_pipeline('failing', 'copied_events', 'user_id', 'ts', '15 minutes', source_kind => 'logical')});
+like($failed_error, qr/no new tables today/, 'part 5: a logical pipeline whose tables cannot be made is not created');
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM pg_replication_slots WHERE slot_name = sessionize.sessionize_slot_name('failing')"),
+	'0', 'part 5: and its slot is dropped');
+$node->safe_psql('postgres', 'DROP EVENT TRIGGER no_tables');
+
 ###############################################################################
 # 6. Observability and drop_pipeline().  A second logical pipeline on
 # profile_events shares the table's place in the publication: dropping one
