@@ -107,9 +107,19 @@ is($node->safe_psql('postgres', $matches_expected), 't', 'the sessions are still
 
 # The launcher itself is restarted by the postmaster.
 my $launcher = $node->safe_psql('postgres', "SELECT pid FROM pg_stat_activity WHERE backend_type = 'sessionize launcher'");
+my $log_offset = -s $node->logfile;
 $node->safe_psql('postgres', "SELECT pg_terminate_backend($launcher)");
 ok($node->poll_query_until('postgres', "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'sessionize launcher' AND pid <> $launcher"),
 	'the launcher comes back after it dies');
+# The new launcher does not know the worker the old one started, which still
+# runs: the worker it starts finds the pipeline taken and exits.
+ok($node->wait_for_log(qr/sessionize pipeline "clicks" already has a worker, this one exits/, $log_offset),
+	'a second worker of a pipeline steps back');
+is($node->safe_psql('postgres', "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sessionize pipeline clicks'"),
+	'1', 'so the pipeline keeps one worker');
+$node->safe_psql('postgres', "SELECT sessionize.pause_pipeline('clicks')");
+ok($node->poll_query_until('postgres', "SELECT count(*) = 0 FROM pg_stat_activity WHERE application_name = 'sessionize pipeline clicks'"),
+	'the worker the old launcher started stops when its pipeline is paused');
 
 $node->stop;
 done_testing();
