@@ -247,7 +247,7 @@ read_tuple(StringInfo reader, RowBuilder *builder, Datum *values, bool *nulls, b
 			default:
 				ereport(ERROR,
 						(errcode(ERRCODE_PROTOCOL_VIOLATION),
-						 errmsg("unexpected column kind \"%c\" in a logical change", kind),
+						 errmsg("unexpected column kind 0x%02x in a logical change", (unsigned char) kind),
 						 errhint("Changes must be decoded with pgoutput in text form (no binary option).")));
 		}
 	}
