@@ -8,7 +8,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS sessionize;
 RESET client_min_messages;
 BEGIN;
-SELECT plan(26);
+SELECT plan(27);
 SET LOCAL timezone = 'UTC';
 SELECT setseed(0.25);
 
@@ -206,7 +206,38 @@ SELECT results_eq($$ SELECT consumed, merged + duplicates + late, dead_lettered 
 				  $$ SELECT count(*), count(*), 0::bigint FROM late_deliveries $$,
 				  'every delivery is merged, a duplicate or late');
 
--- 26. Dropping a pipeline drops its tables and forgets its fingerprints.
+-- 26. Garbled logical-replication messages are errors, never a crash: random
+-- bytes after each message type, and plausible headers with random tuples.
+CREATE TEMP TABLE fuzz_row (a int, b text, c timestamptz);
+SELECT lives_ok($fuzz$
+	DO $$
+	DECLARE
+		message bytea;
+		kind text;
+	BEGIN
+		PERFORM setseed(0.5);
+		FOR i IN 1..5000 LOOP
+			kind := (ARRAY['I', 'U', 'D', 'B', 'C', 'R', 'T', 'O'])[1 + (random() * 7)::int];
+			IF random() < 0.5 THEN
+				message := substr(convert_to(kind, 'UTF8') || decode(md5(random()::text) || md5(random()::text), 'hex'),
+								  1, 1 + (random() * 40)::int);
+			ELSE
+				message := convert_to(kind, 'UTF8') || '\x00000001'::bytea
+						   || convert_to((ARRAY['N', 'K', 'O'])[1 + (random() * 2)::int], 'UTF8')
+						   || int2send((random() * 5)::int::int2)
+						   || substr(decode(md5(random()::text) || md5(random()::text), 'hex'), 1, (random() * 30)::int);
+			END IF;
+			BEGIN
+				PERFORM sessionize.sessionize_pgoutput_message(message);
+				PERFORM sessionize.sessionize_pgoutput_row(message, NULL::pg_temp.fuzz_row);
+			EXCEPTION WHEN data_exception OR protocol_violation OR datatype_mismatch OR invalid_text_representation THEN
+				NULL;
+			END;
+		END LOOP;
+	END $$
+$fuzz$, 'garbled pgoutput messages give clean errors, never a crash');
+
+-- 27. Dropping a pipeline drops its tables and forgets its fingerprints.
 SELECT sessionize.drop_pipeline('prop');
 SELECT is((SELECT count(*) FROM pg_class WHERE relname LIKE 'prop\_%' AND relnamespace = 'sessionize'::regnamespace)
 		  + (SELECT count(*) FROM sessionize.seen_fingerprints WHERE namespace = 'pipeline:prop'),
