@@ -111,20 +111,21 @@ SELECT sessionize.create_pipeline('p2', 'plays_in', 'listener', 'played_at', '30
 SELECT sessionize.create_pipeline('p2', 'plays_in', 'listener', 'played_at', '30 minutes', payload_column => 'nothing');
 SELECT sessionize.create_pipeline('p2', 'plays_in', 'listener', 'played_at', '30 minutes', payload_column => 'action');
 SELECT sessionize.create_pipeline('plays_stored', 'plays_in', 'listener', 'played_at', '30 minutes');
+-- Who may create a pipeline, and whose rights it runs with: the owner of
+-- the source by default, or run_as; the creator must be a member of it.
 CREATE ROLE regress_sessionize_admin;
-CREATE ROLE regress_sessionize_other LOGIN;
-CREATE ROLE regress_sessionize_nologin;
-GRANT USAGE ON SCHEMA sessionize TO regress_sessionize_admin;
-GRANT SELECT ON sessionize.pipelines TO regress_sessionize_admin;
-GRANT EXECUTE ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name, text, boolean, name) TO regress_sessionize_admin;
+CREATE ROLE regress_sessionize_other;
+GRANT EXECUTE ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name, text, boolean, name, boolean) TO regress_sessionize_admin;
 SET ROLE regress_sessionize_admin;
+SELECT sessionize.create_pipeline('p2', 'plays_in', 'listener', 'played_at', '30 minutes');
 SELECT sessionize.create_pipeline('p2', 'plays_in', 'listener', 'played_at', '30 minutes', run_as => 'regress_sessionize_other');
 RESET ROLE;
-SELECT sessionize.create_pipeline('p2', 'plays_in', 'listener', 'played_at', '30 minutes', run_as => 'regress_sessionize_nologin');
-REVOKE ALL ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name, text, boolean, name) FROM regress_sessionize_admin;
-REVOKE SELECT ON sessionize.pipelines FROM regress_sessionize_admin;
-REVOKE USAGE ON SCHEMA sessionize FROM regress_sessionize_admin;
-DROP ROLE regress_sessionize_admin, regress_sessionize_other, regress_sessionize_nologin;
+SELECT sessionize.create_pipeline('p2', 'plays_in', 'listener', 'played_at', '30 minutes', run_as => 'regress_sessionize_other');
+ALTER TABLE plays_in OWNER TO regress_sessionize_other;
+SELECT sessionize.create_pipeline('p2', 'plays_in', 'listener', 'played_at', '30 minutes', run_as => current_user);
+ALTER TABLE plays_in OWNER TO CURRENT_USER;
+REVOKE ALL ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name, text, boolean, name, boolean) FROM regress_sessionize_admin;
+DROP ROLE regress_sessionize_admin, regress_sessionize_other;
 BEGIN;
 INSERT INTO plays_in (listener, played_at) VALUES (1, '2024-06-02 10:00');
 SELECT sessionize.create_pipeline('p2', 'plays_in', 'listener', 'played_at', '30 minutes', source_kind => 'logical');
@@ -140,10 +141,20 @@ SELECT sessionize.drop_pipeline('nothing');
 SELECT sessionize.replay_late('nothing');
 SELECT sessionize.replay_late('plays', 0);
 
--- Administration is not for everybody.
-SELECT has_function_privilege('public', 'sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name, text, boolean, name)', 'EXECUTE') AS public_may_create,
+-- Creating pipelines is for the roles an administrator grants it to; the
+-- other pipeline functions are everybody's, and check the caller's rights.
+SELECT has_function_privilege('public', 'sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name, text, boolean, name, boolean)', 'EXECUTE') AS public_may_create,
 	   has_function_privilege('public', 'sessionize.drop_pipeline(text)', 'EXECUTE') AS public_may_drop,
 	   has_function_privilege('public', 'sessionize.replay_late(text, integer)', 'EXECUTE') AS public_may_replay;
+CREATE ROLE regress_sessionize_stranger;
+SET ROLE regress_sessionize_stranger;
+SELECT sessionize.drop_pipeline('plays');
+SELECT * FROM sessionize.run_pipeline('plays');
+SELECT sessionize.replay_late('plays');
+SELECT count(*) AS pipelines_seen FROM sessionize.pipeline_status;
+SELECT count(*) FROM sessionize.plays_sessions;
+RESET ROLE;
+DROP ROLE regress_sessionize_stranger;
 
 SELECT sessionize.drop_pipeline('plays');
 SELECT count(*) AS pipeline_tables_left FROM pg_class WHERE relname LIKE 'plays\_%' AND relnamespace = 'sessionize'::regnamespace;

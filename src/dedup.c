@@ -29,6 +29,7 @@ PG_FUNCTION_INFO_V1(first_seen);
 PG_FUNCTION_INFO_V1(classify_duplicate);
 PG_FUNCTION_INFO_V1(check_interval);
 PG_FUNCTION_INFO_V1(check_namespace);
+PG_FUNCTION_INFO_V1(check_user_namespace);
 
 static SPIPlanPtr first_seen_plan = NULL;
 static SPIPlanPtr claim_event_id_plan = NULL;
@@ -51,23 +52,40 @@ prepare_once(SPIPlanPtr *plan, const char *query, int nargs, Oid *argtypes)
 }
 
 /*
- * Checks the namespace and ttl arguments shared by the dedup functions.
- * Returns the ttl as a Datum with *ttl_null set when entries never expire.
+ * Checks the namespace argument of a dedup function.  Namespaces starting
+ * with "pipeline:" hold the dedup memory of pipelines: only the pipelines
+ * may use them (pipeline_ok), or anyone could make a pipeline drop its
+ * events as duplicates by planting their fingerprints.
  */
 static void
-namespace_argument(FunctionCallInfo fcinfo, int argno)
+namespace_argument(FunctionCallInfo fcinfo, int argno, bool pipeline_ok)
 {
+	text	   *namespace;
+
 	if (PG_ARGISNULL(argno))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("dedup namespace must not be null"),
 				 errhint("Use a name per source of events, such as 'checkout-events'.")));
+	namespace = PG_GETARG_TEXT_PP(argno);
+	if (!pipeline_ok && VARSIZE_ANY_EXHDR(namespace) >= 9 &&
+		strncmp(VARDATA_ANY(namespace), "pipeline:", 9) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("dedup namespace \"%s\" belongs to a pipeline", text_to_cstring(namespace)),
+				 errdetail("Namespaces starting with \"pipeline:\" are the dedup memory of pipelines."),
+				 errhint("Use another namespace.")));
 }
 
+/*
+ * Checks the namespace and ttl arguments shared by the dedup functions that
+ * users call.  Returns the ttl as a Datum with *ttl_null set when entries
+ * never expire.
+ */
 static Datum
 dedup_arguments(FunctionCallInfo fcinfo, int namespace_arg, int ttl_arg, bool *ttl_null)
 {
-	namespace_argument(fcinfo, namespace_arg);
+	namespace_argument(fcinfo, namespace_arg, false);
 	*ttl_null = PG_ARGISNULL(ttl_arg);
 	if (*ttl_null)
 		return (Datum) 0;
@@ -198,10 +216,24 @@ check_interval(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(PG_GETARG_DATUM(0));
 }
 
-/* sessionize_check_namespace(namespace text) -> namespace, or an error if NULL */
+/*
+ * sessionize_check_namespace(namespace text) -> namespace, or an error if
+ * NULL; the dedup memory of pipelines calls it
+ */
 Datum
 check_namespace(PG_FUNCTION_ARGS)
 {
-	namespace_argument(fcinfo, 0);
+	namespace_argument(fcinfo, 0, true);
+	PG_RETURN_DATUM(PG_GETARG_DATUM(0));
+}
+
+/*
+ * sessionize_check_user_namespace(namespace text) -> namespace, or an error
+ * if NULL or a pipeline's
+ */
+Datum
+check_user_namespace(PG_FUNCTION_ARGS)
+{
+	namespace_argument(fcinfo, 0, false);
 	PG_RETURN_DATUM(PG_GETARG_DATUM(0));
 }

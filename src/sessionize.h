@@ -91,6 +91,9 @@ extern int	sessionize_max_workers;
 extern int	sessionize_naptime_ms;
 extern int	sessionize_batch_size;
 
+/* privileges.c: the lock that keeps a pipeline to one worker */
+extern bool sessionize_lock_pipeline_worker(int64 pipeline_id);
+
 /* worker.c: the pipeline launcher and workers */
 extern void sessionize_register_launcher(void);
 

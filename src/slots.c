@@ -353,10 +353,10 @@ slot_table_for(Oid table_id, int key_count, const Oid *key_types, Oid slot_key_t
 		column_types[i] = column_type(relation, TextDatumGetCString(key_names[i]), &typmod);
 		appendStringInfo(&keys_where, "%s%s %s CAST($%d AS %s)", i > 0 ? " AND " : "",
 						 name, equality_operator(column_types[i]), i + 1,
-						 format_type_with_typemod(column_types[i], typmod));
+						 format_type_extended(column_types[i], typmod, FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY));
 		appendStringInfo(&key_list, "%s%s", i > 0 ? ", " : "", name);
 		appendStringInfo(&key_values, "%sCAST($%d AS %s)", i > 0 ? ", " : "", i + 1,
-						 format_type_with_typemod(column_types[i], typmod));
+						 format_type_extended(column_types[i], typmod, FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY));
 		types[i] = key_types[i];
 	}
 	table->slot_key_type = column_type(relation, psprintf("%s_1", slot_key_name), &typmod);

@@ -17,8 +17,10 @@
  * failing batch is rolled back, its error recorded in the pipeline's state,
  * and retried after a growing pause: the worker does not exit and restart in
  * a loop.  SIGTERM ends the worker between batches.  A worker exits when
- * its pipeline is paused or dropped, and a session advisory lock keeps it the
- * only worker of its pipeline.
+ * its pipeline is paused or dropped, and a session lock keeps it the only
+ * worker of its pipeline.  Both connect as the bootstrap superuser and pin
+ * search_path; run_pipeline() gives a batch the rights of the pipeline's
+ * owner.
  *
  *-------------------------------------------------------------------------
  */
@@ -37,6 +39,7 @@
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
@@ -47,8 +50,8 @@
 /* What the launcher knows of one pipeline's worker. */
 typedef struct PipelineWorker
 {
+	int64		id;				/* the pipeline's incarnation */
 	char		name[NAMEDATALEN];
-	char		run_as[NAMEDATALEN];
 	bool		active;			/* seen active in the catalog this round */
 	BackgroundWorkerHandle *handle;
 	int			quick_exits;	/* exits soon after start, for backoff */
@@ -101,12 +104,23 @@ end_work(void)
 }
 
 static PipelineWorker *
-find_worker(const char *name)
+find_worker(int64 id)
 {
 	for (int i = 0; i < worker_count; i++)
-		if (strcmp(workers[i].name, name) == 0)
+		if (workers[i].id == id)
 			return &workers[i];
 	return NULL;
+}
+
+/*
+ * The settings of the database (ALTER DATABASE ... SET search_path, say) are
+ * its owner's: neither the launcher nor a worker lets them decide what the
+ * names in its queries mean.
+ */
+static void
+pin_search_path(void)
+{
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 }
 
 /* Reads the active pipelines; marks the known ones, adds new ones. */
@@ -124,14 +138,15 @@ read_active_pipelines(void)
 		bool		installed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 
 		if (installed &&
-			SPI_execute("SELECT name, coalesce(run_as::pg_catalog.text, '') FROM sessionize.pipelines"
-						" WHERE state OPERATOR(pg_catalog.=) 'active' ORDER BY name", true, 0) == SPI_OK_SELECT)
+			SPI_execute("SELECT p.name, p.id FROM sessionize.pipelines p"
+						" WHERE p.state OPERATOR(pg_catalog.=) 'active' ORDER BY p.name", true, 0) == SPI_OK_SELECT)
 		{
 			for (uint64 row = 0; row < SPI_processed; row++)
 			{
 				char	   *name = SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, 1);
-				char	   *run_as = SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, 2);
-				PipelineWorker *worker = find_worker(name);
+				bool		isnull;
+				int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, 2, &isnull));
+				PipelineWorker *worker = find_worker(id);
 
 				if (worker == NULL)
 				{
@@ -146,9 +161,9 @@ read_active_pipelines(void)
 					MemoryContextSwitchTo(old_context);
 					worker = &workers[worker_count++];
 					memset(worker, 0, sizeof(PipelineWorker));
+					worker->id = id;
 					strlcpy(worker->name, name, NAMEDATALEN);
 				}
-				strlcpy(worker->run_as, run_as, NAMEDATALEN);
 				worker->active = true;
 			}
 		}
@@ -195,9 +210,9 @@ start_worker(PipelineWorker *worker)
 	snprintf(definition.bgw_function_name, BGW_MAXLEN, "sessionize_pipeline_main");
 	snprintf(definition.bgw_name, BGW_MAXLEN, "sessionize pipeline %s", worker->name);
 	snprintf(definition.bgw_type, BGW_MAXLEN, "sessionize pipeline");
-	StaticAssertStmt(2 * NAMEDATALEN <= BGW_EXTRALEN, "pipeline and role names must fit in bgw_extra");
+	StaticAssertStmt(NAMEDATALEN + sizeof(int64) <= BGW_EXTRALEN, "pipeline name and id must fit in bgw_extra");
 	memcpy(definition.bgw_extra, worker->name, NAMEDATALEN);
-	memcpy(definition.bgw_extra + NAMEDATALEN, worker->run_as, NAMEDATALEN);
+	memcpy(definition.bgw_extra + NAMEDATALEN, &worker->id, sizeof(int64));
 
 	if (!RegisterDynamicBackgroundWorker(&definition, &worker->handle))
 	{
@@ -258,6 +273,7 @@ sessionize_launcher_main(Datum argument)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(sessionize_database, NULL, 0);
+	pin_search_path();
 	pgstat_report_appname("sessionize launcher");
 
 	for (;;)
@@ -280,27 +296,30 @@ sessionize_launcher_main(Datum argument)
 }
 
 /*
- * Runs one batch in its own transaction, if the pipeline is still there and
- * active (*pipeline_gone otherwise).  Returns the number of events consumed,
- * or -1 when the batch failed (rolled back, error recorded).
+ * Runs one batch in its own transaction, if the pipeline is still there (the
+ * same incarnation) and active (*pipeline_gone otherwise).  Returns the
+ * number of events consumed, or -1 when the batch failed (rolled back, error
+ * recorded).  The worker connects as a superuser; run_pipeline() runs the
+ * batch with the rights of the pipeline's owner.
  */
 static int64
-run_one_batch(const char *pipeline, MemoryContext worker_context, bool *pipeline_gone)
+run_one_batch(const char *pipeline, int64 pipeline_id, MemoryContext worker_context, bool *pipeline_gone)
 {
 	volatile int64 consumed = 0;
 
 	PG_TRY();
 	{
-		Oid			types[2] = {TEXTOID, INT4OID};
+		Oid			types[2] = {INT8OID, INT4OID};
 		Datum		values[2];
 		bool		isnull;
 
 		begin_work("sessionize.run_pipeline");
-		values[0] = CStringGetTextDatum(pipeline);
+		values[0] = Int64GetDatum(pipeline_id);
 		values[1] = Int32GetDatum(sessionize_batch_size);
 		if (SPI_execute_with_args("SELECT b.consumed FROM sessionize.pipelines p,"
 								  " sessionize.run_pipeline(p.name, $2) b"
-								  " WHERE p.name = $1 AND p.state = 'active'",
+								  " WHERE p.id OPERATOR(pg_catalog.=) $1"
+								  " AND p.state OPERATOR(pg_catalog.=) 'active'",
 								  2, types, values, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not run pipeline \"%s\"", pipeline);
 		if (SPI_processed == 0)
@@ -339,51 +358,28 @@ run_one_batch(const char *pipeline, MemoryContext worker_context, bool *pipeline
 	return consumed;
 }
 
-/*
- * Takes the session advisory lock that makes a worker the only one of its
- * pipeline, also when a restarted launcher no longer knows the workers the
- * previous one started.
- */
-static bool
-lock_pipeline_worker(const char *pipeline)
-{
-	Oid			types[1] = {TEXTOID};
-	Datum		values[1];
-	bool		isnull;
-	bool		locked;
-
-	begin_work("locking a sessionize pipeline worker");
-	values[0] = CStringGetTextDatum(pipeline);
-	if (SPI_execute_with_args("SELECT pg_catalog.pg_try_advisory_lock("
-							  "pg_catalog.hashtextextended('sessionize worker ' OPERATOR(pg_catalog.||) $1, 0))",
-							  1, types, values, NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not lock the worker of pipeline \"%s\"", pipeline);
-	locked = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	end_work();
-	return locked;
-}
-
 void
 sessionize_pipeline_main(Datum argument)
 {
 	char		pipeline[NAMEDATALEN];
-	char		run_as[NAMEDATALEN];
+	int64		pipeline_id;
 	MemoryContext worker_context;
 	int			failures = 0;
 
 	memcpy(pipeline, MyBgworkerEntry->bgw_extra, NAMEDATALEN);
-	memcpy(run_as, MyBgworkerEntry->bgw_extra + NAMEDATALEN, NAMEDATALEN);
-	pipeline[NAMEDATALEN - 1] = run_as[NAMEDATALEN - 1] = '\0';
+	memcpy(&pipeline_id, MyBgworkerEntry->bgw_extra + NAMEDATALEN, sizeof(int64));
+	pipeline[NAMEDATALEN - 1] = '\0';
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	/* finish the batch in hand, then exit */
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(sessionize_database, run_as[0] != '\0' ? run_as : NULL, 0);
+	BackgroundWorkerInitializeConnection(sessionize_database, NULL, 0);
+	pin_search_path();
 	pgstat_report_appname(psprintf("sessionize pipeline %s", pipeline));
 	worker_context = AllocSetContextCreate(TopMemoryContext, "sessionize pipeline worker",
 										   ALLOCSET_DEFAULT_SIZES);
-	if (!lock_pipeline_worker(pipeline))
+	if (!sessionize_lock_pipeline_worker(pipeline_id))
 	{
 		ereport(LOG,
 				(errmsg("sessionize pipeline \"%s\" already has a worker, this one exits", pipeline)));
@@ -405,7 +401,7 @@ sessionize_pipeline_main(Datum argument)
 		}
 
 		MemoryContextReset(worker_context);
-		consumed = run_one_batch(pipeline, worker_context, &pipeline_gone);
+		consumed = run_one_batch(pipeline, pipeline_id, worker_context, &pipeline_gone);
 		if (pipeline_gone)
 			proc_exit(0);
 

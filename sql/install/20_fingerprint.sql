@@ -37,6 +37,8 @@ COMMENT ON FUNCTION sessionize.fingerprint_bytes(jsonb, text[]) IS
 	'the 16 bytes of the MD5 fingerprint as a uuid, compact for storage and indexes';
 
 -- The dedup memory ------------------------------------------------------------
+-- Its tables are written only through the functions below, which run as the
+-- extension's owner; namespaces starting with "pipeline:" are the pipelines'.
 
 CREATE TABLE sessionize.seen_fingerprints (
 	namespace text NOT NULL,
@@ -78,7 +80,8 @@ LANGUAGE C IMMUTABLE PARALLEL SAFE;
 CREATE FUNCTION sessionize.first_seen(namespace text, fingerprint uuid, ttl interval DEFAULT '1 hour')
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'first_seen'
-LANGUAGE C VOLATILE PARALLEL UNSAFE;
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION sessionize.first_seen(text, uuid, interval) IS
 	'true exactly once per fingerprint and namespace within ttl (NULL ttl: forever)';
 
@@ -89,44 +92,12 @@ RETURN sessionize.first_seen(namespace, pg_catalog.uuid(fingerprint), ttl);
 COMMENT ON FUNCTION sessionize.first_seen(text, text, interval) IS
 	'first_seen() for an MD5 fingerprint in hex, as fingerprint() returns it';
 
--- Set-based: one statement for a whole batch.  Element i of the result says
--- whether fingerprint i is new; of repeated fingerprints in the batch only the
--- first is.
-CREATE FUNCTION sessionize.first_seen_many(namespace text, fingerprints uuid[], ttl interval DEFAULT '1 hour')
-RETURNS boolean[]
-LANGUAGE sql VOLATILE PARALLEL UNSAFE
-BEGIN ATOMIC
-	WITH checked AS (
-		SELECT sessionize.sessionize_check_namespace(namespace) AS namespace,
-			   sessionize.sessionize_check_interval(ttl, 'ttl') AS ttl
-	), numbered AS (
-		SELECT f.fingerprint, f.position,
-			   pg_catalog.row_number() OVER (PARTITION BY f.fingerprint ORDER BY f.position) AS copy
-		FROM pg_catalog.unnest(fingerprints) WITH ORDINALITY AS f(fingerprint, position)
-	), claimed AS (
-		INSERT INTO sessionize.seen_fingerprints AS seen (namespace, fingerprint, first_seen_at, expires_at)
-		SELECT c.namespace, n.fingerprint, pg_catalog.statement_timestamp(),
-			   pg_catalog.statement_timestamp() OPERATOR(pg_catalog.+) c.ttl
-		FROM numbered n, checked c
-		WHERE n.copy OPERATOR(pg_catalog.=) 1 AND n.fingerprint IS NOT NULL
-		ON CONFLICT (namespace, fingerprint) DO UPDATE
-		SET first_seen_at = EXCLUDED.first_seen_at, expires_at = EXCLUDED.expires_at
-		WHERE seen.expires_at OPERATOR(pg_catalog.<=) EXCLUDED.first_seen_at
-		RETURNING seen.fingerprint
-	)
-	SELECT pg_catalog.array_agg(CASE WHEN n.fingerprint IS NULL THEN NULL
-									 ELSE n.copy OPERATOR(pg_catalog.=) 1 AND c.fingerprint IS NOT NULL END
-								ORDER BY n.position)
-	FROM numbered n LEFT JOIN claimed c ON c.fingerprint OPERATOR(pg_catalog.=) n.fingerprint;
-END;
-COMMENT ON FUNCTION sessionize.first_seen_many(text, uuid[], interval) IS
-	'first_seen() for a batch in one statement: element i is true iff fingerprint i is new';
-
 CREATE FUNCTION sessionize.classify_duplicate(namespace text, event_id text, fingerprint uuid,
 											  ttl interval DEFAULT '1 hour')
 RETURNS text
 AS 'MODULE_PATHNAME', 'classify_duplicate'
-LANGUAGE C VOLATILE PARALLEL UNSAFE;
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION sessionize.classify_duplicate(text, text, uuid, interval) IS
 	'new, natural_duplicate (same id, same content) or synthetic_duplicate (same id, other content)';
 
@@ -134,7 +105,7 @@ COMMENT ON FUNCTION sessionize.classify_duplicate(text, text, uuid, interval) IS
 -- many it removed; schedule it (for example with pg_cron) to keep them small.
 CREATE FUNCTION sessionize.prune_seen(batch_size integer DEFAULT 10000)
 RETURNS bigint
-LANGUAGE plpgsql VOLATILE
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE

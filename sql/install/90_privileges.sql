@@ -1,0 +1,43 @@
+-- Privileges.  Every function of sessionize starts out not executable by
+-- PUBLIC; what README documents for users is granted back.  Aggregates check
+-- their support functions against their owner, so the support functions
+-- need no grant.  create_pipeline() and prune_seen() are for the roles an
+-- administrator grants them to; every pipeline function checks that its
+-- caller has the rights of the pipeline's owner.
+
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA sessionize FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION
+	sessionize.session_id(timestamptz, interval),
+	sessionize.session_id(timestamptz, interval, interval),
+	sessionize.session_id(timestamp, interval),
+	sessionize.session_id(timestamp, interval, interval),
+	sessionize.session_start(timestamptz, interval),
+	sessionize.session_start(timestamptz, interval, interval),
+	sessionize.session_start(timestamp, interval),
+	sessionize.session_start(timestamp, interval, interval),
+	sessionize.sessions(timestamptz, interval),
+	sessionize.sessions(timestamptz, interval, interval),
+	sessionize.sessions(timestamp, interval),
+	sessionize.sessions(timestamp, interval, interval),
+	sessionize.fingerprint(jsonb, text[], text),
+	sessionize.fingerprint(record, text[], text),
+	sessionize.fingerprint(text, text[], text),
+	sessionize.fingerprint_bytes(jsonb, text[]),
+	sessionize.first_seen(text, uuid, interval),
+	sessionize.first_seen(text, text, interval),
+	sessionize.first_seen_many(text, uuid[], interval),
+	sessionize.classify_duplicate(text, text, uuid, interval),
+	sessionize.create_slot_table(text, text[], regtype[], regtype, regtype, integer, text, text, text, text),
+	sessionize.slot_upsert(regclass, "any", "any", "any"),
+	sessionize.slot_upsert_many(regclass, "any", "any", "any"),
+	sessionize.run_pipeline(text, integer),
+	sessionize.alter_pipeline(text, interval, interval, text[], boolean, boolean),
+	sessionize.pause_pipeline(text),
+	sessionize.resume_pipeline(text),
+	sessionize.drop_pipeline(text),
+	sessionize.replay_late(text, integer),
+	sessionize.pipeline_backlog(text)
+TO PUBLIC;
+
+GRANT SELECT ON sessionize.pipeline_status, sessionize.pipeline_dead_letters TO PUBLIC;

@@ -1,0 +1,253 @@
+/*-------------------------------------------------------------------------
+ *
+ * privileges.c
+ *	  Who a pipeline's work runs as.
+ *
+ * The extension's tables are written only by the extension's own functions,
+ * running as the extension's owner; user code never runs with those rights.
+ * Three pieces make that hold:
+ *
+ * - call_as_extension() is the C body of every SQL function through which a
+ *	 role acts on a pipeline (run_pipeline(), alter_pipeline(), ...).  It calls
+ *	 sessionize_<name>(caller, arguments...), a SECURITY DEFINER function that
+ *	 no one else may execute, passing the role that called it, so that the
+ *	 body can check what that role may do.  A SECURITY DEFINER function cannot
+ *	 see who called it; this is how it learns.
+ *
+ * - rows_as() runs one query as a pipeline's owner, in a security-restricted
+ *	 operation with a pinned search_path, and returns its rows: claiming from
+ *	 the source, decoding changes and reading late events fire triggers,
+ *	 domain checks and type input functions that the owner's side wrote.
+ *
+ * - pipeline locks use advisory lock tags of a class no SQL function can
+ *	 produce, so that no role can hold a pipeline's lock and stall it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/namespace.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_func.h"
+#include "storage/lock.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+#include "utils/tuplestore.h"
+
+#include "sessionize.h"
+
+PG_FUNCTION_INFO_V1(call_as_extension);
+PG_FUNCTION_INFO_V1(call_as_extension_in_schema);
+PG_FUNCTION_INFO_V1(rows_as);
+PG_FUNCTION_INFO_V1(lock_pipeline_batch);
+
+/*
+ * Lock tag classes of sessionize.  SQL's advisory lock functions use 1 and 2
+ * in the fourth field; these values are out of their reach.
+ */
+#define PIPELINE_BATCH_LOCK_CLASS	0x5301
+#define PIPELINE_WORKER_LOCK_CLASS	0x5302
+
+/*
+ * Calls sessionize_<name>(caller regrole, [caller_schema text,] arguments...)
+ * in the schema of the called function, where <name> is the called
+ * function's name.  caller_schema, the caller's current schema (NULL if
+ * none), is for bodies that create objects where the caller would.
+ */
+static Datum
+call_body(FunctionCallInfo fcinfo, bool with_schema)
+{
+	FmgrInfo   *body = (FmgrInfo *) fcinfo->flinfo->fn_extra;
+	int			leading = with_schema ? 2 : 1;
+	FunctionCallInfo call;
+	Datum		result;
+
+	if (body == NULL)
+	{
+		Oid			self = fcinfo->flinfo->fn_oid;
+		Oid		   *argument_types;
+		int			argument_count;
+		Oid			body_types[FUNC_MAX_ARGS];
+		char	   *body_name;
+		Oid			body_oid;
+
+		get_func_signature(self, &argument_types, &argument_count);
+		if (argument_count + leading > FUNC_MAX_ARGS)
+			elog(ERROR, "too many arguments for call_as_extension");
+		body_types[0] = REGROLEOID;
+		body_types[1] = TEXTOID;
+		memcpy(body_types + leading, argument_types, sizeof(Oid) * argument_count);
+		body_name = psprintf("sessionize_%s", get_func_name(self));
+		body_oid = LookupFuncName(list_make2(makeString(get_namespace_name(get_func_namespace(self))),
+											 makeString(body_name)),
+								  argument_count + leading, body_types, false);
+		body = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(FmgrInfo));
+		fmgr_info_cxt(body_oid, body, fcinfo->flinfo->fn_mcxt);
+		fcinfo->flinfo->fn_extra = body;
+	}
+
+	call = palloc0(SizeForFunctionCallInfo(fcinfo->nargs + leading));
+	InitFunctionCallInfoData(*call, body, fcinfo->nargs + leading, fcinfo->fncollation, NULL, NULL);
+	call->args[0].value = ObjectIdGetDatum(GetUserId());
+	call->args[0].isnull = false;
+	if (with_schema)
+	{
+		List	   *search_path = fetch_search_path(false);
+		char	   *schema = search_path == NIL ? NULL : get_namespace_name(linitial_oid(search_path));
+
+		call->args[1].value = schema == NULL ? (Datum) 0 : CStringGetTextDatum(schema);
+		call->args[1].isnull = schema == NULL;
+	}
+	memcpy(call->args + leading, fcinfo->args, sizeof(NullableDatum) * fcinfo->nargs);
+	result = FunctionCallInvoke(call);
+	fcinfo->isnull = call->isnull;
+	return result;
+}
+
+/* call_as_extension(arguments...): sessionize_<name>(caller, arguments...) */
+Datum
+call_as_extension(PG_FUNCTION_ARGS)
+{
+	return call_body(fcinfo, false);
+}
+
+/*
+ * call_as_extension_in_schema(arguments...):
+ * sessionize_<name>(caller, caller_schema, arguments...)
+ */
+Datum
+call_as_extension_in_schema(PG_FUNCTION_ARGS)
+{
+	return call_body(fcinfo, true);
+}
+
+/*
+ * rows_as(role regrole, query text, argument anyelement) returns setof record:
+ * the rows of query, with argument as $1, run as role in a security-restricted
+ * operation (no SET ROLE, no temporary objects, nothing left behind for later
+ * code) with search_path pinned.  Functions of sessionize only; the query is
+ * theirs.
+ */
+Datum
+rows_as(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *result_info = (ReturnSetInfo *) fcinfo->resultinfo;
+	Oid			role;
+	char	   *query;
+	Oid			argument_type;
+	Datum		argument;
+	char		argument_null;
+	Oid			saved_user;
+	int			saved_context;
+	int			nest_level;
+	MemoryContext old_context;
+	TupleDesc	expected;
+	Tuplestorestate *rows;
+	int			status;
+
+	if (result_info == NULL || !IsA(result_info, ReturnSetInfo) ||
+		(result_info->allowedModes & SFRM_Materialize) == 0 || result_info->expectedDesc == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("rows_as must be called in FROM with a column definition list")));
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("role and query must not be null")));
+	role = PG_GETARG_OID(0);
+	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(role)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("role with OID %u does not exist", role)));
+	query = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	argument_type = get_fn_expr_argtype(fcinfo->flinfo, 2);
+	argument = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
+	argument_null = PG_ARGISNULL(2) ? 'n' : ' ';
+
+	old_context = MemoryContextSwitchTo(result_info->econtext->ecxt_per_query_memory);
+	expected = CreateTupleDescCopy(result_info->expectedDesc);
+	rows = tuplestore_begin_heap(true, false, work_mem);
+	MemoryContextSwitchTo(old_context);
+
+	GetUserIdAndSecContext(&saved_user, &saved_context);
+	SetUserIdAndSecContext(role, saved_context | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	nest_level = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+
+	SPI_connect();
+	status = SPI_execute_with_args(query, 1, &argument_type, &argument, &argument_null, false, 0);
+	if (status < 0 || SPI_tuptable == NULL)
+		elog(ERROR, "rows_as: the query returned no rows: %s", SPI_result_code_string(status));
+	if (SPI_tuptable->tupdesc->natts != expected->natts)
+		elog(ERROR, "rows_as: the query returns %d columns, %d expected",
+			 SPI_tuptable->tupdesc->natts, expected->natts);
+	for (int i = 0; i < expected->natts; i++)
+		if (TupleDescAttr(SPI_tuptable->tupdesc, i)->atttypid != TupleDescAttr(expected, i)->atttypid)
+			elog(ERROR, "rows_as: column %d of the query is of type %s, %s expected", i + 1,
+				 format_type_be(TupleDescAttr(SPI_tuptable->tupdesc, i)->atttypid),
+				 format_type_be(TupleDescAttr(expected, i)->atttypid));
+	old_context = MemoryContextSwitchTo(result_info->econtext->ecxt_per_query_memory);
+	for (uint64 row = 0; row < SPI_processed; row++)
+		tuplestore_puttuple(rows, SPI_tuptable->vals[row]);
+	MemoryContextSwitchTo(old_context);
+	SPI_finish();
+
+	AtEOXact_GUC(false, nest_level);
+	SetUserIdAndSecContext(saved_user, saved_context);
+
+	result_info->returnMode = SFRM_Materialize;
+	result_info->setResult = rows;
+	result_info->setDesc = expected;
+	return (Datum) 0;
+}
+
+static void
+pipeline_lock_tag(LOCKTAG *tag, uint64 key, uint16 lock_class)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) (key >> 32), (uint32) key, lock_class);
+}
+
+/*
+ * sessionize_lock_pipeline_batch(name text): waits for, then holds until the
+ * end of the transaction, the lock that serializes the batches, alter and
+ * drop of the pipeline of that name.
+ */
+Datum
+lock_pipeline_batch(PG_FUNCTION_ARGS)
+{
+	text	   *name;
+	LOCKTAG		tag;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("pipeline name must not be null")));
+	name = PG_GETARG_TEXT_PP(0);
+	pipeline_lock_tag(&tag, hash_bytes_extended((const unsigned char *) VARDATA_ANY(name),
+												VARSIZE_ANY_EXHDR(name), 0),
+					  PIPELINE_BATCH_LOCK_CLASS);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	PG_RETURN_VOID();
+}
+
+/*
+ * Takes, for the life of the session, the lock that makes a worker the only
+ * one of its pipeline; false when another session holds it.
+ */
+bool
+sessionize_lock_pipeline_worker(int64 pipeline_id)
+{
+	LOCKTAG		tag;
+
+	pipeline_lock_tag(&tag, (uint64) pipeline_id, PIPELINE_WORKER_LOCK_CLASS);
+	return LockAcquire(&tag, ExclusiveLock, true, true) != LOCKACQUIRE_NOT_AVAIL;
+}
