@@ -17,10 +17,15 @@ SELECT sessionize.fingerprint('{"b": "x", "B": "y", "aa": "z", "a": "w"}')
 	 = md5('B' || chr(31) || 'y' || chr(31) || 'a' || chr(31) || 'w' || chr(31)
 		   || 'aa' || chr(31) || 'z' || chr(31) || 'b' || chr(31) || 'x' || chr(31)) AS bytewise;
 
--- Non-string values hash their jsonb text form; nested values are canonical.
-SELECT sessionize.fingerprint('{"n": 1.50, "t": true, "z": null, "o": {"y": 1, "x": [1, "a"]}}')
-	 = md5('n' || chr(31) || '1.50' || chr(31) || 'o' || chr(31) || '{"x": [1, "a"], "y": 1}' || chr(31)
-		   || 't' || chr(31) || 'true' || chr(31) || 'z' || chr(31) || 'null' || chr(31)) AS typed;
+-- Non-string values hash a NUL byte, a letter for their JSON type and their
+-- jsonb text form; nested values are canonical.  A U+001F inside a string
+-- is preceded by a NUL.
+SELECT sessionize.fingerprint('{"n": 1.50, "t": true, "z": null, "o": {"y": 1, "x": [1, "a"]}, "s": "a\u001fb"}')
+	 = md5(convert_to('n' || chr(31), 'UTF8') || '\x00'::bytea || convert_to('n1.50' || chr(31), 'UTF8')
+		   || convert_to('o' || chr(31), 'UTF8') || '\x00'::bytea || convert_to('o{"x": [1, "a"], "y": 1}' || chr(31), 'UTF8')
+		   || convert_to('s' || chr(31) || 'a', 'UTF8') || '\x00'::bytea || convert_to(chr(31) || 'b' || chr(31), 'UTF8')
+		   || convert_to('t' || chr(31), 'UTF8') || '\x00'::bytea || convert_to('btrue' || chr(31), 'UTF8')
+		   || convert_to('z' || chr(31), 'UTF8') || '\x00'::bytea || convert_to('z' || chr(31), 'UTF8')) AS typed;
 SELECT sessionize.fingerprint('{"o": {"y": 1, "x": 2}}') = sessionize.fingerprint('{"o": {"x": 2, "y": 1}}') AS nested_order;
 
 -- Values that are not objects are hashed as their jsonb text.
@@ -37,8 +42,8 @@ CREATE TABLE events (event_id text, name text, amount numeric, received_at times
 INSERT INTO events VALUES ('e1', 'purchase', 9.99, '2024-05-01 10:00+00');
 SELECT sessionize.fingerprint(e, '{received_at}') = sessionize.fingerprint(to_jsonb(e), '{received_at}') AS row_form,
 	   sessionize.fingerprint(e, '{received_at}')
-	 = md5('amount' || chr(31) || '9.99' || chr(31) || 'event_id' || chr(31) || 'e1' || chr(31)
-		   || 'name' || chr(31) || 'purchase' || chr(31)) AS row_expected
+	 = md5(convert_to('amount' || chr(31), 'UTF8') || '\x00'::bytea || convert_to('n9.99' || chr(31) || 'event_id' || chr(31) || 'e1' || chr(31)
+		   || 'name' || chr(31) || 'purchase' || chr(31), 'UTF8')) AS row_expected
 FROM events e;
 
 -- NULL in, NULL out; a NULL exclude list or element excludes nothing.

@@ -5,11 +5,15 @@
  *
  * For an object, the top-level keys are sorted bytewise; each key not
  * excluded is hashed followed by the unit separator U+001F, then its value
- * followed by U+001F.  A string value is hashed as its characters; any other
- * value as its jsonb text form, which is canonical (jsonb keeps one order of
- * keys whatever the input order).  For a flat object of strings this is
- * Snowplow's event fingerprint.  A value that is not an object is hashed as
- * its jsonb text form.
+ * followed by U+001F.  A string is hashed as its characters: for a flat
+ * object of strings this is Snowplow's event fingerprint.  Any other value
+ * is hashed as a NUL byte, a letter for its JSON type and its canonical
+ * jsonb text (jsonb keeps one order of keys whatever the input order), so
+ * that 1, "1", null and "null" differ; no jsonb string holds a NUL byte.  A
+ * U+001F inside a key or a string is hashed as NUL followed by U+001F, so
+ * no value can forge a separator (this is where we differ from Snowplow,
+ * whose input would be ambiguous).  A value that is not an object is hashed
+ * as its jsonb text form, which holds no bare U+001F.
  *
  * Every SQL face (fingerprint(), fingerprint_bytes(), the pipelines) calls
  * sessionize_fingerprint_jsonb().
@@ -66,30 +70,54 @@ hash_update(pg_cryptohash_ctx *context, const char *data, size_t length)
 						pg_cryptohash_error(context))));
 }
 
-/* Appends a value: strings as their characters, anything else as jsonb text. */
+/* Appends a key or a string: its characters, a U+001F escaped by a NUL. */
+static void
+append_string(StringInfo buffer, const char *data, int length)
+{
+	const char *separator;
+
+	while ((separator = memchr(data, UNIT_SEPARATOR, length)) != NULL)
+	{
+		int			before = separator - data;
+
+		appendBinaryStringInfo(buffer, data, before);
+		appendStringInfoChar(buffer, '\0');
+		appendStringInfoChar(buffer, UNIT_SEPARATOR);
+		data += before + 1;
+		length -= before + 1;
+	}
+	appendBinaryStringInfo(buffer, data, length);
+}
+
+/*
+ * Appends a value: a string as its characters, anything else as NUL, a
+ * letter for its type and its jsonb text.
+ */
 static void
 append_value(StringInfo buffer, JsonbValue *value)
 {
+	if (value->type == jbvString)
+	{
+		append_string(buffer, value->val.string.val, value->val.string.len);
+		return;
+	}
+	appendStringInfoChar(buffer, '\0');
 	switch (value->type)
 	{
-		case jbvString:
-			appendBinaryStringInfo(buffer, value->val.string.val, value->val.string.len);
-			return;
 		case jbvNull:
-			appendBinaryStringInfo(buffer, "null", 4);
+			appendStringInfoChar(buffer, 'z');
 			return;
 		case jbvBool:
-			if (value->val.boolean)
-				appendBinaryStringInfo(buffer, "true", 4);
-			else
-				appendBinaryStringInfo(buffer, "false", 5);
+			appendStringInfoString(buffer, value->val.boolean ? "btrue" : "bfalse");
 			return;
 		case jbvNumeric:
+			appendStringInfoChar(buffer, 'n');
 			appendStringInfoString(buffer,
 								   DatumGetCString(DirectFunctionCall1(numeric_out,
 																	   NumericGetDatum(value->val.numeric))));
 			return;
 		case jbvBinary:
+			appendStringInfoChar(buffer, JsonContainerIsArray(value->val.binary.data) ? 'a' : 'o');
 			JsonbToCString(buffer, value->val.binary.data, value->val.binary.len);
 			return;
 		default:
@@ -170,7 +198,7 @@ sessionize_fingerprint_jsonb(Jsonb *event, const char **exclude, const int *excl
 		{
 			if (is_excluded(&pairs[i], exclude, exclude_lengths, exclude_count))
 				continue;
-			appendBinaryStringInfo(&input, pairs[i].key, pairs[i].key_length);
+			append_string(&input, pairs[i].key, pairs[i].key_length);
 			appendStringInfoChar(&input, UNIT_SEPARATOR);
 			append_value(&input, &pairs[i].value);
 			appendStringInfoChar(&input, UNIT_SEPARATOR);

@@ -130,10 +130,24 @@ call_as_extension_in_schema(PG_FUNCTION_ARGS)
 }
 
 /*
+ * What the owner's query runs with, whatever the session has: names resolve
+ * in pg_catalog only, and values are written as text (a row made jsonb, to
+ * be fingerprinted) the same way in every session, times in UTC.
+ */
+static const char *const pinned_settings[][2] = {
+	{"search_path", "pg_catalog, pg_temp"},
+	{"TimeZone", "UTC"},
+	{"DateStyle", "ISO, MDY"},
+	{"IntervalStyle", "postgres"},
+	{"extra_float_digits", "1"},
+	{"bytea_output", "hex"},
+};
+
+/*
  * rows_as(role regrole, query text, argument anyelement) returns setof record:
  * the rows of query, with argument as $1, run as role in a security-restricted
  * operation (no SET ROLE, no temporary objects, nothing left behind for later
- * code) with search_path pinned.  Functions of sessionize only; the query is
+ * code) with the settings above pinned.  Functions of sessionize only; the query is
  * theirs.
  */
 Datum
@@ -180,8 +194,9 @@ rows_as(PG_FUNCTION_ARGS)
 	GetUserIdAndSecContext(&saved_user, &saved_context);
 	SetUserIdAndSecContext(role, saved_context | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
 	nest_level = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	for (int i = 0; i < lengthof(pinned_settings); i++)
+		(void) set_config_option(pinned_settings[i][0], pinned_settings[i][1], PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
 
 	SPI_connect();
 	status = SPI_execute_with_args(query, 1, &argument_type, &argument, &argument_null, false, 0);

@@ -98,6 +98,8 @@ typedef struct SlotTable
 	SPIPlanPtr	write_row;
 	SPIPlanPtr	add_overflow;
 	SPIPlanPtr	record_conflict;
+	bool		valid;			/* no invalidation since it was built */
+	int			users;			/* calls executing its plans right now */
 	struct SlotTable *next;
 } SlotTable;
 
@@ -108,15 +110,35 @@ PG_FUNCTION_INFO_V1(slot_upsert);
 PG_FUNCTION_INFO_V1(slot_upsert_many);
 PG_FUNCTION_INFO_V1(slot_check_combine);
 
-/* Any change to a slot table or the catalog forgets every prepared table. */
+/*
+ * Any change to a slot table or the catalog makes every prepared table stale.
+ * The callback may run while a plan of one of them executes (a lock taken
+ * inside SPI_execute_plan processes invalidations), so it frees nothing: a
+ * stale table is rebuilt at its next use and freed once no call uses it.
+ */
 static void
-forget_slot_tables(Datum argument, Oid relation_id)
+invalidate_slot_tables(Datum argument, Oid relation_id)
 {
-	while (slot_tables != NULL)
-	{
-		SlotTable  *table = slot_tables;
+	for (SlotTable *table = slot_tables; table != NULL; table = table->next)
+		table->valid = false;
+}
 
-		slot_tables = table->next;
+/* Frees the stale tables that no call is using. */
+static void
+free_stale_slot_tables(void)
+{
+	SlotTable **link = &slot_tables;
+
+	while (*link != NULL)
+	{
+		SlotTable  *table = *link;
+
+		if (table->valid || table->users > 0)
+		{
+			link = &table->next;
+			continue;
+		}
+		*link = table->next;
 		SPI_freeplan(table->ensure_row);
 		SPI_freeplan(table->read_row);
 		if (table->cast_message != NULL)
@@ -224,6 +246,21 @@ column_type(Relation relation, const char *column, int32 *typmod)
 	return InvalidOid;
 }
 
+/* Errors unless a column has the type the slot logic reads it with. */
+static void
+check_column_type(Relation relation, const char *column, Oid expected)
+{
+	int32		typmod;
+	Oid			actual = column_type(relation, column, &typmod);
+
+	if (actual != expected)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("column \"%s\" of slot table \"%s\" is of type %s, not %s", column,
+						RelationGetRelationName(relation), format_type_be(actual), format_type_be(expected)),
+				 errhint("The columns of a slot table keep the types create_slot_table() gave them.")));
+}
+
 /* "OPERATOR(schema.=)" for the default equality of a type */
 static char *
 equality_operator(Oid type)
@@ -288,8 +325,9 @@ slot_table_for(Oid table_id, int key_count, const Oid *key_types, Oid slot_key_t
 	MemoryContext old_context;
 	int32		typmod;
 
+	free_stale_slot_tables();
 	for (table = slot_tables; table != NULL; table = table->next)
-		if (table->table_id == table_id && table->key_count == key_count &&
+		if (table->valid && table->table_id == table_id && table->key_count == key_count &&
 			memcmp(table->key_types, key_types, sizeof(Oid) * key_count) == 0 &&
 			table->slot_key_argument_type == slot_key_type &&
 			table->value_argument_type == value_type)
@@ -297,7 +335,7 @@ slot_table_for(Oid table_id, int key_count, const Oid *key_types, Oid slot_key_t
 
 	if (!invalidation_registered)
 	{
-		CacheRegisterRelcacheCallback(forget_slot_tables, (Datum) 0);
+		CacheRegisterRelcacheCallback(invalidate_slot_tables, (Datum) 0);
 		invalidation_registered = true;
 	}
 
@@ -361,6 +399,24 @@ slot_table_for(Oid table_id, int key_count, const Oid *key_types, Oid slot_key_t
 	}
 	table->slot_key_type = column_type(relation, psprintf("%s_1", slot_key_name), &typmod);
 	table->value_type = column_type(relation, psprintf("%s_1", value_name), &typmod);
+	/* every slot is read with the types of the first: its owner may have changed one */
+	for (int i = 2; i <= table->slots; i++)
+	{
+		check_column_type(relation, psprintf("%s_%d", slot_key_name, i), table->slot_key_type);
+		check_column_type(relation, psprintf("%s_%d", value_name, i), table->value_type);
+	}
+	check_column_type(relation, "computed", table->value_type);
+	table_close(relation, AccessShareLock);
+	relation = table_open(overflow_id, AccessShareLock);
+	check_column_type(relation, slot_key_name, table->slot_key_type);
+	check_column_type(relation, value_name, table->value_type);
+	for (int i = 0; i < key_count; i++)
+		check_column_type(relation, TextDatumGetCString(key_names[i]), column_types[i]);
+	table_close(relation, AccessShareLock);
+	relation = table_open(conflicts_id, AccessShareLock);
+	check_column_type(relation, slot_key_name, table->slot_key_type);
+	check_column_type(relation, "stored_value", table->value_type);
+	check_column_type(relation, "offered_value", table->value_type);
 	table_close(relation, AccessShareLock);
 
 	get_typlenbyval(table->slot_key_type, &table->slot_key_length, &table->slot_key_by_value);
@@ -446,6 +502,7 @@ slot_table_for(Oid table_id, int key_count, const Oid *key_types, Oid slot_key_t
 	types[key_count + 2] = table->value_type;
 	table->record_conflict = prepare_kept(&query, key_count + 3, types);
 
+	table->valid = true;
 	table->next = slot_tables;
 	slot_tables = table;
 	return table;
@@ -791,6 +848,23 @@ plain_argument(Oid *type, Datum value)
 	return value;
 }
 
+/* Applies messages to a table, which no invalidation frees meanwhile. */
+static void
+apply_messages_using(SlotTable *table, Datum *key_values, const SlotMessage *messages, int count,
+					 int64 *outcomes)
+{
+	table->users++;
+	PG_TRY();
+	{
+		apply_messages(table, key_values, messages, count, outcomes);
+	}
+	PG_FINALLY();
+	{
+		table->users--;
+	}
+	PG_END_TRY();
+}
+
 static const char *const outcome_names[] = {"added", "unchanged", "conflict"};
 
 /* slot_upsert(target regclass, key "any", slot_key "any", value "any") -> text */
@@ -837,7 +911,7 @@ slot_upsert(PG_FUNCTION_ARGS)
 	message.value_null = PG_ARGISNULL(3);
 	SPI_connect();
 	table = slot_table_for(table_id, key_count, key_types, slot_key_type, value_type);
-	apply_messages(table, key_values, &message, 1, outcomes);
+	apply_messages_using(table, key_values, &message, 1, outcomes);
 	SPI_finish();
 	for (int i = 0; i < 3; i++)
 		if (outcomes[i] > 0)
@@ -1014,7 +1088,7 @@ slot_upsert_many(PG_FUNCTION_ARGS)
 		group = palloc(sizeof(SlotMessage) * (next - first));
 		for (int i = first; i < next; i++)
 			group[i - first] = messages[i].message;
-		apply_messages(table, messages[first].key_values, group, next - first, outcomes);
+		apply_messages_using(table, messages[first].key_values, group, next - first, outcomes);
 		pfree(group);
 		first = next;
 	}

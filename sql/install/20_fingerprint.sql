@@ -9,10 +9,17 @@ LANGUAGE C IMMUTABLE PARALLEL SAFE;
 COMMENT ON FUNCTION sessionize.fingerprint(jsonb, text[], text) IS
 	'content fingerprint (lowercase hex), equal to Snowplow''s event fingerprint for flat objects of strings';
 
+-- The settings that change how values are written as text are pinned, so
+-- that a row's fingerprint never depends on the session: times in UTC.
 CREATE FUNCTION sessionize.fingerprint(event record, exclude text[] DEFAULT '{}', algorithm text DEFAULT 'md5')
 RETURNS text
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, MDY'
+SET IntervalStyle = 'postgres'
+SET extra_float_digits = 1
+SET bytea_output = 'hex'
 AS $$
 BEGIN
 	RETURN sessionize.fingerprint(to_jsonb(event), exclude, algorithm);

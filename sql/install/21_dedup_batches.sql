@@ -33,9 +33,10 @@ BEGIN ATOMIC
 		WHERE seen.expires_at OPERATOR(pg_catalog.<=) EXCLUDED.first_seen_at
 		RETURNING seen.fingerprint
 	)
-	SELECT pg_catalog.array_agg(CASE WHEN n.fingerprint IS NULL THEN NULL
-									 ELSE n.copy OPERATOR(pg_catalog.=) 1 AND c.fingerprint IS NOT NULL END
-								ORDER BY n.position)
+	SELECT COALESCE(pg_catalog.array_agg(CASE WHEN n.fingerprint IS NULL THEN NULL
+														 ELSE n.copy OPERATOR(pg_catalog.=) 1 AND c.fingerprint IS NOT NULL END
+													ORDER BY n.position),
+							'{}'::boolean[])
 	FROM numbered n LEFT JOIN claimed c ON c.fingerprint OPERATOR(pg_catalog.=) n.fingerprint;
 END;
 COMMENT ON FUNCTION sessionize.sessionize_first_seen_many(text, uuid[], interval) IS

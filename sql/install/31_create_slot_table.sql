@@ -127,9 +127,9 @@ BEGIN
 				   slot_key_name, format_type(slot_key_type, NULL),
 				   format_type(value_type, NULL), format_type(value_type, NULL));
 	conflicts := format('%I.%I', schema_name, base_name || '_conflicts')::regclass;
-	EXECUTE format('ALTER TABLE %s OWNER TO %I', created, caller);
-	EXECUTE format('ALTER TABLE %s OWNER TO %I', overflow, caller);
-	EXECUTE format('ALTER TABLE %s OWNER TO %I', conflicts, caller);
+	EXECUTE format('ALTER TABLE %s OWNER TO %s', created, caller);
+	EXECUTE format('ALTER TABLE %s OWNER TO %s', overflow, caller);
+	EXECUTE format('ALTER TABLE %s OWNER TO %s', conflicts, caller);
 
 	INSERT INTO sessionize.slot_tables
 	VALUES (created, overflow, conflicts, key_columns::name[], slot_key_name, value_name,

@@ -105,7 +105,9 @@ CREATE TABLE sessionize.pipelines (
 	-- the role whose rights every batch runs with
 	owner regrole NOT NULL,
 	-- the owner may be a superuser although the source's owner is not
-	allow_superuser boolean NOT NULL DEFAULT false
+	allow_superuser boolean NOT NULL DEFAULT false,
+	-- the zone of times read without an offset and of the days of intervals
+	time_zone text NOT NULL DEFAULT 'UTC'
 );
 COMMENT ON TABLE sessionize.pipelines IS 'pipelines: where their events come from and how they are sessionized';
 SELECT pg_catalog.pg_extension_config_dump('sessionize.pipelines', '');

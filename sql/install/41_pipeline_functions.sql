@@ -22,6 +22,35 @@ BEGIN
 	RETURN name;
 END $$;
 
+-- Checks a pipeline's time zone: times a pipeline reads without an offset,
+-- and the days of its intervals, are in it, whoever runs the batch.
+CREATE FUNCTION sessionize.sessionize_check_time_zone(time_zone text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF time_zone IS NULL THEN
+		RAISE EXCEPTION 'time_zone must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	PERFORM timestamptz '2000-01-01 00:00+00' AT TIME ZONE time_zone;
+	RETURN time_zone;
+EXCEPTION WHEN invalid_parameter_value THEN
+	RAISE EXCEPTION 'invalid time zone "%"', time_zone
+		USING ERRCODE = 'invalid_parameter_value',
+			  HINT = 'Use a name from pg_timezone_names, such as ''UTC'' or ''Europe/Paris''.';
+END $$;
+
+-- Makes the pipeline's time zone the one of this transaction's batch: the
+-- functions that call it reset the setting when they return.
+CREATE FUNCTION sessionize.sessionize_use_time_zone(pipeline sessionize.pipelines)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	SELECT set_config('TimeZone', (pipeline).time_zone, true);
+END;
+
 CREATE FUNCTION sessionize.sessionize_lock_pipeline_batch(name text)
 RETURNS void
 AS 'MODULE_PATHNAME', 'lock_pipeline_batch'
@@ -181,13 +210,14 @@ BEGIN ATOMIC
 		JOIN pg_type t ON t.oid = ct.type_id
 		JOIN pg_proc p ON p.oid IN (t.typinput, t.typreceive)
 		UNION ALL
-		SELECT x.author, format('%s, of type %s', pg_describe_object('pg_cast'::regclass, ca.oid, 0), t.oid::regtype)
-		FROM pg_attribute a
-		JOIN pg_type t ON t.oid = a.atttypid
-		JOIN pg_cast ca ON ca.castsource = a.atttypid AND ca.casttarget = 'text'::regtype
+		-- casts that reading an event runs: to text (the type column), to
+		-- json (a row made jsonb); a cast is written by its type's owner
+		SELECT x.author, format('%s', pg_describe_object('pg_cast'::regclass, ca.oid, 0))
+		FROM column_types ct
+		JOIN pg_type t ON t.oid = ct.type_id
+		JOIN pg_cast ca ON ca.castsource = t.oid AND ca.casttarget IN ('text'::regtype, 'json'::regtype, 'jsonb'::regtype)
 		LEFT JOIN pg_proc p ON p.oid = ca.castfunc
-		CROSS JOIN LATERAL (VALUES (t.typowner), (CASE WHEN p.prosecdef THEN NULL ELSE p.proowner END)) x(author)
-		WHERE a.attrelid = (pipeline).source AND a.attname = (pipeline).type_column AND a.attnum > 0)
+		CROSS JOIN LATERAL (VALUES (t.typowner), (CASE WHEN p.prosecdef THEN NULL ELSE p.proowner END)) x(author))
 	SELECT format('%s was written by %s, who lacks the rights of the pipeline''s owner %s',
 				  c.object, CASE WHEN c.author = 0 THEN 'PUBLIC' ELSE c.author::regrole::text END, (pipeline).owner)
 	FROM code c
@@ -249,11 +279,12 @@ CREATE FUNCTION sessionize.create_pipeline(
 	source_kind text DEFAULT 'table',
 	updates_as_events boolean DEFAULT false,
 	payload_column name DEFAULT NULL,
-	allow_superuser boolean DEFAULT false)
+	allow_superuser boolean DEFAULT false,
+	time_zone text DEFAULT 'UTC')
 RETURNS void
 AS 'MODULE_PATHNAME', 'call_as_extension'
 LANGUAGE C;
-COMMENT ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name, text, boolean, name, boolean) IS
+COMMENT ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name, text, boolean, name, boolean, text) IS
 	'creates a pipeline that sessionizes the events landing in a staging table, or inserted into a table it follows through a logical replication slot';
 
 -- The owner of a pipeline is the owner of its source, or run_as; the caller
@@ -263,7 +294,7 @@ CREATE FUNCTION sessionize.sessionize_create_pipeline(
 	caller regrole, name text, source regclass, key_column name, time_column name, gap interval,
 	allowed_lateness interval, dedup_window interval, fingerprint_exclude text[], type_column name,
 	max_duration interval, run_as name, source_kind text, updates_as_events boolean, payload_column name,
-	allow_superuser boolean)
+	allow_superuser boolean, time_zone text)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -287,6 +318,7 @@ BEGIN
 				  DETAIL = 'A staging table''s rows are consumed when they are inserted.';
 	END IF;
 	PERFORM sessionize.sessionize_check_pipeline_name(name);
+	PERFORM sessionize.sessionize_check_time_zone(time_zone);
 	IF EXISTS (SELECT FROM sessionize.pipelines p WHERE p.name = sessionize_create_pipeline.name) THEN
 		RAISE EXCEPTION 'pipeline "%" already exists', name USING ERRCODE = 'duplicate_object';
 	END IF;
@@ -331,9 +363,15 @@ BEGIN
 		key_type := 'text';
 	ELSE
 		-- a domain's base type: the extension's tables run no domain checks
+		-- and the column's collation: keys compare as in the source
 		SELECT format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END,
-						   CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END) INTO key_type
+						   CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END)
+			   || CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation
+					   THEN format(' COLLATE %I.%I', cn.nspname, c.collname) ELSE '' END
+		INTO key_type
 		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+		LEFT JOIN pg_collation c ON c.oid = a.attcollation
+		LEFT JOIN pg_namespace cn ON cn.oid = c.collnamespace
 		WHERE a.attrelid = source AND a.attname = key_column AND a.attnum > 0 AND NOT a.attisdropped;
 		IF key_type IS NULL THEN
 			RAISE EXCEPTION 'column "%" of "%" does not exist', key_column, source USING ERRCODE = 'undefined_column';
@@ -342,10 +380,11 @@ BEGIN
 		FROM pg_attribute WHERE attrelid = source AND attname = time_column AND attnum > 0 AND NOT attisdropped;
 		IF time_type IS NULL THEN
 			RAISE EXCEPTION 'column "%" of "%" does not exist', time_column, source USING ERRCODE = 'undefined_column';
-		ELSIF time_type <> 'timestamptz'::regtype THEN
-			RAISE EXCEPTION 'time column "%" must be of type timestamp with time zone', time_column
+		ELSIF time_type NOT IN ('timestamptz'::regtype, 'timestamp'::regtype) THEN
+			RAISE EXCEPTION 'time column "%" must be of type timestamp with time zone or timestamp', time_column
 				USING ERRCODE = 'datatype_mismatch',
-					  DETAIL = format('It is of type %s.', time_type::regtype);
+					  DETAIL = format('It is of type %s.', time_type::regtype),
+					  HINT = 'A timestamp without time zone is read in the pipeline''s time_zone.';
 		END IF;
 		IF type_column IS NOT NULL AND NOT EXISTS (
 			SELECT FROM pg_attribute WHERE attrelid = source AND attname = type_column AND attnum > 0 AND NOT attisdropped) THEN
@@ -369,7 +408,7 @@ BEGIN
 		RAISE EXCEPTION 'role "%" cannot consume table %', owner, source
 			USING ERRCODE = 'insufficient_privilege',
 				  DETAIL = format('A pipeline''s owner needs %s on its source.', needed_rights),
-				  HINT = format('GRANT %s ON %s TO %I', needed_rights, source, owner);
+				  HINT = format('GRANT %s ON %s TO %s', needed_rights, source, owner);
 	END IF;
 	IF NOT coalesce(allow_superuser, false)
 	   AND (SELECT rolsuper FROM pg_roles WHERE oid = owner)
@@ -429,13 +468,31 @@ BEGIN
 		PERFORM pg_create_logical_replication_slot(sessionize.sessionize_slot_name(name), 'pgoutput');
 		-- A slot is not undone by a rollback: should anything below fail, drop it.
 		BEGIN
-			PERFORM sessionize.sessionize_make_pipeline(name, source, key_column, time_column, gap, allowed_lateness, dedup_window, fingerprint_exclude, type_column, owner, coalesce(allow_superuser, false), source_kind, updates_as_events, payload_column, key_type);
+			PERFORM sessionize.sessionize_make_pipeline(name, source, key_column, time_column, gap, allowed_lateness, dedup_window, fingerprint_exclude, type_column, owner, coalesce(allow_superuser, false), source_kind, updates_as_events, payload_column, key_type,
+														 time_zone);
 		EXCEPTION WHEN OTHERS THEN
 			PERFORM pg_drop_replication_slot(sessionize.sessionize_slot_name(name));
 			RAISE;
 		END;
 	ELSE
-		PERFORM sessionize.sessionize_make_pipeline(name, source, key_column, time_column, gap, allowed_lateness, dedup_window, fingerprint_exclude, type_column, owner, coalesce(allow_superuser, false), source_kind, updates_as_events, payload_column, key_type);
+		PERFORM sessionize.sessionize_make_pipeline(name, source, key_column, time_column, gap, allowed_lateness, dedup_window, fingerprint_exclude, type_column, owner, coalesce(allow_superuser, false), source_kind, updates_as_events, payload_column, key_type,
+														 time_zone);
+	END IF;
+END $$;
+
+-- A batch claims a staging table's oldest events first: an index on the
+-- time column serves it.  Made, in the source's schema and for its owner,
+-- when no index of the table starts with that column.
+CREATE FUNCTION sessionize.sessionize_index_source_time(pipeline sessionize.pipelines)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF pipeline.source_kind = 'table' AND pipeline.payload_column IS NULL AND NOT EXISTS (
+		SELECT FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+		WHERE i.indrelid = pipeline.source AND a.attname = pipeline.time_column AND i.indpred IS NULL) THEN
+		EXECUTE format('CREATE INDEX ON %s (%I)', pipeline.source, pipeline.time_column);
 	END IF;
 END $$;
 
@@ -477,7 +534,7 @@ BEGIN
 	EXECUTE format('COMMENT ON VIEW sessionize.%I IS %L', name || '_sessions', 'sessions of pipeline ' || name || ' with their status: open, idle or final');
 	EXECUTE format('COMMENT ON VIEW sessionize.%I IS %L', name || '_sessions_live', 'open and idle sessions of pipeline ' || name);
 	EXECUTE format('COMMENT ON VIEW sessionize.%I IS %L', name || '_sessions_final', 'sessions of pipeline ' || name || ' that can no longer change');
-	EXECUTE format('GRANT SELECT ON sessionize.%I, sessionize.%I, sessionize.%I TO %I WITH GRANT OPTION',
+	EXECUTE format('GRANT SELECT ON sessionize.%I, sessionize.%I, sessionize.%I TO %s WITH GRANT OPTION',
 				   name || '_sessions', name || '_sessions_live', name || '_sessions_final', owner);
 END $$;
 
@@ -487,7 +544,7 @@ CREATE FUNCTION sessionize.sessionize_make_pipeline(name text, source regclass, 
 													gap interval, allowed_lateness interval, dedup_window interval,
 													fingerprint_exclude text[], type_column name, owner regrole,
 													allow_superuser boolean, source_kind text, updates_as_events boolean,
-													payload_column name, key_type text)
+													payload_column name, key_type text, time_zone text)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -498,10 +555,10 @@ DECLARE
 BEGIN
 	INSERT INTO sessionize.pipelines (name, source, key_column, time_column, gap, allowed_lateness,
 									  dedup_window, fingerprint_exclude, type_column, owner, allow_superuser,
-									  source_kind, updates_as_events, payload_column)
+									  source_kind, updates_as_events, payload_column, time_zone)
 	VALUES (name, source, key_column, time_column, gap, allowed_lateness, dedup_window,
 			coalesce(fingerprint_exclude, '{}'), type_column, owner, allow_superuser, source_kind,
-			coalesce(updates_as_events, false), payload_column)
+			coalesce(updates_as_events, false), payload_column, time_zone)
 	RETURNING * INTO made;
 	-- code another role wrote is refused now rather than at the first batch
 	untrusted := sessionize.sessionize_untrusted_code(made);
@@ -514,6 +571,8 @@ BEGIN
 	INSERT INTO sessionize.pipeline_state (pipeline) VALUES (name);
 	IF source_kind = 'logical' THEN
 		PERFORM sessionize.sessionize_publish_source(source);
+	ELSE
+		PERFORM sessionize.sessionize_index_source_time(made);
 	END IF;
 	EXECUTE format('CREATE TABLE sessionize.%I (key %s NOT NULL, session_start timestamptz NOT NULL,'
 				   ' last_event_at timestamptz NOT NULL, expires_at timestamptz NOT NULL, events bigint NOT NULL,'
@@ -538,10 +597,30 @@ BEGIN
 	-- The owner reads the pipeline's results and may let others read them;
 	-- only the extension writes them.  A logical pipeline's owner decodes
 	-- its source's rows.
-	EXECUTE format('GRANT SELECT ON sessionize.%I, sessionize.%I TO %I WITH GRANT OPTION',
+	EXECUTE format('GRANT SELECT ON sessionize.%I, sessionize.%I TO %s WITH GRANT OPTION',
 				   name || '_late', name || '_changes', owner);
 	IF source_kind = 'logical' THEN
-		EXECUTE format('GRANT EXECUTE ON FUNCTION sessionize.sessionize_pgoutput_row(bytea, anyelement) TO %I', owner);
+		EXECUTE format('GRANT EXECUTE ON FUNCTION sessionize.sessionize_pgoutput_row(bytea, anyelement) TO %s', owner);
+	END IF;
+END $$;
+
+-- Writes one "closed" change for each session that a watermark moving from
+-- old_watermark to new_watermark makes final: it can no longer change.
+CREATE FUNCTION sessionize.sessionize_close_sessions(pipeline sessionize.pipelines, old_watermark timestamptz,
+													 new_watermark timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF new_watermark > old_watermark OR (old_watermark IS NULL AND new_watermark IS NOT NULL) THEN
+		EXECUTE format($q$
+			INSERT INTO sessionize.%1$I (key, session_start, change, revision, last_event_at, events)
+			SELECT key, session_start, 'closed', revision, last_event_at, events FROM sessionize.%2$I
+			WHERE expires_at < $2 AND ($1 IS NULL OR expires_at >= $1)
+			ORDER BY key, session_start$q$,
+			pipeline.name || '_changes', pipeline.name || '_stored_sessions')
+		USING old_watermark, new_watermark;
 	END IF;
 END $$;
 
@@ -564,7 +643,14 @@ CREATE FUNCTION sessionize.sessionize_alter_pipeline(caller regrole, name text, 
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, MDY'
+SET IntervalStyle = 'postgres'
 AS $$
+DECLARE
+	pipeline sessionize.pipelines;
+	old_watermark timestamptz;
+	new_watermark timestamptz;
 BEGIN
 	IF allowed_lateness IS NOT NULL AND allowed_lateness <> interval '0' THEN
 		PERFORM sessionize.sessionize_check_interval(allowed_lateness, 'allowed_lateness');
@@ -573,7 +659,9 @@ BEGIN
 		PERFORM sessionize.sessionize_check_interval(dedup_window, 'dedup_window');
 	END IF;
 	-- between batches, so that a batch never commits the watermark of the old lateness
-	PERFORM sessionize.sessionize_read_pipeline(caller, name, true);
+	pipeline := sessionize.sessionize_read_pipeline(caller, name, true);
+	PERFORM sessionize.sessionize_use_time_zone(pipeline);
+	SELECT s.watermark INTO old_watermark FROM sessionize.pipeline_state s WHERE s.pipeline = pipeline.name;
 	UPDATE sessionize.pipelines p
 	SET allowed_lateness = CASE WHEN reset_allowed_lateness THEN NULL
 								ELSE coalesce(sessionize_alter_pipeline.allowed_lateness, p.allowed_lateness) END,
@@ -585,7 +673,9 @@ BEGIN
 	UPDATE sessionize.pipeline_state s
 	SET watermark = s.max_event_time - p.allowed_lateness
 	FROM sessionize.pipelines p
-	WHERE p.name = sessionize_alter_pipeline.name AND s.pipeline = p.name;
+	WHERE p.name = sessionize_alter_pipeline.name AND s.pipeline = p.name
+	RETURNING s.watermark INTO new_watermark;
+	PERFORM sessionize.sessionize_close_sessions(pipeline, old_watermark, new_watermark);
 END $$;
 
 CREATE FUNCTION sessionize.sessionize_set_pipeline_state(caller regrole, name text, new_state text)
@@ -638,16 +728,17 @@ BEGIN
 	-- after a batch in progress (it holds the slot of a logical source)
 	dropped := sessionize.sessionize_read_pipeline(caller, name, true);
 	DELETE FROM sessionize.pipelines p WHERE p.name = sessionize_drop_pipeline.name;
-	EXECUTE format('DROP VIEW sessionize.%I, sessionize.%I, sessionize.%I',
+	-- IF EXISTS: dropping the key's type with CASCADE takes the views along
+	EXECUTE format('DROP VIEW IF EXISTS sessionize.%I, sessionize.%I, sessionize.%I',
 				   name || '_sessions', name || '_sessions_live', name || '_sessions_final');
-	EXECUTE format('DROP TABLE sessionize.%I, sessionize.%I, sessionize.%I, sessionize.%I',
+	EXECUTE format('DROP TABLE IF EXISTS sessionize.%I, sessionize.%I, sessionize.%I, sessionize.%I',
 				   name || '_stored_sessions', name || '_late', name || '_changes', name || '_batch');
 	DELETE FROM sessionize.seen_fingerprints WHERE namespace = 'pipeline:' || name;
 	-- the grants the tables took with them; the owner's right to decode
 	-- goes with its last logical pipeline
 	IF dropped.source_kind = 'logical' AND NOT EXISTS (
 		SELECT FROM sessionize.pipelines p WHERE p.owner = dropped.owner AND p.source_kind = 'logical') THEN
-		EXECUTE format('REVOKE EXECUTE ON FUNCTION sessionize.sessionize_pgoutput_row(bytea, anyelement) FROM %I', dropped.owner);
+		EXECUTE format('REVOKE EXECUTE ON FUNCTION sessionize.sessionize_pgoutput_row(bytea, anyelement) FROM %s', dropped.owner);
 	END IF;
 	IF dropped.source_kind = 'logical' THEN
 		PERFORM sessionize.sessionize_publish_source(dropped.source);
@@ -710,16 +801,16 @@ BEGIN
 			FROM sessionize.%1$I WHERE $5::bigint IS NULL OR batch_id = $5),
 		invalid AS (
 			SELECT event, CASE WHEN problem IS NOT NULL THEN problem
-							   WHEN key IS NULL THEN 'key is null'
+							   WHEN num_nulls(key) = 1 THEN 'key is null'
 							   WHEN ts IS NULL THEN 'event time is null'
 							   ELSE 'event time is not finite' END AS error
-			FROM batch WHERE problem IS NOT NULL OR key IS NULL OR ts IS NULL OR NOT isfinite(ts)),
+			FROM batch WHERE problem IS NOT NULL OR num_nulls(key) = 1 OR ts IS NULL OR NOT isfinite(ts)),
 		dead AS (
 			INSERT INTO sessionize.dead_letter (pipeline, event, error)
 			SELECT $1, event, error FROM invalid
 			RETURNING 1),
 		valid AS (
-			SELECT * FROM batch WHERE problem IS NULL AND key IS NOT NULL AND isfinite(ts)),
+			SELECT * FROM batch WHERE problem IS NULL AND num_nulls(key) = 0 AND isfinite(ts)),
 		verdicts AS (
 			SELECT ids.batch_id, verdict.is_new
 			FROM (SELECT array_agg(batch_id ORDER BY batch_id) AS batch_ids,
@@ -825,7 +916,11 @@ DECLARE
 BEGIN
 	IF pipeline.payload_column IS NULL THEN
 		key := format('CAST(%s.%I AS %s)', source_row, pipeline.key_column, key_type);
-		ts := format('%s.%I', source_row, pipeline.time_column);
+		-- a timestamp without time zone is a time in the pipeline's zone
+		ts := CASE WHEN (SELECT atttypid FROM pg_attribute
+						 WHERE attrelid = pipeline.source AND attname = pipeline.time_column) = 'timestamp'::regtype
+				   THEN format('pg_catalog.timezone(%L, %s.%I)', pipeline.time_zone, source_row, pipeline.time_column)
+				   ELSE format('%s.%I', source_row, pipeline.time_column) END;
 		ts_text := 'NULL::text';
 		event_type := CASE WHEN pipeline.type_column IS NULL THEN 'NULL::text'
 						   ELSE format('%s.%I::text', source_row, pipeline.type_column) END;
@@ -900,6 +995,9 @@ CREATE FUNCTION sessionize.sessionize_run_pipeline(caller regrole, name text, ma
 												   OUT late bigint, OUT dead_lettered bigint)
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, MDY'
+SET IntervalStyle = 'postgres'
 AS $$
 DECLARE
 	pipeline sessionize.pipelines;
@@ -930,8 +1028,19 @@ BEGIN
 		RAISE EXCEPTION 'max_events must be positive' USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 	pipeline := sessionize.sessionize_read_pipeline(caller, name, true);
+	PERFORM sessionize.sessionize_use_time_zone(pipeline);
 	SELECT * INTO state FROM sessionize.pipeline_state s WHERE s.pipeline = pipeline.name;
 	batch := format('sessionize.%I', pipeline.name || '_batch');
+	IF NOT EXISTS (SELECT FROM pg_class WHERE oid = pipeline.source) THEN
+		RAISE EXCEPTION 'the source table of pipeline "%" does not exist', pipeline.name
+			USING ERRCODE = 'undefined_table',
+				  HINT = 'Drop the pipeline, or create it again on another table.';
+	END IF;
+	IF (SELECT relkind FROM pg_class WHERE oid = pipeline.source) <> 'r' THEN
+		RAISE EXCEPTION 'the source of pipeline "%" is no longer a table', pipeline.name
+			USING ERRCODE = 'wrong_object_type',
+				  DETAIL = format('%s has become another kind of relation.', pipeline.source);
+	END IF;
 	-- no trigger can be added to the source while this batch checks and claims
 	IF pipeline.source_kind = 'table' THEN
 		EXECUTE format('LOCK TABLE ONLY %s IN ROW EXCLUSIVE MODE', pipeline.source);
@@ -1023,18 +1132,22 @@ BEGIN
 		END IF;
 	ELSE
 		-- Claim, as the pipeline's owner: rows leave the staging table in
-		-- this transaction; rows other transactions hold are skipped, not
-		-- waited for.  Each event is fingerprinted once, here.
+		-- this transaction, oldest event time first (through the index on
+		-- the time column), so that a backlog never makes its own events
+		-- late; rows other transactions hold are skipped, not waited for.
+		-- Each event is fingerprinted once, here.
 		reads := sessionize.sessionize_event_expressions(pipeline, 'c', sessionize.sessionize_key_type(pipeline));
 		filled := sessionize.sessionize_fill_batch(pipeline, format($q$
 			WITH claimed AS (
 				DELETE FROM ONLY %1$s s
-				WHERE ctid = ANY (ARRAY(SELECT ctid FROM ONLY %1$s LIMIT $1 FOR UPDATE SKIP LOCKED))
+				WHERE ctid = ANY (ARRAY(SELECT ctid FROM ONLY %1$s %9$s LIMIT $1 FOR UPDATE SKIP LOCKED))
 				RETURNING s.*)
 			SELECT row_number() OVER (), %2$s, %3$s, %4$s, %5$s, e.event, sessionize.fingerprint_bytes(%6$s, %8$L::text[]), %7$s
 			FROM claimed c, LATERAL (SELECT to_jsonb(c) AS event) e$q$,
 			pipeline.source, reads.key, reads.ts, reads.ts_text, reads.event_type, reads.content, reads.problem,
-			pipeline.fingerprint_exclude), max_events);
+			pipeline.fingerprint_exclude,
+			CASE WHEN pipeline.payload_column IS NULL THEN format('ORDER BY %I', pipeline.time_column) ELSE '' END),
+			max_events);
 		consumed := filled.filled;
 		last_ts := filled.last_ts;
 	END IF;
@@ -1092,16 +1205,7 @@ BEGIN
 		checkpoint_lsn = coalesce(new_lsn, s.checkpoint_lsn),
 		checkpoint_lsn_row = coalesce(new_lsn_row, s.checkpoint_lsn_row)
 	WHERE s.pipeline = pipeline.name;
-	-- Sessions the watermark passed in this batch can no longer change.
-	IF new_watermark > state.watermark OR (state.watermark IS NULL AND new_watermark IS NOT NULL) THEN
-		EXECUTE format($q$
-			INSERT INTO sessionize.%1$I (key, session_start, change, revision, last_event_at, events)
-			SELECT key, session_start, 'closed', revision, last_event_at, events FROM sessionize.%2$I
-			WHERE expires_at < $2 AND ($1 IS NULL OR expires_at >= $1)
-			ORDER BY key, session_start$q$,
-			pipeline.name || '_changes', pipeline.name || '_stored_sessions')
-		USING state.watermark, new_watermark;
-	END IF;
+	PERFORM sessionize.sessionize_close_sessions(pipeline, state.watermark, new_watermark);
 	-- TRUNCATE, not DELETE: a batch table emptied by DELETE grows by every
 	-- batch until vacuumed, and each batch scans it whole.  Batches of a
 	-- pipeline are serialized already, so its lock costs nothing.
@@ -1127,6 +1231,9 @@ CREATE FUNCTION sessionize.sessionize_replay_late(caller regrole, name text, max
 RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, MDY'
+SET IntervalStyle = 'postgres'
 AS $$
 DECLARE
 	pipeline sessionize.pipelines;
@@ -1140,6 +1247,7 @@ BEGIN
 		RAISE EXCEPTION 'max_events must be positive' USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 	pipeline := sessionize.sessionize_read_pipeline(caller, name, true);
+	PERFORM sessionize.sessionize_use_time_zone(pipeline);
 	PERFORM sessionize.sessionize_check_owner(pipeline);
 	batch := format('sessionize.%I', pipeline.name || '_batch');
 
@@ -1194,7 +1302,8 @@ LANGUAGE C STABLE;
 COMMENT ON FUNCTION sessionize.pipeline_backlog(text) IS
 	'events waiting in the staging table of a pipeline (counts them); NULL for a logical source';
 
--- Counts as the extension: no row security or other code of the table runs.
+-- Counts as the pipeline's owner: whatever the table runs (row security,
+-- a rule that made it a view) runs with the owner's rights.
 CREATE FUNCTION sessionize.sessionize_pipeline_backlog(caller regrole, name text)
 RETURNS bigint
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -1205,15 +1314,19 @@ DECLARE
 	waiting bigint;
 BEGIN
 	pipeline := sessionize.sessionize_read_pipeline(caller, name, false);
-	IF pipeline.source_kind IS DISTINCT FROM 'table' THEN
+	IF pipeline.source_kind IS DISTINCT FROM 'table'
+	   OR NOT EXISTS (SELECT FROM pg_class WHERE oid = pipeline.source AND relkind = 'r') THEN
 		RETURN NULL;
 	END IF;
-	EXECUTE format('SELECT count(*) FROM ONLY %s', pipeline.source) INTO waiting;
+	SELECT r.waiting INTO waiting
+	FROM sessionize.sessionize_rows_as(pipeline.owner, format('SELECT count(*) FROM ONLY %s', pipeline.source), NULL::integer)
+		 AS r(waiting bigint);
 	RETURN waiting;
 END $$;
 
--- A role sees the pipelines whose owner's rights it has.
-CREATE VIEW sessionize.pipeline_status AS
+-- A role sees the pipelines whose owner's rights it has; security_barrier,
+-- so that no function of the reader's sees the rows it may not.
+CREATE VIEW sessionize.pipeline_status WITH (security_barrier) AS
 SELECT p.name, p.state, p.source_kind,
 	   (SELECT a.pid FROM pg_catalog.pg_stat_activity a
 		WHERE a.backend_type OPERATOR(pg_catalog.=) 'sessionize pipeline'

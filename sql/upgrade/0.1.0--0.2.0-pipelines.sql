@@ -36,11 +36,11 @@ BEGIN
 									  pipeline.name OPERATOR(pg_catalog.||) '_changes_change_id_seq', pipeline.run_as);
 			EXECUTE pg_catalog.format('REVOKE ALL ON SCHEMA sessionize FROM %I', pipeline.run_as);
 		END IF;
-		EXECUTE pg_catalog.format('GRANT SELECT ON sessionize.%I, sessionize.%I TO %I WITH GRANT OPTION',
+		EXECUTE pg_catalog.format('GRANT SELECT ON sessionize.%I, sessionize.%I TO %s WITH GRANT OPTION',
 								  pipeline.name OPERATOR(pg_catalog.||) '_late',
 								  pipeline.name OPERATOR(pg_catalog.||) '_changes', runner);
 		IF pipeline.source_kind OPERATOR(pg_catalog.=) 'logical' THEN
-			EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION sessionize.sessionize_pgoutput_row(bytea, anyelement) TO %I', runner);
+			EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION sessionize.sessionize_pgoutput_row(bytea, anyelement) TO %s', runner);
 		END IF;
 		SELECT pg_catalog.format_type(t.typbasetype, t.typtypmod) INTO key_base
 		FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid
@@ -57,6 +57,8 @@ BEGIN
 			EXECUTE pg_catalog.format('ALTER TABLE sessionize.%I ALTER COLUMN key TYPE %s', pipeline.name OPERATOR(pg_catalog.||) '_batch', key_base);
 		END IF;
 		PERFORM sessionize.sessionize_make_pipeline_views(pipeline.name, runner);
+		PERFORM sessionize.sessionize_index_source_time(p) FROM sessionize.pipelines p
+		WHERE p.name OPERATOR(pg_catalog.=) pipeline.name;
 		-- made by this script, they would belong to the extension
 		EXECUTE pg_catalog.format('ALTER EXTENSION sessionize DROP VIEW sessionize.%I', pipeline.name OPERATOR(pg_catalog.||) '_sessions');
 		EXECUTE pg_catalog.format('ALTER EXTENSION sessionize DROP VIEW sessionize.%I', pipeline.name OPERATOR(pg_catalog.||) '_sessions_live');

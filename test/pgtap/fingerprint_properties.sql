@@ -7,8 +7,22 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS sessionize;
 RESET client_min_messages;
 BEGIN;
-SELECT plan(12);
+SELECT plan(13);
 SELECT setseed(0.7);
+
+-- A key or a string as fingerprints hash it, computed independently: its
+-- bytes, each U+001F preceded by a NUL.
+CREATE FUNCTION pg_temp.hashed_string(value text) RETURNS bytea LANGUAGE sql IMMUTABLE
+RETURN coalesce((SELECT string_agg(CASE WHEN c = chr(31) THEN '\x001f'::bytea ELSE convert_to(c, 'UTF8') END, ''::bytea ORDER BY i)
+				 FROM regexp_split_to_table(value, '') WITH ORDINALITY AS t(c, i)), ''::bytea);
+-- A value: a string as above, anything else a NUL, a letter for its type
+-- and its jsonb text.
+CREATE FUNCTION pg_temp.hashed_value(value jsonb) RETURNS bytea LANGUAGE sql IMMUTABLE
+RETURN CASE jsonb_typeof(value)
+		   WHEN 'string' THEN pg_temp.hashed_string(value #>> '{}')
+		   WHEN 'null' THEN '\x007a'::bytea
+		   ELSE '\x00'::bytea || convert_to(CASE jsonb_typeof(value) WHEN 'number' THEN 'n' WHEN 'boolean' THEN 'b'
+														   WHEN 'object' THEN 'o' ELSE 'a' END || value::text, 'UTF8') END;
 
 -- 2,000 flat events of 3 to 12 string fields with random keys (mixed case,
 -- digits, prefixes of each other) and values (empty, unicode, separators).
@@ -24,15 +38,24 @@ GROUP BY n;
 SELECT is_empty(
 	$$ SELECT n FROM flat_events
 	   WHERE sessionize.fingerprint(event) <>
-			 (SELECT md5(string_agg(key || chr(31) || value || chr(31), '' ORDER BY key COLLATE "C"))
+			 (SELECT md5(string_agg(pg_temp.hashed_string(key) || '\x1f'::bytea || pg_temp.hashed_string(value) || '\x1f'::bytea,
+									''::bytea ORDER BY key COLLATE "C"))
 			  FROM jsonb_each_text(event)) $$,
 	'fingerprint equals MD5 over bytewise-sorted key, U+001F, value, U+001F');
+SELECT is_empty(
+	$$ SELECT n FROM flat_events
+	   WHERE strpos(event::text, '\u001f') = 0
+		 AND sessionize.fingerprint(event) <>
+			 (SELECT md5(string_agg(key || chr(31) || value || chr(31), '' ORDER BY key COLLATE "C"))
+			  FROM jsonb_each_text(event)) $$,
+	'without U+001F in keys and values it is exactly Snowplow''s fingerprint');
 
 -- 2. The same with exclusions.
 SELECT is_empty(
 	$$ SELECT n FROM flat_events
 	   WHERE sessionize.fingerprint(event, '{e0,aid1,url2}') <>
-			 (SELECT coalesce(md5(string_agg(key || chr(31) || value || chr(31), '' ORDER BY key COLLATE "C")), md5(''))
+			 (SELECT coalesce(md5(string_agg(pg_temp.hashed_string(key) || '\x1f'::bytea || pg_temp.hashed_string(value) || '\x1f'::bytea,
+											 ''::bytea ORDER BY key COLLATE "C")), md5(''))
 			  FROM jsonb_each_text(event) WHERE key NOT IN ('e0', 'aid1', 'url2')) $$,
 	'excluded keys are skipped');
 
@@ -40,7 +63,8 @@ SELECT is_empty(
 SELECT is_empty(
 	$$ SELECT n FROM flat_events
 	   WHERE sessionize.fingerprint(event, '{}', 'sha256') <>
-			 (SELECT encode(sha256(convert_to(string_agg(key || chr(31) || value || chr(31), '' ORDER BY key COLLATE "C"), 'UTF8')), 'hex')
+			 (SELECT encode(sha256(string_agg(pg_temp.hashed_string(key) || '\x1f'::bytea || pg_temp.hashed_string(value) || '\x1f'::bytea,
+											  ''::bytea ORDER BY key COLLATE "C")), 'hex')
 			  FROM jsonb_each_text(event)) $$,
 	'sha256 fingerprint equals SHA-256 over the same string');
 
@@ -52,7 +76,8 @@ SELECT is_empty(
 									 FROM jsonb_each_text(event))) $$,
 	'shuffling the keys of the input text changes nothing');
 
--- 5. Typed and nested values: non-strings hash their jsonb text form.
+-- 5. Typed and nested values: non-strings hash a NUL, their type and their
+-- jsonb text form.
 CREATE TEMP TABLE typed_events AS
 SELECT n, jsonb_build_object('id', n::text, 'amount', (random() * 1000)::numeric(10, 2), 'ok', random() < 0.5,
 							 'gone', NULL::text, 'items', jsonb_build_array(n, 'x', jsonb_build_object('b', 1, 'a', n)),
@@ -61,10 +86,10 @@ FROM generate_series(1, 500) n;
 SELECT is_empty(
 	$$ SELECT n FROM typed_events
 	   WHERE sessionize.fingerprint(event) <>
-			 (SELECT md5(string_agg(key || chr(31) || CASE jsonb_typeof(value) WHEN 'string' THEN value #>> '{}' ELSE value::text END
-									|| chr(31), '' ORDER BY key COLLATE "C"))
+			 (SELECT md5(string_agg(pg_temp.hashed_string(key) || '\x1f'::bytea || pg_temp.hashed_value(value) || '\x1f'::bytea,
+									''::bytea ORDER BY key COLLATE "C"))
 			  FROM jsonb_each(event)) $$,
-	'typed and nested values hash their jsonb text form');
+	'typed and nested values hash a NUL, their type and their jsonb text form');
 
 -- 6. fingerprint_bytes is the MD5 fingerprint as a uuid.
 SELECT is_empty(

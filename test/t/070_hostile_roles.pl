@@ -84,7 +84,7 @@ still_safe('squatting');
 $node->safe_psql('shared', q{
 	CREATE EXTENSION sessionize;
 	GRANT EXECUTE ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval,
-														 text[], name, interval, name, text, boolean, name, boolean)
+														 text[], name, interval, name, text, boolean, name, boolean, text)
 		TO alice, bob, mallory;
 	GRANT CREATE ON SCHEMA public TO alice, bob, mallory;
 	CREATE TABLE bob_expected (user_id int, ts timestamptz);
@@ -257,6 +257,82 @@ is($node->safe_psql('shared', "SELECT sessionize.replay_late('mallory_logged_p')
 	'a superuser replays the late event, reading it back into a row with her domain');
 still_safe('domain checks in decoding and replay');
 
+# Route: the owner of a staging table turns it into a view once its
+# pipeline exists; whoever then counts its backlog or runs it would run the
+# view's code.
+$node->safe_psql('shared', qq{
+	CREATE TABLE mallory_view_in (user_id int, ts timestamptz);
+	SELECT sessionize.create_pipeline('mallory_view_p', 'mallory_view_in', 'user_id', 'ts', '15 minutes');
+	SELECT sessionize.pause_pipeline('mallory_view_p');
+	DROP INDEX mallory_view_in_ts_idx;
+	CREATE FUNCTION mallory_rule() RETURNS boolean LANGUAGE plpgsql AS \$f\$ BEGIN
+	@{[ escalating_body('mallory') ]}
+	RETURN true; END \$f\$;
+}, extra_params => ['-U', 'mallory']);
+$node->safe_psql('shared', 'VACUUM mallory_view_in');
+$node->safe_psql('shared', q{
+	CREATE RULE "_RETURN" AS ON SELECT TO mallory_view_in DO INSTEAD
+	SELECT NULL::int AS user_id, NULL::timestamptz AS ts WHERE mallory_rule();
+}, extra_params => ['-U', 'mallory']);
+$node->safe_psql('shared', 'SELECT * FROM sessionize.pipeline_status');
+($ret, $out, $err) = $node->psql('shared', "SELECT * FROM sessionize.run_pipeline('mallory_view_p')");
+like($err, qr/is no longer a table/, 'a source that became a view is refused');
+still_safe('a source table turned into a view');
+
+# Route: code of a type's owner that reading events runs through casts (to
+# json when a row becomes jsonb, to text for the type column), also through
+# a domain over that type.
+$node->safe_psql('shared', qq{
+	CREATE TYPE mood AS ENUM ('happy', 'sad');
+	CREATE FUNCTION mood_json(mood) RETURNS json LANGUAGE plpgsql AS \$f\$ BEGIN
+	@{[ escalating_body('mallory') ]}
+	RETURN to_json(\$1::text); END \$f\$;
+	CREATE CAST (mood AS json) WITH FUNCTION mood_json(mood);
+	CREATE FUNCTION mood_text(mood) RETURNS text LANGUAGE plpgsql AS \$f\$ BEGIN
+	@{[ escalating_body('mallory') ]}
+	RETURN 'x'; END \$f\$;
+	CREATE CAST (mood AS text) WITH FUNCTION mood_text(mood);
+}, extra_params => ['-U', 'mallory']);
+$node->safe_psql('shared', q{
+	CREATE DOMAIN bob_mood AS mood;
+	CREATE TABLE bob_moods (user_id int, ts timestamptz, kind bob_mood);
+}, extra_params => ['-U', 'bob']);
+($ret, $out, $err) = $node->psql('shared',
+	"SELECT sessionize.create_pipeline('bob_moods', 'bob_moods', 'user_id', 'ts', '15 minutes', type_column => 'kind')",
+	extra_params => ['-U', 'bob']);
+like($err, qr/cast from public.mood to (json|text) was written by mallory/, 'a cast another role wrote is refused, also through a domain');
+still_safe('casts of a type');
+
+# Route: a slot table whose owner changes the type of a slot column after
+# the fact.
+$node->safe_psql('shared', q{
+	SELECT sessionize.create_slot_table('public.mallory_slots', '{id}', '{int4}', 'numeric', 'int8', 2);
+	ALTER TABLE mallory_slots ALTER COLUMN slot_key_2 TYPE int8;
+	INSERT INTO mallory_slots VALUES (1, 1.0, 1, 5, 1, 2);
+}, extra_params => ['-U', 'mallory']);
+($ret, $out, $err) = $node->psql('shared', "SELECT sessionize.slot_upsert('mallory_slots', 1, 3.0, 1::int8)",
+	extra_params => ['-U', 'mallory']);
+like($err, qr/column "slot_key_2" of slot table "mallory_slots" is of type bigint, not numeric/,
+	'a slot table whose columns changed type is refused, not misread');
+still_safe('a slot table changed by its owner');
+
+# A role whose name needs quotes owns its pipeline and slot tables.
+$node->safe_psql('shared', q{
+	CREATE ROLE "Carol";
+	GRANT EXECUTE ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval,
+														 text[], name, interval, name, text, boolean, name, boolean, text)
+		TO "Carol";
+	GRANT CREATE ON SCHEMA public TO "Carol";
+	SET ROLE "Carol";
+	CREATE TABLE carol_in (user_id int, ts timestamptz);
+	SELECT sessionize.create_pipeline('carol_p', 'carol_in', 'user_id', 'ts', '15 minutes');
+	SELECT sessionize.create_slot_table('carol_slots', '{id}', '{int}', 'int', 'int');
+	SELECT count(*) FROM sessionize.carol_p_sessions;
+	SELECT sessionize.drop_pipeline('carol_p');
+});
+is($node->safe_psql('shared', "SELECT tableowner FROM pg_tables WHERE tablename = 'carol_slots'"), 'Carol',
+	'a role whose name needs quotes owns its slot table');
+
 # Route: a tenant against another tenant and the extension's own state.
 $node->safe_psql('shared', q{
 	INSERT INTO bob_in SELECT user_id, ts FROM bob_expected;
@@ -299,6 +375,13 @@ for my $attack (@attacks)
 }
 is($node->safe_psql('shared', 'SELECT string_agg(name, \',\' ORDER BY name) FROM sessionize.pipeline_status',
 	extra_params => ['-U', 'alice']), 'alice_p', 'alice sees only her own pipeline in pipeline_status');
+($ret, $out, $err) = $node->psql('shared', q{
+	CREATE FUNCTION public.peek(text) RETURNS boolean LANGUAGE plpgsql COST 0.0000001 AS $f$
+	BEGIN RAISE NOTICE 'seen %', $1; RETURN true; END $f$;
+	SELECT name FROM sessionize.pipeline_status WHERE public.peek(name);
+	SELECT pipeline FROM sessionize.pipeline_dead_letters WHERE public.peek(pipeline);
+}, extra_params => ['-U', 'alice']);
+unlike($err, qr/seen (bob|mallory|admin)/, 'a cheap function of alice\'s sees no row of another pipeline');
 
 # Old-style advisory locks of bob's pipeline, held by alice, stall nothing.
 my $holder = $node->background_psql('shared', extra_params => ['-U', 'alice']);
