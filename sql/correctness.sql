@@ -117,3 +117,26 @@ DROP TABLE gone;
 SELECT name, backlog FROM sessionize.pipeline_status WHERE name = 'gone';
 SELECT * FROM sessionize.run_pipeline('gone');
 SELECT sessionize.drop_pipeline('gone');
+
+-- A logical source's changes are read by column name: a column dropped and
+-- added again is not confused with the one after it, and a change whose
+-- columns the table no longer has is dead-lettered with the reason.
+-- (Decoding through SQL sees flushed WAL only: commits here wait for it.)
+SET synchronous_commit = on;
+CREATE TABLE plays (user_id int, ts timestamptz, kind text, note text);
+SELECT sessionize.create_pipeline('plays', 'plays', 'user_id', 'ts', '30 minutes', type_column => 'kind',
+								  source_kind => 'logical');
+INSERT INTO plays VALUES (1, '2024-01-01 10:00+00', 'play', 'first');
+ALTER TABLE plays DROP COLUMN kind;
+ALTER TABLE plays ADD COLUMN kind text;
+INSERT INTO plays (user_id, ts, note, kind) VALUES (1, '2024-01-01 10:05+00', 'second', 'skip');
+SELECT consumed, merged, dead_lettered FROM sessionize.run_pipeline('plays');
+SELECT type_counts FROM sessionize.plays_sessions;
+INSERT INTO plays (user_id, ts, note, kind) VALUES (1, '2024-01-01 10:10+00', 'third', 'play');
+ALTER TABLE plays ALTER COLUMN note TYPE varchar(20);
+INSERT INTO plays (user_id, ts, note, kind) VALUES (1, '2024-01-01 10:15+00', 'fourth', 'play');
+SELECT consumed, merged, dead_lettered FROM sessionize.run_pipeline('plays');
+SELECT error, event ? 'undecodable_change' AS kept_whole FROM sessionize.dead_letter WHERE pipeline = 'plays';
+SELECT type_counts FROM sessionize.plays_sessions;
+SELECT sessionize.drop_pipeline('plays');
+RESET synchronous_commit;

@@ -130,7 +130,7 @@ BEGIN;
 INSERT INTO plays_in (listener, played_at) VALUES (1, '2024-06-02 10:00');
 SELECT sessionize.create_pipeline('p2', 'plays_in', 'listener', 'played_at', '30 minutes', source_kind => 'logical');
 ROLLBACK;
-SELECT sessionize.sessionize_pgoutput_row(NULL, NULL::plays_in) IS NULL AS no_message_no_row;
+SELECT sessionize.sessionize_pgoutput_row(NULL, NULL::plays_in, NULL) IS NULL AS no_message_no_row;
 SELECT sessionize.run_pipeline('nothing');
 SELECT sessionize.run_pipeline('plays', 0);
 SELECT sessionize.pause_pipeline('nothing');

@@ -10,7 +10,9 @@
  * for a transaction's BEGIN, the LSN its commit has, which orders the
  * stream), and sessionize_pgoutput_row() turns the new tuple of an INSERT or
  * UPDATE into a row of the source table's type, through each column's input
- * function.  Messages are protocol version 1, columns in text form.
+ * function.  Columns are matched by name to the relation message pgoutput
+ * sent for the change, so a column dropped and added again is never misread.
+ * Messages are protocol version 1, columns in text form.
  *
  * Messages are read with pqformat's bounds-checked readers, so a truncated or
  * garbled message is an error, never a read past its end.
@@ -32,6 +34,8 @@
 
 PG_FUNCTION_INFO_V1(pgoutput_message);
 PG_FUNCTION_INFO_V1(pgoutput_row);
+PG_FUNCTION_INFO_V1(pgoutput_row_by_name);
+PG_FUNCTION_INFO_V1(pgoutput_problem);
 
 /* Wraps a bytea in a StringInfo for the pq_getmsg* readers (read only). */
 static void
@@ -199,11 +203,12 @@ row_builder(FunctionCallInfo fcinfo, Oid type_id)
  * the old row's value; otherwise it is NULL.
  */
 static void
-read_tuple(StringInfo reader, RowBuilder *builder, Datum *values, bool *nulls, bool over_old_row)
+read_tuple(StringInfo reader, RowBuilder *builder, const int *attribute_of, int known_columns,
+		   Datum *values, bool *nulls, bool over_old_row)
 {
 	int			columns = pq_getmsgint(reader, 2);
 
-	if (columns > builder->live_columns)
+	if (columns > known_columns)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
 				 errmsg("a logical change has %d columns, the source table %d", columns, builder->live_columns),
@@ -216,7 +221,7 @@ read_tuple(StringInfo reader, RowBuilder *builder, Datum *values, bool *nulls, b
 
 	for (int column = 0; column < columns; column++)
 	{
-		int			attribute = builder->attribute_of[column];
+		int			attribute = attribute_of[column];
 		char		kind = (char) pq_getmsgbyte(reader);
 
 		switch (kind)
@@ -231,7 +236,7 @@ read_tuple(StringInfo reader, RowBuilder *builder, Datum *values, bool *nulls, b
 					int			length = pq_getmsgint(reader, 4);
 					char	   *text;
 
-					if (length < 0)
+					if (length < 0 || length > reader->len - reader->cursor)
 						ereport(ERROR,
 								(errcode(ERRCODE_PROTOCOL_VIOLATION),
 								 errmsg("invalid column length %d in a logical change", length)));
@@ -254,50 +259,89 @@ read_tuple(StringInfo reader, RowBuilder *builder, Datum *values, bool *nulls, b
 }
 
 /*
- * sessionize_pgoutput_row(data bytea, template anyelement) returns anyelement
- *
- * The new tuple of an INSERT or UPDATE message as a row of template's type
- * (the source table's row type); NULL for any other message.  An unchanged
- * TOAST value of an UPDATE is taken from the old row when the message has it
- * (REPLICA IDENTITY FULL), and is NULL otherwise: run_pipeline() dead-letters
- * such an event, told by sessionize_pgoutput_message().
+ * Matches the columns of a relation message (R) to the attributes of the
+ * builder's row type by name.  Returns NULL and fills attribute_of[] (one
+ * entry per column of the message) and *columns, or returns why the
+ * columns cannot be matched: a column the table no longer has, or has with
+ * another type.
  */
-Datum
-pgoutput_row(PG_FUNCTION_ARGS)
+static char *
+match_columns(bytea *relation, RowBuilder *builder, int **attribute_of, int *columns)
 {
-	bytea	   *data;
-	Oid			type_id = get_fn_expr_argtype(fcinfo->flinfo, 1);
 	StringInfoData reader;
-	RowBuilder *builder;
+
+	message_reader(relation, &reader);
+	if ((char) pq_getmsgbyte(&reader) != 'R')
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("a relation message was expected")));
+	(void) pq_getmsgint(&reader, 4);	/* relation */
+	(void) pq_getmsgstring(&reader);	/* schema */
+	(void) pq_getmsgstring(&reader);	/* table */
+	(void) pq_getmsgbyte(&reader);	/* replica identity */
+	*columns = pq_getmsgint(&reader, 2);
+	*attribute_of = palloc(sizeof(int) * Max(*columns, 1));
+	for (int column = 0; column < *columns; column++)
+	{
+		const char *name;
+		Oid			type_id;
+		int			found = -1;
+
+		(void) pq_getmsgbyte(&reader);	/* flags */
+		name = pq_getmsgstring(&reader);
+		type_id = (Oid) pq_getmsgint(&reader, 4);
+		(void) pq_getmsgint(&reader, 4);	/* type modifier */
+		for (int live = 0; live < builder->live_columns; live++)
+		{
+			Form_pg_attribute attribute = TupleDescAttr(builder->desc, builder->attribute_of[live]);
+
+			if (strcmp(NameStr(attribute->attname), name) == 0)
+			{
+				found = builder->attribute_of[live];
+				if (attribute->atttypid != type_id)
+					return psprintf("column \"%s\" of the change is of type %s, the source table's of type %s",
+									name, format_type_be(type_id), format_type_be(attribute->atttypid));
+				break;
+			}
+		}
+		if (found < 0)
+			return psprintf("column \"%s\" of the change is not a column of the source table any more", name);
+		(*attribute_of)[column] = found;
+	}
+	return NULL;
+}
+
+/*
+ * Reads the new tuple of an INSERT or UPDATE message into a row of the
+ * builder's type, its columns placed by attribute_of; NULL for any other
+ * message.  An unchanged TOAST value of an UPDATE is taken from the old row
+ * when the message has it (REPLICA IDENTITY FULL), and is NULL otherwise:
+ * run_pipeline() dead-letters such an event, told by
+ * sessionize_pgoutput_message().
+ */
+static HeapTuple
+read_change(bytea *data, RowBuilder *builder, const int *attribute_of, int columns)
+{
+	StringInfoData reader;
 	Datum	   *values;
 	bool	   *nulls;
 	bool		have_old_row = false;
 	char		kind;
 	char		tuple_kind;
 
-	if (!type_is_rowtype(type_id))
-		ereport(ERROR,
-				(errcode(ERRCODE_DATATYPE_MISMATCH),
-				 errmsg("template must be of a row type")));
-	/* not STRICT, so that the template may be a NULL of the row type */
-	if (PG_ARGISNULL(0))
-		PG_RETURN_NULL();
-	data = PG_GETARG_BYTEA_PP(0);
-
 	message_reader(data, &reader);
 	kind = (char) pq_getmsgbyte(&reader);
 	if (kind != 'I' && kind != 'U')
-		PG_RETURN_NULL();
+		return NULL;
 	(void) pq_getmsgint(&reader, 4);	/* relation */
 
-	builder = row_builder(fcinfo, type_id);
 	values = palloc(sizeof(Datum) * builder->desc->natts);
 	nulls = palloc(sizeof(bool) * builder->desc->natts);
 
 	tuple_kind = (char) pq_getmsgbyte(&reader);
 	if (kind == 'U' && tuple_kind == 'O')
 	{
-		read_tuple(&reader, builder, values, nulls, false);
+		read_tuple(&reader, builder, attribute_of, columns, values, nulls, false);
 		have_old_row = true;
 		tuple_kind = (char) pq_getmsgbyte(&reader);
 	}
@@ -313,6 +357,98 @@ pgoutput_row(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_PROTOCOL_VIOLATION),
 				 errmsg("a change message without a new tuple")));
 
-	read_tuple(&reader, builder, values, nulls, have_old_row);
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(builder->desc, values, nulls)));
+	read_tuple(&reader, builder, attribute_of, columns, values, nulls, have_old_row);
+	return heap_form_tuple(builder->desc, values, nulls);
+}
+
+static Oid
+template_type(FunctionCallInfo fcinfo)
+{
+	Oid			type_id = get_fn_expr_argtype(fcinfo->flinfo, 1);
+
+	if (!type_is_rowtype(type_id))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("template must be of a row type")));
+	return type_id;
+}
+
+/*
+ * sessionize_pgoutput_row(data bytea, template anyelement) returns anyelement
+ *
+ * The change as a row of template's type (the source table's row type),
+ * its columns taken in the order of the table's columns.  The function of
+ * version 0.1.0, kept for its SQL definition until the extension is updated.
+ */
+Datum
+pgoutput_row(PG_FUNCTION_ARGS)
+{
+	RowBuilder *builder;
+	HeapTuple	row;
+
+	(void) template_type(fcinfo);
+	/* not STRICT, so that the template may be a NULL of the row type */
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	builder = row_builder(fcinfo, template_type(fcinfo));
+	row = read_change(PG_GETARG_BYTEA_PP(0), builder, builder->attribute_of, builder->live_columns);
+	if (row == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(HeapTupleGetDatum(row));
+}
+
+/*
+ * sessionize_pgoutput_row(data bytea, template anyelement, relation bytea)
+ * returns anyelement
+ *
+ * The change as a row of template's type, its columns matched by name to
+ * those of relation, the relation message (R) that pgoutput sent for the
+ * change; NULL for a message that is not an INSERT or UPDATE, or whose
+ * columns cannot be matched (sessionize_pgoutput_problem() says why).
+ */
+Datum
+pgoutput_row_by_name(PG_FUNCTION_ARGS)
+{
+	RowBuilder *builder;
+	int		   *attribute_of;
+	int			columns;
+	HeapTuple	row;
+
+	(void) template_type(fcinfo);
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(2))
+		PG_RETURN_NULL();
+	builder = row_builder(fcinfo, template_type(fcinfo));
+	if (match_columns(PG_GETARG_BYTEA_PP(2), builder, &attribute_of, &columns) != NULL)
+		PG_RETURN_NULL();
+	row = read_change(PG_GETARG_BYTEA_PP(0), builder, attribute_of, columns);
+	if (row == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(HeapTupleGetDatum(row));
+}
+
+/*
+ * sessionize_pgoutput_problem(data bytea, template anyelement, relation
+ * bytea) returns text: why the change cannot be read as a row of template's
+ * type, or NULL when it can.
+ */
+Datum
+pgoutput_problem(PG_FUNCTION_ARGS)
+{
+	RowBuilder *builder;
+	int		   *attribute_of;
+	int			columns;
+
+	(void) template_type(fcinfo);
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	if (PG_ARGISNULL(2))
+		PG_RETURN_TEXT_P(cstring_to_text("no relation message came before the change: its columns cannot be matched"));
+	builder = row_builder(fcinfo, template_type(fcinfo));
+	{
+		char	   *problem = match_columns(PG_GETARG_BYTEA_PP(2), builder, &attribute_of, &columns);
+
+		if (problem != NULL)
+			PG_RETURN_TEXT_P(cstring_to_text(problem));
+	}
+	PG_RETURN_NULL();
 }

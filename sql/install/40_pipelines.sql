@@ -45,13 +45,6 @@ LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION sessionize.sessionize_pgoutput_message(bytea) IS
 	'type, relation and (for BEGIN) commit LSN of a pgoutput message; whether an UPDATE''s new row misses values';
 
-CREATE FUNCTION sessionize.sessionize_pgoutput_row(data bytea, template anyelement)
-RETURNS anyelement
-AS 'MODULE_PATHNAME', 'pgoutput_row'
-LANGUAGE C STABLE PARALLEL SAFE;
-COMMENT ON FUNCTION sessionize.sessionize_pgoutput_row(bytea, anyelement) IS
-	'the new tuple of a pgoutput INSERT or UPDATE message as a row of the template''s type';
-
 -- The source tables of logical pipelines are in two publications: one that
 -- publishes inserts, and one that also publishes updates, for pipelines that
 -- take updates as events.  Publishing updates makes PostgreSQL refuse UPDATE

@@ -133,6 +133,22 @@ BEGIN
 	END LOOP;
 END $$;
 
+-- Decoding a logical source's rows: as the pipeline's owner, whose rights
+-- the input functions and domain checks of its columns get.
+CREATE FUNCTION sessionize.sessionize_pgoutput_row(data bytea, template anyelement, relation bytea)
+RETURNS anyelement
+AS 'MODULE_PATHNAME', 'pgoutput_row_by_name'
+LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION sessionize.sessionize_pgoutput_row(bytea, anyelement, bytea) IS
+	'the new tuple of a pgoutput INSERT or UPDATE message as a row of the template''s type, columns matched by name to the relation message';
+
+CREATE FUNCTION sessionize.sessionize_pgoutput_problem(data bytea, template anyelement, relation bytea)
+RETURNS text
+AS 'MODULE_PATHNAME', 'pgoutput_problem'
+LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION sessionize.sessionize_pgoutput_problem(bytea, anyelement, bytea) IS
+	'why a pgoutput change cannot be read as a row of the template''s type (its columns do not match), or NULL';
+
 -- Privileges ------------------------------------------------------------------
 
 -- The first piece of code that a batch of the pipeline would run as its
@@ -600,7 +616,8 @@ BEGIN
 	EXECUTE format('GRANT SELECT ON sessionize.%I, sessionize.%I TO %s WITH GRANT OPTION',
 				   name || '_late', name || '_changes', owner);
 	IF source_kind = 'logical' THEN
-		EXECUTE format('GRANT EXECUTE ON FUNCTION sessionize.sessionize_pgoutput_row(bytea, anyelement) TO %s', owner);
+		EXECUTE format('GRANT EXECUTE ON FUNCTION sessionize.sessionize_pgoutput_row(bytea, anyelement, bytea),'
+					   ' sessionize.sessionize_pgoutput_problem(bytea, anyelement, bytea) TO %s', owner);
 	END IF;
 END $$;
 
@@ -738,7 +755,8 @@ BEGIN
 	-- goes with its last logical pipeline
 	IF dropped.source_kind = 'logical' AND NOT EXISTS (
 		SELECT FROM sessionize.pipelines p WHERE p.owner = dropped.owner AND p.source_kind = 'logical') THEN
-		EXECUTE format('REVOKE EXECUTE ON FUNCTION sessionize.sessionize_pgoutput_row(bytea, anyelement) FROM %s', dropped.owner);
+		EXECUTE format('REVOKE EXECUTE ON FUNCTION sessionize.sessionize_pgoutput_row(bytea, anyelement, bytea),'
+					   ' sessionize.sessionize_pgoutput_problem(bytea, anyelement, bytea) FROM %s', dropped.owner);
 	END IF;
 	IF dropped.source_kind = 'logical' THEN
 		PERFORM sessionize.sessionize_publish_source(dropped.source);
@@ -750,7 +768,7 @@ END $$;
 -- One batch -------------------------------------------------------------------
 
 -- Applies the claimed events of a pipeline's batch table (all of them, or only
--- batch_id only_id) in one statement: dead letters, dedup through the dedup
+-- batch_id first_id to last_id) in one statement: dead letters, dedup through the dedup
 -- memory's first_seen_many(), lateness against the watermark the batch started
 -- with, and the merge.  An event is late when its own session would expire
 -- before the watermark, and also when it would change a final session (one
@@ -769,7 +787,7 @@ END $$;
 -- within a gap after it; an index probe on (key, session_start) finds both.
 -- Per-type counts add up; the change log says what happened.
 CREATE FUNCTION sessionize.sessionize_apply_batch(pipeline sessionize.pipelines, watermark timestamptz,
-												  only_id bigint, replay boolean,
+												  first_id bigint, last_id bigint, replay boolean,
 												  OUT merged bigint, OUT duplicates bigint,
 												  OUT late bigint, OUT dead_lettered bigint,
 												  OUT max_merged timestamptz)
@@ -798,7 +816,7 @@ BEGIN
 	EXECUTE format($q$
 		WITH batch AS (
 			SELECT batch_id, key, coalesce(ts, ts_text::timestamptz) AS ts, event_type, event, fingerprint, problem
-			FROM sessionize.%1$I WHERE $5::bigint IS NULL OR batch_id = $5),
+			FROM sessionize.%1$I WHERE $5::bigint IS NULL OR batch_id BETWEEN $5 AND $7),
 		invalid AS (
 			SELECT event, CASE WHEN problem IS NOT NULL THEN problem
 							   WHEN num_nulls(key) = 1 THEN 'key is null'
@@ -894,7 +912,55 @@ BEGIN
 		CASE WHEN pipeline.type_column IS NULL THEN 'SELECT key, started_at, NULL::jsonb AS type_counts FROM merged WHERE false'
 			 ELSE typed END)
 	INTO merged, duplicates, late, dead_lettered, max_merged
-	USING pipeline.name, fixed_gap, watermark, replay, only_id, pipeline.dedup_window;
+	USING pipeline.name, fixed_gap, watermark, replay, first_id, pipeline.dedup_window, last_id;
+END $$;
+
+-- Applies the events batch_id first_id to last_id of a batch, whose
+-- events are numbered from 1.  When something in them breaks the set-based
+-- path, the range is split in halves, each applied alone, down to the one
+-- event that fails alone: k bad events among n cost O(k log n) attempts,
+-- not n.  Only what is wrong with the event itself (bad data, a violated
+-- constraint: SQLSTATE classes 22 and 23) makes it a dead letter; anything
+-- else fails the batch, which is then retried as a whole.
+CREATE FUNCTION sessionize.sessionize_apply_range(pipeline sessionize.pipelines, watermark timestamptz,
+												  first_id bigint, last_id bigint,
+												  OUT merged bigint, OUT duplicates bigint,
+												  OUT late bigint, OUT dead_lettered bigint,
+												  OUT max_merged timestamptz)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	counts record;
+	middle bigint;
+	message text;
+	error_state text;
+BEGIN
+	counts := sessionize.sessionize_apply_batch(pipeline, watermark, first_id, last_id, false);
+	merged := counts.merged; duplicates := counts.duplicates;
+	late := counts.late; dead_lettered := counts.dead_lettered;
+	max_merged := counts.max_merged;
+EXCEPTION WHEN OTHERS THEN
+	GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, error_state = RETURNED_SQLSTATE;
+	IF first_id = last_id THEN
+		IF left(error_state, 2) NOT IN ('22', '23') THEN
+			RAISE;
+		END IF;
+		EXECUTE format('INSERT INTO sessionize.dead_letter (pipeline, event, error)
+						SELECT $1, event, $2 FROM sessionize.%I WHERE batch_id = $3', pipeline.name || '_batch')
+		USING pipeline.name, message, first_id;
+		merged := 0; duplicates := 0; late := 0; dead_lettered := 1;
+		RETURN;
+	END IF;
+	middle := first_id + (last_id - first_id) / 2;
+	counts := sessionize.sessionize_apply_range(pipeline, watermark, first_id, middle);
+	merged := counts.merged; duplicates := counts.duplicates;
+	late := counts.late; dead_lettered := counts.dead_lettered;
+	max_merged := counts.max_merged;
+	counts := sessionize.sessionize_apply_range(pipeline, watermark, middle + 1, last_id);
+	merged := merged + counts.merged; duplicates := duplicates + counts.duplicates;
+	late := late + counts.late; dead_lettered := dead_lettered + counts.dead_lettered;
+	max_merged := greatest(max_merged, counts.max_merged);
 END $$;
 
 -- How a pipeline reads an event from a row of its source (source_row, an SQL
@@ -1004,12 +1070,9 @@ DECLARE
 	state sessionize.pipeline_state;
 	batch text;
 	counts record;
-	failed_id bigint;
 	new_max timestamptz;
 	new_watermark timestamptz;
 	last_ts timestamptz;
-	message text;
-	error_state text;
 	slot text;
 	new_commit_lsn pg_lsn;
 	new_lsn pg_lsn;
@@ -1066,7 +1129,10 @@ BEGIN
 		FROM (
 			WITH peeked AS (
 				SELECT p.position, p.lsn, p.data, m.kind, m.relation, m.missing_values,
-					   max(m.commit_lsn) OVER (ORDER BY p.position) AS commit_lsn
+					   max(m.commit_lsn) OVER (ORDER BY p.position) AS commit_lsn,
+					   -- the relation message that gives the change its columns
+					   max(p.position) FILTER (WHERE m.kind = 'R' AND m.relation = pipeline.source::oid)
+						   OVER (ORDER BY p.position) AS relation_position
 				FROM pg_logical_slot_peek_binary_changes(slot, peek_end, least(peek_limit, 2147483647)::integer,
 														 'proto_version', '1',
 														 'publication_names', 'sessionize_pipelines,sessionize_pipeline_updates')
@@ -1093,7 +1159,8 @@ BEGIN
 			-- The slot may pass every transaction whose changes are all
 			-- applied; when the peek reached peek_end and left nothing, it
 			-- may pass all of that WAL.
-			SELECT (SELECT array_agg(t.data ORDER BY t.position) FROM taken t),
+			SELECT (SELECT array_agg(ARRAY[r.data, t.data] ORDER BY t.position)
+					FROM taken t LEFT JOIN peeked r ON r.position = t.relation_position),
 				   (SELECT array_agg(t.taken_row ORDER BY t.position) FILTER (WHERE t.missing_values) FROM taken t),
 				   (SELECT l.commit_lsn FROM last_taken l),
 				   (SELECT l.lsn FROM last_taken l),
@@ -1107,10 +1174,13 @@ BEGIN
 		IF messages IS NOT NULL THEN
 			reads := sessionize.sessionize_event_expressions(pipeline, '(d.r)', sessionize.sessionize_key_type(pipeline));
 			filled := sessionize.sessionize_fill_batch(pipeline, format($q$
-				SELECT m.position, %2$s, %3$s, %4$s, %5$s, e.event, sessionize.fingerprint_bytes(%6$s, %8$L::text[]), %7$s
-				FROM unnest($1::bytea[]) WITH ORDINALITY AS m(data, position),
-					 LATERAL (SELECT sessionize.sessionize_pgoutput_row(m.data, NULL::%1$s) AS r) d,
-					 LATERAL (SELECT to_jsonb(d.r) AS event) e$q$,
+				SELECT m.position::bigint, %2$s, %3$s, %4$s, %5$s, e.event, sessionize.fingerprint_bytes(%6$s, %8$L::text[]),
+					   coalesce(d.problem, %7$s)
+				FROM generate_subscripts($1::bytea[], 1) AS m(position),
+					 LATERAL (SELECT sessionize.sessionize_pgoutput_row($1[m.position][2], NULL::%1$s, $1[m.position][1]) AS r,
+									 sessionize.sessionize_pgoutput_problem($1[m.position][2], NULL::%1$s, $1[m.position][1]) AS problem) d,
+					 LATERAL (SELECT coalesce(to_jsonb(d.r),
+											  jsonb_build_object('undecodable_change', encode($1[m.position][2], 'base64'))) AS event) e$q$,
 				pipeline.source, reads.key, reads.ts, reads.ts_text, reads.event_type, reads.content, reads.problem,
 				pipeline.fingerprint_exclude), messages);
 			consumed := filled.filled;
@@ -1155,35 +1225,10 @@ BEGIN
 	IF consumed = 0 THEN
 		RETURN;
 	END IF;
-	BEGIN
-		counts := sessionize.sessionize_apply_batch(pipeline, state.watermark, NULL, false);
-		merged := counts.merged; duplicates := counts.duplicates;
-		late := counts.late; dead_lettered := counts.dead_lettered;
-		new_max := counts.max_merged;
-	EXCEPTION WHEN OTHERS THEN
-		-- Something in the batch breaks the set-based path: apply the events
-		-- one by one, and dead-letter those that fail alone.
-		FOR failed_id IN EXECUTE format('SELECT batch_id FROM %s ORDER BY batch_id', batch) LOOP
-			BEGIN
-				counts := sessionize.sessionize_apply_batch(pipeline, state.watermark, failed_id, false);
-				merged := merged + counts.merged; duplicates := duplicates + counts.duplicates;
-				late := late + counts.late; dead_lettered := dead_lettered + counts.dead_lettered;
-				new_max := greatest(new_max, counts.max_merged);
-			EXCEPTION WHEN OTHERS THEN
-				-- Only what is wrong with the event itself (bad data, a
-				-- violated constraint) makes it a dead letter; anything else
-				-- fails the batch, which is then retried as a whole.
-				GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, error_state = RETURNED_SQLSTATE;
-				IF left(error_state, 2) NOT IN ('22', '23') THEN
-					RAISE;
-				END IF;
-				EXECUTE format('INSERT INTO sessionize.dead_letter (pipeline, event, error)
-								SELECT $1, event, $2 FROM %s WHERE batch_id = $3', batch)
-				USING pipeline.name, message, failed_id;
-				dead_lettered := dead_lettered + 1;
-			END;
-		END LOOP;
-	END;
+	counts := sessionize.sessionize_apply_range(pipeline, state.watermark, 1, consumed);
+	merged := counts.merged; duplicates := counts.duplicates;
+	late := counts.late; dead_lettered := counts.dead_lettered;
+	new_max := counts.max_merged;
 
 	new_max := greatest(state.max_event_time, new_max);
 	-- Unbounded lateness has no watermark.  A grown allowed_lateness moves it
@@ -1271,7 +1316,7 @@ BEGIN
 		FROM unnest($1::jsonb[]) WITH ORDINALITY AS e(event, position),
 			 LATERAL jsonb_populate_record(NULL::%1$s, e.event) r$q$,
 		pipeline.source, reads.key, reads.ts, reads.ts_text, reads.event_type, reads.problem), events)).filled;
-	counts := sessionize.sessionize_apply_batch(pipeline, NULL, NULL, true);
+	counts := sessionize.sessionize_apply_batch(pipeline, NULL, NULL, NULL, true);
 	UPDATE sessionize.pipeline_state s
 	SET merged = s.merged + counts.merged,
 		dead_lettered = s.dead_lettered + counts.dead_lettered,

@@ -40,7 +40,8 @@ BEGIN
 								  pipeline.name OPERATOR(pg_catalog.||) '_late',
 								  pipeline.name OPERATOR(pg_catalog.||) '_changes', runner);
 		IF pipeline.source_kind OPERATOR(pg_catalog.=) 'logical' THEN
-			EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION sessionize.sessionize_pgoutput_row(bytea, anyelement) TO %s', runner);
+			EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION sessionize.sessionize_pgoutput_row(bytea, anyelement, bytea),'
+									  ' sessionize.sessionize_pgoutput_problem(bytea, anyelement, bytea) TO %s', runner);
 		END IF;
 		SELECT pg_catalog.format_type(t.typbasetype, t.typtypmod) INTO key_base
 		FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid

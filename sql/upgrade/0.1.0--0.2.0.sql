@@ -21,8 +21,10 @@ ALTER FUNCTION sessionize.sessionize_check_combine(regtype, text) STRICT;
 DROP FUNCTION sessionize.create_slot_table(text, text[], regtype[], regtype, regtype, integer, text, text, text, text);
 GRANT SELECT ON sessionize.slot_tables TO PUBLIC;
 
--- Every pipeline function is made anew.
+-- Every pipeline function is made anew; logical changes are read by the
+-- names of their columns.
 DROP VIEW sessionize.pipeline_status;
+DROP FUNCTION sessionize.sessionize_pgoutput_row(bytea, anyelement);
 DROP FUNCTION sessionize.sessionize_check_pipeline_name(text);
 DROP FUNCTION sessionize.sessionize_pipeline_lock(text);
 DROP FUNCTION sessionize.sessionize_lock_pipeline(text);
