@@ -140,3 +140,18 @@ SELECT error, event ? 'undecodable_change' AS kept_whole FROM sessionize.dead_le
 SELECT type_counts FROM sessionize.plays_sessions;
 SELECT sessionize.drop_pipeline('plays');
 RESET synchronous_commit;
+
+-- A session's event count never wraps: past int64 the event is a dead letter.
+CREATE TABLE counted (user_id int, ts timestamptz);
+SELECT sessionize.create_pipeline('counted', 'counted', 'user_id', 'ts', '30 minutes');
+INSERT INTO counted VALUES (1, '2024-01-01 10:00+00');
+SELECT merged FROM sessionize.run_pipeline('counted');
+UPDATE sessionize.counted_stored_sessions SET events = 9223372036854775807;
+INSERT INTO counted VALUES (1, '2024-01-01 10:05+00'), (2, '2024-01-01 10:05+00');
+SELECT merged, dead_lettered FROM sessionize.run_pipeline('counted');
+SELECT error FROM sessionize.dead_letter WHERE pipeline = 'counted';
+SELECT sessionize.drop_pipeline('counted');
+
+-- The window function's error shows times of the type it was given.
+SELECT sessionize.session_id(ts, '1 hour') OVER (ORDER BY k)
+FROM (VALUES (1, timestamp '2024-01-01 10:00'), (2, timestamp '2024-01-01 09:00')) v(k, ts);

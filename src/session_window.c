@@ -15,6 +15,8 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_type.h"
+#include "utils/builtins.h"
 #include "windowapi.h"
 
 #include "sessionize.h"
@@ -31,6 +33,17 @@ typedef struct SessionWindowState
 
 PG_FUNCTION_INFO_V1(session_id);
 PG_FUNCTION_INFO_V1(session_start);
+
+/* An event time as the type of the window's ts argument writes it. */
+static char *
+event_time_text(FunctionCallInfo fcinfo, TimestampTz ts)
+{
+	Oid			type = get_fn_expr_argtype(fcinfo->flinfo, 0);
+
+	if (type == TIMESTAMPOID)
+		return DatumGetCString(DirectFunctionCall1(timestamp_out, TimestampGetDatum((Timestamp) ts)));
+	return DatumGetCString(DirectFunctionCall1(timestamptz_out, TimestampTzGetDatum(ts)));
+}
 
 /*
  * Advances the partition's state over the current row.  Returns false when
@@ -88,9 +101,8 @@ session_window_step(FunctionCallInfo fcinfo, SessionWindowState **state_out)
 	}
 	else if (ts < state->session.ended_at)
 	{
-		/* timestamptz_to_str() reuses one buffer: copy before the next call */
-		char	   *earlier = pstrdup(timestamptz_to_str(ts));
-		char	   *later = pstrdup(timestamptz_to_str(state->session.ended_at));
+		char	   *earlier = event_time_text(fcinfo, ts);
+		char	   *later = event_time_text(fcinfo, state->session.ended_at);
 
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_EXCEPTION),

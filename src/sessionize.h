@@ -63,6 +63,7 @@ extern bool session_continues(const SessionInterval *session, TimestampTz ts,
 							  int64 max_duration);
 extern void session_start_with(SessionInterval *session, TimestampTz ts, int64 gap);
 extern void session_extend_with(SessionInterval *session, TimestampTz ts, int64 gap);
+extern int64 sessionize_add_events(int64 a, int64 b);
 
 /* sessions.c: sets of sessions built from unordered input */
 extern SessionSet *session_set_create(MemoryContext context);

@@ -118,6 +118,20 @@ sessionize_add_usecs(TimestampTz ts, int64 usecs)
 	return result;
 }
 
+/* The number of events of two pieces of a session, or an error past int64. */
+int64
+sessionize_add_events(int64 a, int64 b)
+{
+	int64		sum;
+
+	if (pg_add_s64_overflow(a, b, &sum))
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("session event count out of range"),
+				 errdetail("A session would have more than %lld events.", (long long) PG_INT64_MAX)));
+	return sum;
+}
+
 /*
  * Does an event at ts, not earlier than any event of the session, continue
  * it?  max_duration 0 means no limit.
@@ -150,7 +164,7 @@ session_extend_with(SessionInterval *session, TimestampTz ts, int64 gap)
 		session->ended_at = ts;
 	if (expires_at > session->expires_at)
 		session->expires_at = expires_at;
-	session->events++;
+	session->events = sessionize_add_events(session->events, 1);
 }
 
 SessionSet *
@@ -220,7 +234,7 @@ session_set_compact(SessionSet *set)
 					current->ended_at = next->ended_at;
 				if (next->expires_at > current->expires_at)
 					current->expires_at = next->expires_at;
-				current->events += next->events;
+				current->events = sessionize_add_events(current->events, next->events);
 			}
 			else
 				set->items[++kept] = *next;
@@ -265,7 +279,7 @@ session_set_add_interval(SessionSet *set, const SessionInterval *item)
 			last->ended_at = item->ended_at;
 		if (item->expires_at > last->expires_at)
 			last->expires_at = item->expires_at;
-		last->events += item->events;
+		last->events = sessionize_add_events(last->events, item->events);
 		return;
 	}
 
@@ -360,7 +374,7 @@ session_set_sessions(SessionSet *set, int32 *count)
 				current->ended_at = event->ended_at;
 			if (event->expires_at > current->expires_at)
 				current->expires_at = event->expires_at;
-			current->events += event->events;
+			current->events = sessionize_add_events(current->events, event->events);
 		}
 		else
 			sessions[++kept] = *event;
