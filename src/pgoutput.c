@@ -300,7 +300,8 @@ match_columns(bytea *relation, RowBuilder *builder, int **attribute_of, int *col
 				found = builder->attribute_of[live];
 				if (attribute->atttypid != type_id)
 					return psprintf("column \"%s\" of the change is of type %s, the source table's of type %s",
-									name, format_type_be(type_id), format_type_be(attribute->atttypid));
+									name, format_type_extended(type_id, -1, FORMAT_TYPE_ALLOW_INVALID),
+									format_type_be(attribute->atttypid));
 				break;
 			}
 		}

@@ -214,6 +214,13 @@ SELECT lives_ok($fuzz$
 	DECLARE
 		message bytea;
 		kind text;
+		relation bytea;
+		-- the relation message pgoutput would send for fuzz_row
+		valid_relation bytea := convert_to('R', 'UTF8') || '\x00000001'::bytea || convert_to('pg_temp', 'UTF8') || '\x00'::bytea
+								|| convert_to('fuzz_row', 'UTF8') || '\x00'::bytea || convert_to('d', 'UTF8')
+								|| (SELECT int2send(count(*)::int2) || string_agg('\x00'::bytea || convert_to(attname, 'UTF8') || '\x00'::bytea
+																		  || int4send(atttypid::int) || int4send(atttypmod), ''::bytea ORDER BY attnum)
+									FROM pg_attribute WHERE attrelid = 'pg_temp.fuzz_row'::regclass AND attnum > 0);
 	BEGIN
 		PERFORM setseed(0.5);
 		FOR i IN 1..5000 LOOP
@@ -227,9 +234,13 @@ SELECT lives_ok($fuzz$
 						   || int2send((random() * 5)::int::int2)
 						   || substr(decode(md5(random()::text) || md5(random()::text), 'hex'), 1, (random() * 30)::int);
 			END IF;
+			relation := CASE WHEN random() < 0.7 THEN valid_relation
+							 ELSE substr(valid_relation, 1, (random() * length(valid_relation))::int)
+								  || decode(md5(random()::text), 'hex') END;
 			BEGIN
 				PERFORM sessionize.sessionize_pgoutput_message(message);
-				PERFORM sessionize.sessionize_pgoutput_row(message, NULL::pg_temp.fuzz_row);
+				PERFORM sessionize.sessionize_pgoutput_problem(message, NULL::pg_temp.fuzz_row, relation);
+				PERFORM sessionize.sessionize_pgoutput_row(message, NULL::pg_temp.fuzz_row, relation);
 			EXCEPTION WHEN data_exception OR protocol_violation OR datatype_mismatch OR invalid_text_representation THEN
 				NULL;
 			END;

@@ -97,6 +97,25 @@ ok($node->poll_query_until('postgres', "SELECT count(*) = 3 FROM sessionize.play
 is($node->safe_psql('postgres', "SELECT worker_pid FROM sessionize.pipeline_status WHERE name = 'plays'"), $plays_pid,
 	'the same worker kept going: no crash loop');
 
+# A worker serves one incarnation of its pipeline: dropped and created again
+# under the same name, the pipeline gets a new worker, and the old one exits.
+my $plays_id = $node->safe_psql('postgres', "SELECT id FROM sessionize.pipelines WHERE name = 'plays'");
+$node->safe_psql('postgres', q{
+	BEGIN;
+	SELECT sessionize.drop_pipeline('plays');
+	SELECT sessionize.create_pipeline('plays', 'plays_in', 'listener', 'played_at', '30 minutes', run_as => 'pipeline_runner');
+	COMMIT;
+});
+ok($node->poll_query_until('postgres', "SELECT worker_pid IS NOT NULL AND worker_pid <> $plays_pid FROM sessionize.pipeline_status WHERE name = 'plays'"),
+	'a pipeline created again gets a worker of its own');
+ok($node->poll_query_until('postgres', "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $plays_pid"),
+	'and the worker of the dropped incarnation exits');
+$node->safe_psql('postgres', "INSERT INTO plays_in VALUES (7, '2024-01-01 10:00')");
+ok($node->poll_query_until('postgres', "SELECT consumed = 1 FROM sessionize.pipeline_status WHERE name = 'plays'"),
+	'the new incarnation consumes');
+isnt($node->safe_psql('postgres', "SELECT id FROM sessionize.pipelines WHERE name = 'plays'"), $plays_id,
+	'under a new id');
+
 # Dropping a pipeline stops its worker.
 $node->safe_psql('postgres', "SELECT sessionize.drop_pipeline('plays')");
 ok($node->poll_query_until('postgres', "SELECT count(*) = 0 FROM pg_stat_activity WHERE application_name = 'sessionize pipeline plays'"),
