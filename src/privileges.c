@@ -19,8 +19,8 @@
  *	 the source, decoding changes and reading late events fire triggers,
  *	 domain checks and type input functions that the owner's side wrote.
  *
- * - pipeline locks use advisory lock tags of a class no SQL function can
- *	 produce, so that no role can hold a pipeline's lock and stall it.
+ * - pipeline and scheduler locks use advisory lock tags of a class no SQL
+ *	 function can produce, so that no role can hold one and stall a pipeline.
  *
  *-------------------------------------------------------------------------
  */
@@ -55,6 +55,7 @@ PG_FUNCTION_INFO_V1(lock_pipeline_batch);
  */
 #define PIPELINE_BATCH_LOCK_CLASS	0x5301
 #define PIPELINE_WORKER_LOCK_CLASS	0x5302
+#define SCHEDULER_LOCK_CLASS		0x5303
 
 /*
  * Calls sessionize_<name>(caller regrole, [caller_schema text,] arguments...)
@@ -264,5 +265,18 @@ sessionize_lock_pipeline_worker(int64 pipeline_id)
 	LOCKTAG		tag;
 
 	pipeline_lock_tag(&tag, (uint64) pipeline_id, PIPELINE_WORKER_LOCK_CLASS);
+	return LockAcquire(&tag, ExclusiveLock, true, true) != LOCKACQUIRE_NOT_AVAIL;
+}
+
+/*
+ * Takes, for the life of the session, the lock that makes a scheduler the
+ * only one of its database; false when another session holds it.
+ */
+bool
+sessionize_lock_scheduler(void)
+{
+	LOCKTAG		tag;
+
+	pipeline_lock_tag(&tag, 0, SCHEDULER_LOCK_CLASS);
 	return LockAcquire(&tag, ExclusiveLock, true, true) != LOCKACQUIRE_NOT_AVAIL;
 }

@@ -33,10 +33,10 @@ _PG_init(void)
 	/* Only the postmaster can define a start-up setting: the launcher's. */
 	if (process_shared_preload_libraries_in_progress)
 		DefineCustomStringVariable("sessionize.database",
-								   "Database in which the pipeline launcher runs pipelines.",
-								   NULL,
+								   "The only database whose pipelines run; empty: every database.",
+								   "By default the launcher serves every database where the extension is installed.",
 								   &sessionize_database,
-								   "postgres",
+								   "",
 								   PGC_POSTMASTER,
 								   0,
 								   NULL, NULL, NULL);

@@ -92,10 +92,11 @@ extern int	sessionize_max_workers;
 extern int	sessionize_naptime_ms;
 extern int	sessionize_batch_size;
 
-/* privileges.c: the lock that keeps a pipeline to one worker */
+/* privileges.c: the locks that keep a pipeline to one worker, a database to one scheduler */
 extern bool sessionize_lock_pipeline_worker(int64 pipeline_id);
+extern bool sessionize_lock_scheduler(void);
 
-/* worker.c: the pipeline launcher and workers */
+/* launcher.c: the launcher, which starts a scheduler in every database */
 extern void sessionize_register_launcher(void);
 
 #endif							/* SESSIONIZE_H */

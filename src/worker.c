@@ -1,14 +1,15 @@
 /*-------------------------------------------------------------------------
  *
  * worker.c
- *	  The pipeline launcher and the pipeline workers.
+ *	  The scheduler of a database and the pipeline workers.
  *
- * The launcher is a background worker registered from shared_preload_libraries.
- * It connects to sessionize.database and, every naptime, compares the active
- * pipelines with the workers it runs: it starts a dynamic worker for each
- * active pipeline that has none, and stops the workers of pipelines paused or
- * dropped.  It never runs on a standby (it starts when recovery is finished),
- * and the postmaster restarts it if it dies.
+ * The launcher (launcher.c) starts a scheduler in each database.  A
+ * scheduler that finds no sessionize there exits; otherwise, every naptime,
+ * it compares the active pipelines with the workers it runs: it starts a
+ * dynamic worker for each active pipeline that has none, up to
+ * sessionize.max_workers across the cluster, and stops the workers of
+ * pipelines paused or dropped.  When the extension is dropped it stops its
+ * workers and exits.
  *
  * A pipeline worker calls sessionize.run_pipeline() in a loop, one
  * transaction per batch: consuming, merging and the checkpoint commit
@@ -47,7 +48,7 @@
 
 #define LONGEST_BACKOFF_MS (60 * 1000)
 
-/* What the launcher knows of one pipeline's worker. */
+/* What the scheduler knows of one pipeline's worker. */
 typedef struct PipelineWorker
 {
 	int64		id;				/* the pipeline's incarnation */
@@ -59,28 +60,14 @@ typedef struct PipelineWorker
 	TimestampTz not_before;		/* earliest next start */
 } PipelineWorker;
 
-PGDLLEXPORT void sessionize_launcher_main(Datum argument);
+PGDLLEXPORT void sessionize_scheduler_main(Datum argument);
 PGDLLEXPORT void sessionize_pipeline_main(Datum argument);
 
 static PipelineWorker *workers = NULL;
 static int	worker_count = 0;
 static int	worker_capacity = 0;
 static bool limit_reported = false;
-
-void
-sessionize_register_launcher(void)
-{
-	BackgroundWorker worker = {0};
-
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 5;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "sessionize");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "sessionize_launcher_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "sessionize launcher");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "sessionize launcher");
-	RegisterBackgroundWorker(&worker);
-}
+static int	cluster_workers = 0;	/* pipeline workers of every database, last read */
 
 /* Brackets a piece of SPI work in its own transaction. */
 static void
@@ -123,10 +110,15 @@ pin_search_path(void)
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 }
 
-/* Reads the active pipelines; marks the known ones, adds new ones. */
-static void
+/*
+ * Reads the active pipelines; marks the known ones, adds new ones.  Returns
+ * false when the extension is not installed in the database.
+ */
+static bool
 read_active_pipelines(void)
 {
+	bool		installed = false;
+
 	for (int i = 0; i < worker_count; i++)
 		workers[i].active = false;
 
@@ -135,7 +127,8 @@ read_active_pipelines(void)
 		SPI_processed == 1)
 	{
 		bool		isnull;
-		bool		installed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+
+		installed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 
 		if (installed &&
 			SPI_execute("SELECT p.name, p.id FROM sessionize.pipelines p"
@@ -168,7 +161,16 @@ read_active_pipelines(void)
 			}
 		}
 	}
+	if (SPI_execute("SELECT pg_catalog.count(*) FROM pg_catalog.pg_stat_activity"
+					" WHERE backend_type OPERATOR(pg_catalog.=) 'sessionize pipeline'", true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+	{
+		bool		isnull;
+
+		cluster_workers = (int) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
 	end_work();
+	return installed;
 }
 
 static int
@@ -190,7 +192,8 @@ start_worker(PipelineWorker *worker)
 
 	if (now < worker->not_before)
 		return;
-	if (running_workers() >= sessionize_max_workers)
+	/* this scheduler's own workers count at once, other databases' as last read */
+	if (Max(running_workers(), cluster_workers) >= sessionize_max_workers)
 	{
 		if (!limit_reported)
 			ereport(LOG,
@@ -210,6 +213,7 @@ start_worker(PipelineWorker *worker)
 	snprintf(definition.bgw_function_name, BGW_MAXLEN, "sessionize_pipeline_main");
 	snprintf(definition.bgw_name, BGW_MAXLEN, "sessionize pipeline %s", worker->name);
 	snprintf(definition.bgw_type, BGW_MAXLEN, "sessionize pipeline");
+	definition.bgw_main_arg = ObjectIdGetDatum(MyDatabaseId);
 	StaticAssertStmt(NAMEDATALEN + sizeof(int64) <= BGW_EXTRALEN, "pipeline name and id must fit in bgw_extra");
 	memcpy(definition.bgw_extra, worker->name, NAMEDATALEN);
 	memcpy(definition.bgw_extra + NAMEDATALEN, &worker->id, sizeof(int64));
@@ -228,6 +232,7 @@ start_worker(PipelineWorker *worker)
 	}
 	limit_reported = false;
 	worker->started_at = now;
+	cluster_workers++;
 }
 
 /* Starts, stops and forgets workers to match the active pipelines. */
@@ -267,14 +272,25 @@ reconcile_workers(void)
 }
 
 void
-sessionize_launcher_main(Datum argument)
+sessionize_scheduler_main(Datum argument)
 {
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(sessionize_database, NULL, 0);
+	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(argument), InvalidOid, 0);
 	pin_search_path();
-	pgstat_report_appname("sessionize launcher");
+	pgstat_report_appname("sessionize scheduler");
+	/* a launcher restarted by the postmaster does not know the schedulers it left */
+	if (!sessionize_lock_scheduler())
+	{
+		char		database[NAMEDATALEN];
+
+		memcpy(database, MyBgworkerEntry->bgw_extra, NAMEDATALEN);
+		database[NAMEDATALEN - 1] = '\0';
+		ereport(LOG,
+				(errmsg("sessionize database \"%s\" already has a scheduler, this one exits", database)));
+		proc_exit(0);
+	}
 
 	for (;;)
 	{
@@ -286,7 +302,14 @@ sessionize_launcher_main(Datum argument)
 		}
 		if (!RecoveryInProgress())
 		{
-			read_active_pipelines();
+			if (!read_active_pipelines())
+			{
+				/* no sessionize here (any more): its workers go too */
+				for (int i = 0; i < worker_count; i++)
+					if (workers[i].handle != NULL)
+						TerminateBackgroundWorker(workers[i].handle);
+				proc_exit(0);
+			}
 			reconcile_workers();
 		}
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -374,7 +397,7 @@ sessionize_pipeline_main(Datum argument)
 	/* finish the batch in hand, then exit */
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(sessionize_database, NULL, 0);
+	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(argument), InvalidOid, 0);
 	pin_search_path();
 	pgstat_report_appname(psprintf("sessionize pipeline %s", pipeline));
 	worker_context = AllocSetContextCreate(TopMemoryContext, "sessionize pipeline worker",

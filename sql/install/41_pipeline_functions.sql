@@ -1375,6 +1375,7 @@ CREATE VIEW sessionize.pipeline_status WITH (security_barrier) AS
 SELECT p.name, p.state, p.source_kind,
 	   (SELECT a.pid FROM pg_catalog.pg_stat_activity a
 		WHERE a.backend_type OPERATOR(pg_catalog.=) 'sessionize pipeline'
+		  AND a.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()
 		  AND a.application_name OPERATOR(pg_catalog.=) ('sessionize pipeline ' OPERATOR(pg_catalog.||) p.name)
 		LIMIT 1) AS worker_pid,
 	   s.consumed, s.merged, s.duplicates, s.late, s.dead_lettered, s.batches,

@@ -137,15 +137,23 @@ my $log_offset = -s $node->logfile;
 $node->safe_psql('postgres', "SELECT pg_terminate_backend($launcher)");
 ok($node->poll_query_until('postgres', "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'sessionize launcher' AND pid <> $launcher"),
 	'the launcher comes back after it dies');
-# The new launcher does not know the worker the old one started, which still
-# runs: the worker it starts finds the pipeline taken and exits.
-ok($node->wait_for_log(qr/sessionize pipeline "clicks" already has a worker, this one exits/, $log_offset),
-	'a second worker of a pipeline steps back');
+# The new launcher does not know the scheduler the old one started, which
+# still runs with its worker: the scheduler it starts finds the database
+# taken and exits.
+ok($node->wait_for_log(qr/sessionize database "postgres" already has a scheduler, this one exits/, $log_offset),
+	'a second scheduler of a database steps back');
 is($node->safe_psql('postgres', "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sessionize pipeline clicks'"),
 	'1', 'so the pipeline keeps one worker');
 $node->safe_psql('postgres', "SELECT sessionize.pause_pipeline('clicks')");
 ok($node->poll_query_until('postgres', "SELECT count(*) = 0 FROM pg_stat_activity WHERE application_name = 'sessionize pipeline clicks'"),
 	'the worker the old launcher started stops when its pipeline is paused');
+
+# A second worker of a pipeline, started by whatever means, steps back too.
+$node->safe_psql('postgres', "SELECT sessionize.resume_pipeline('clicks')");
+ok($node->poll_query_until('postgres', "SELECT count(*) = 1 FROM pg_stat_activity WHERE application_name = 'sessionize pipeline clicks'"),
+	'a resumed pipeline gets its worker back');
+is($node->safe_psql('postgres', "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'sessionize scheduler'"),
+	'1', 'and its database keeps one scheduler');
 
 $node->stop;
 done_testing();
