@@ -285,12 +285,13 @@ match_columns(bytea *relation, RowBuilder *builder, int **attribute_of, int *col
 	{
 		const char *name;
 		Oid			type_id;
+		int32		type_modifier;
 		int			found = -1;
 
 		(void) pq_getmsgbyte(&reader);	/* flags */
 		name = pq_getmsgstring(&reader);
 		type_id = (Oid) pq_getmsgint(&reader, 4);
-		(void) pq_getmsgint(&reader, 4);	/* type modifier */
+		type_modifier = pq_getmsgint(&reader, 4);
 		for (int live = 0; live < builder->live_columns; live++)
 		{
 			Form_pg_attribute attribute = TupleDescAttr(builder->desc, builder->attribute_of[live]);
@@ -298,10 +299,10 @@ match_columns(bytea *relation, RowBuilder *builder, int **attribute_of, int *col
 			if (strcmp(NameStr(attribute->attname), name) == 0)
 			{
 				found = builder->attribute_of[live];
-				if (attribute->atttypid != type_id)
+				if (attribute->atttypid != type_id || attribute->atttypmod != type_modifier)
 					return psprintf("column \"%s\" of the change is of type %s, the source table's of type %s",
-									name, format_type_extended(type_id, -1, FORMAT_TYPE_ALLOW_INVALID),
-									format_type_be(attribute->atttypid));
+									name, format_type_extended(type_id, type_modifier, FORMAT_TYPE_ALLOW_INVALID | FORMAT_TYPE_TYPEMOD_GIVEN),
+									format_type_with_typemod(attribute->atttypid, attribute->atttypmod));
 				break;
 			}
 		}

@@ -173,7 +173,9 @@ parse_combine(const char *combine)
 static Oid
 sum_function(Oid value_type)
 {
-	Operator	plus = oper(NULL, list_make1(makeString("+")), value_type, value_type, true, -1);
+	/* pg_catalog's only: a + found through someone's search_path would run their code */
+	Operator	plus = oper(NULL, list_make2(makeString("pg_catalog"), makeString("+")),
+							value_type, value_type, true, -1);
 	Oid			function = InvalidOid;
 
 	if (plus != NULL)

@@ -26,14 +26,16 @@ END $$;
 -- and the days of its intervals, are in it, whoever runs the batch.
 CREATE FUNCTION sessionize.sessionize_check_time_zone(time_zone text)
 RETURNS text
-LANGUAGE plpgsql IMMUTABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
 AS $$
 BEGIN
 	IF time_zone IS NULL THEN
 		RAISE EXCEPTION 'time_zone must not be null' USING ERRCODE = 'null_value_not_allowed';
 	END IF;
-	PERFORM timestamptz '2000-01-01 00:00+00' AT TIME ZONE time_zone;
+	-- what a batch does with it: the function's SET undoes it on return
+	PERFORM set_config('TimeZone', time_zone, true);
 	RETURN time_zone;
 EXCEPTION WHEN invalid_parameter_value THEN
 	RAISE EXCEPTION 'invalid time zone "%"', time_zone
@@ -181,7 +183,9 @@ BEGIN ATOMIC
 			SELECT a.atttypid FROM pg_attribute a
 			WHERE a.attrelid = t.typrelid AND t.typrelid <> 0 AND a.attnum > 0 AND NOT a.attisdropped
 			UNION ALL
-			SELECT r.rngsubtype FROM pg_range r WHERE r.rngtypid = t.oid) n(type_id)),
+			SELECT r.rngsubtype FROM pg_range r WHERE r.rngtypid = t.oid
+			UNION ALL
+			SELECT r.rngtypid FROM pg_range r WHERE r.rngmultitypid = t.oid) n(type_id)),
 	claim_objects(classid, objid) AS (
 		SELECT 'pg_trigger'::regclass, tg.oid FROM pg_trigger tg
 		WHERE tg.tgrelid = (pipeline).source AND NOT tg.tgisinternal AND (tg.tgtype::integer & 8) <> 0
@@ -268,6 +272,31 @@ BEGIN
 			USING ERRCODE = 'insufficient_privilege',
 				  DETAIL = 'The owner of the table could run any code as a superuser through its triggers.',
 				  HINT = 'Let the pipeline run as the table''s owner (the default), or create it with allow_superuser => true if every role that can change the table is trusted.';
+	END IF;
+	-- Changes decoded from WAL know nothing of row security: a logical
+	-- pipeline may only read a table whose rows its owner sees whole.
+	IF pipeline.source_kind = 'logical'
+	   AND (SELECT relrowsecurity FROM pg_class WHERE oid = pipeline.source)
+	   AND NOT (SELECT rolbypassrls OR rolsuper FROM pg_roles WHERE oid = pipeline.owner)
+	   AND NOT (pg_has_role(pipeline.owner, source_owner, 'USAGE')
+				AND NOT (SELECT relforcerowsecurity FROM pg_class WHERE oid = pipeline.source)) THEN
+		RAISE EXCEPTION 'pipeline "%" cannot follow table % through its WAL: the table has row security', pipeline.name, pipeline.source
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = format('Decoded changes hold every row, and %s may not see every row.', pipeline.owner),
+				  HINT = 'Use a staging table, or a role that owns the table or bypasses row security.';
+	END IF;
+	-- The key is stored as the type it had when the pipeline was made: a
+	-- changed key column would be cut to that type or fail every batch.
+	IF pipeline.payload_column IS NULL AND (
+		SELECT format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END,
+						   CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END)
+		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+		WHERE a.attrelid = pipeline.source AND a.attname = pipeline.key_column AND NOT a.attisdropped)
+	   IS DISTINCT FROM sessionize.sessionize_key_type(pipeline) THEN
+		RAISE EXCEPTION 'the key column "%" of pipeline "%" changed type', pipeline.key_column, pipeline.name
+			USING ERRCODE = 'datatype_mismatch',
+				  DETAIL = format('The pipeline stores keys as %s.', sessionize.sessionize_key_type(pipeline)),
+				  HINT = 'Drop the pipeline and create it again, or give the column its type back.';
 	END IF;
 	untrusted := sessionize.sessionize_untrusted_code(pipeline);
 	IF untrusted IS NOT NULL THEN
@@ -498,14 +527,17 @@ END $$;
 
 -- A batch claims a staging table's oldest events first: an index on the
 -- time column serves it.  Made, in the source's schema and for its owner,
--- when no index of the table starts with that column.
+-- when no index of the table starts with that column and the pipeline's
+-- owner has the rights of the table's owner (who alone may index it).
 CREATE FUNCTION sessionize.sessionize_index_source_time(pipeline sessionize.pipelines)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	IF pipeline.source_kind = 'table' AND pipeline.payload_column IS NULL AND NOT EXISTS (
+	IF pipeline.source_kind = 'table' AND pipeline.payload_column IS NULL
+	   AND pg_has_role(pipeline.owner, (SELECT relowner FROM pg_class WHERE oid = pipeline.source), 'USAGE')
+	   AND NOT EXISTS (
 		SELECT FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
 		WHERE i.indrelid = pipeline.source AND a.attname = pipeline.time_column AND i.indpred IS NULL) THEN
 		EXECUTE format('CREATE INDEX ON %s (%I)', pipeline.source, pipeline.time_column);
@@ -567,7 +599,6 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	made sessionize.pipelines;
-	untrusted text;
 BEGIN
 	INSERT INTO sessionize.pipelines (name, source, key_column, time_column, gap, allowed_lateness,
 									  dedup_window, fingerprint_exclude, type_column, owner, allow_superuser,
@@ -576,14 +607,6 @@ BEGIN
 			coalesce(fingerprint_exclude, '{}'), type_column, owner, allow_superuser, source_kind,
 			coalesce(updates_as_events, false), payload_column, time_zone)
 	RETURNING * INTO made;
-	-- code another role wrote is refused now rather than at the first batch
-	untrusted := sessionize.sessionize_untrusted_code(made);
-	IF untrusted IS NOT NULL THEN
-		RAISE EXCEPTION 'pipeline "%" would run code that another role wrote', name
-			USING ERRCODE = 'insufficient_privilege',
-				  DETAIL = untrusted || '.',
-				  HINT = 'A batch runs as the pipeline''s owner: make the code SECURITY DEFINER, or owned by a role with the owner''s rights, or run the pipeline as a role that wrote it.';
-	END IF;
 	INSERT INTO sessionize.pipeline_state (pipeline) VALUES (name);
 	IF source_kind = 'logical' THEN
 		PERFORM sessionize.sessionize_publish_source(source);
@@ -605,6 +628,8 @@ BEGIN
 	EXECUTE format('CREATE UNLOGGED TABLE sessionize.%I (batch_id bigint PRIMARY KEY, key %s, ts timestamptz,'
 				   ' ts_text text, event_type text, event jsonb NOT NULL, fingerprint uuid, problem text)', name || '_batch', key_type);
 	PERFORM sessionize.sessionize_make_pipeline_views(name, owner);
+	-- what a batch would refuse is refused now: row security, code another role wrote
+	PERFORM sessionize.sessionize_check_owner(made);
 	EXECUTE format('COMMENT ON TABLE sessionize.%I IS %L', name || '_stored_sessions',
 				   'sessions of pipeline ' || name || ', as the pipeline writes them; read them through the views');
 	EXECUTE format('COMMENT ON TABLE sessionize.%I IS %L', name || '_late', 'events that came later than the allowed lateness of pipeline ' || name);
@@ -663,6 +688,9 @@ SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC'
 SET DateStyle = 'ISO, MDY'
 SET IntervalStyle = 'postgres'
+SET extra_float_digits = 1
+SET bytea_output = 'hex'
+SET timezone_abbreviations = 'Default'
 AS $$
 DECLARE
 	pipeline sessionize.pipelines;
@@ -751,6 +779,8 @@ BEGIN
 	EXECUTE format('DROP TABLE IF EXISTS sessionize.%I, sessionize.%I, sessionize.%I, sessionize.%I',
 				   name || '_stored_sessions', name || '_late', name || '_changes', name || '_batch');
 	DELETE FROM sessionize.seen_fingerprints WHERE namespace = 'pipeline:' || name;
+	-- a pipeline made later under this name belongs to someone else perhaps
+	DELETE FROM sessionize.dead_letter d WHERE d.pipeline = sessionize_drop_pipeline.name;
 	-- the grants the tables took with them; the owner's right to decode
 	-- goes with its last logical pipeline
 	IF dropped.source_kind = 'logical' AND NOT EXISTS (
@@ -1064,6 +1094,9 @@ SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC'
 SET DateStyle = 'ISO, MDY'
 SET IntervalStyle = 'postgres'
+SET extra_float_digits = 1
+SET bytea_output = 'hex'
+SET timezone_abbreviations = 'Default'
 AS $$
 DECLARE
 	pipeline sessionize.pipelines;
@@ -1279,6 +1312,9 @@ SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC'
 SET DateStyle = 'ISO, MDY'
 SET IntervalStyle = 'postgres'
+SET extra_float_digits = 1
+SET bytea_output = 'hex'
+SET timezone_abbreviations = 'Default'
 AS $$
 DECLARE
 	pipeline sessionize.pipelines;
@@ -1363,9 +1399,14 @@ BEGIN
 	   OR NOT EXISTS (SELECT FROM pg_class WHERE oid = pipeline.source AND relkind = 'r') THEN
 		RETURN NULL;
 	END IF;
-	SELECT r.waiting INTO waiting
-	FROM sessionize.sessionize_rows_as(pipeline.owner, format('SELECT count(*) FROM ONLY %s', pipeline.source), NULL::integer)
-		 AS r(waiting bigint);
+	BEGIN
+		SELECT r.waiting INTO waiting
+		FROM sessionize.sessionize_rows_as(pipeline.owner, format('SELECT count(*) FROM ONLY %s', pipeline.source), NULL::integer)
+			 AS r(waiting bigint);
+	EXCEPTION WHEN insufficient_privilege OR undefined_table OR raise_exception OR query_canceled THEN
+		-- one owner's table cannot make pipeline_status fail for everyone
+		RETURN NULL;
+	END;
 	RETURN waiting;
 END $$;
 

@@ -1,9 +1,10 @@
 
 -- Pipelines of 0.1.0 ran as run_as, by default the role that created them.
 -- Each now runs as that role, unless it is a superuser and the source's
--- owner is not: then as the source's owner, the default of 0.2.0.  The
--- rights 0.1.0 granted run_as on the extension's objects are taken back;
--- those on the source table stay, as the owner needs them.  Keys of a
+-- owner is not: then as the source's owner, the default of 0.2.0.  (The
+-- rights 0.1.0 granted run_as on the extension's objects were taken back at
+-- the start of this script; those on the source table stay, as the owner
+-- needs them.)  Keys of a
 -- domain type are stored as its base type, so that no domain check runs as
 -- the extension; the views of each pipeline are made anew.
 DO $$
@@ -22,20 +23,6 @@ BEGIN
 			runner := table_owner;
 		END IF;
 		UPDATE sessionize.pipelines p SET owner = runner WHERE p.name OPERATOR(pg_catalog.=) pipeline.name;
-		IF pipeline.run_as IS NOT NULL AND EXISTS (
-			SELECT FROM pg_catalog.pg_roles r
-			WHERE r.rolname OPERATOR(pg_catalog.=) pipeline.run_as AND NOT r.rolsuper) THEN
-			EXECUTE pg_catalog.format('REVOKE ALL ON sessionize.pipelines, sessionize.pipeline_state, sessionize.seen_fingerprints,'
-									  ' sessionize.dead_letter, sessionize.%I, sessionize.%I, sessionize.%I, sessionize.%I FROM %I',
-									  pipeline.name OPERATOR(pg_catalog.||) '_stored_sessions',
-									  pipeline.name OPERATOR(pg_catalog.||) '_late',
-									  pipeline.name OPERATOR(pg_catalog.||) '_changes',
-									  pipeline.name OPERATOR(pg_catalog.||) '_batch', pipeline.run_as);
-			EXECUTE pg_catalog.format('REVOKE ALL ON SEQUENCE sessionize.dead_letter_id_seq, sessionize.%I, sessionize.%I FROM %I',
-									  pipeline.name OPERATOR(pg_catalog.||) '_late_id_seq',
-									  pipeline.name OPERATOR(pg_catalog.||) '_changes_change_id_seq', pipeline.run_as);
-			EXECUTE pg_catalog.format('REVOKE ALL ON SCHEMA sessionize FROM %I', pipeline.run_as);
-		END IF;
 		EXECUTE pg_catalog.format('GRANT SELECT ON sessionize.%I, sessionize.%I TO %s WITH GRANT OPTION',
 								  pipeline.name OPERATOR(pg_catalog.||) '_late',
 								  pipeline.name OPERATOR(pg_catalog.||) '_changes', runner);

@@ -3,6 +3,36 @@
 -- (see Makefile), so an upgraded database has the objects of a fresh one.
 \echo Use "ALTER EXTENSION sessionize UPDATE TO '0.2.0'" to load this file. \quit
 
+-- 0.1.0 granted rights on the extension's tables to the run_as roles of
+-- pipelines, and never took them back, also when a pipeline was dropped.
+-- Every right on the schema and its tables that a role other than the
+-- owner holds goes; 0.2.0 grants what it needs below.
+DO $$
+DECLARE
+	granted record;
+BEGIN
+	FOR granted IN
+		SELECT DISTINCT c.oid::pg_catalog.regclass AS relation, c.relkind, a.grantee
+		FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+		WHERE c.relnamespace OPERATOR(pg_catalog.=) 'sessionize'::pg_catalog.regnamespace
+		  AND a.grantee OPERATOR(pg_catalog.<>) c.relowner
+	LOOP
+		EXECUTE pg_catalog.format('REVOKE ALL ON %s %s FROM %s',
+								  CASE WHEN granted.relkind OPERATOR(pg_catalog.=) 'S' THEN 'SEQUENCE' ELSE 'TABLE' END,
+								  granted.relation,
+								  CASE WHEN granted.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
+									   ELSE granted.grantee::pg_catalog.regrole::pg_catalog.text END);
+	END LOOP;
+	FOR granted IN
+		SELECT DISTINCT a.grantee
+		FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a
+		WHERE n.nspname OPERATOR(pg_catalog.=) 'sessionize' AND a.grantee OPERATOR(pg_catalog.<>) n.nspowner
+	LOOP
+		EXECUTE pg_catalog.format('REVOKE ALL ON SCHEMA sessionize FROM %s',
+								  CASE WHEN granted.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
+									   ELSE granted.grantee::pg_catalog.regrole::pg_catalog.text END);
+	END LOOP;
+END $$;
 GRANT USAGE ON SCHEMA sessionize TO PUBLIC;
 
 -- The dedup memory is written through functions that run as the extension.

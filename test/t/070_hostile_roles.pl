@@ -205,7 +205,7 @@ like($err, qr/would run with superuser rights over table public.mallory_in, whic
 	'a superuser pipeline over mallory\'s table is refused');
 ($ret, $out, $err) = $node->psql('shared',
 	"SELECT sessionize.create_pipeline('mallory_as_super', 'mallory_in', 'user_id', 'ts', '15 minutes', run_as => 'postgres', allow_superuser => true)");
-like($err, qr/would run code that another role wrote/, 'also when asked for, while her trigger is there');
+like($err, qr/refuses to run code that another role wrote/, 'also when asked for, while her trigger is there');
 like($err, qr/trigger escalate on table public.mallory_in/, 'the error names the trigger');
 
 # Route: mallory may add triggers to a superuser's staging table.
@@ -333,6 +333,92 @@ $node->safe_psql('shared', q{
 is($node->safe_psql('shared', "SELECT tableowner FROM pg_tables WHERE tablename = 'carol_slots'"), 'Carol',
 	'a role whose name needs quotes owns its slot table');
 
+# Route: a + operator of alice's found through her search_path, cached and
+# then run by a superuser's SECURITY DEFINER function that sums into a slot
+# table.
+$node->safe_psql('shared', q{
+	SELECT sessionize.create_slot_table('public.admin_sends', '{k}', '{int}', 'timestamptz', 'int');
+	CREATE FUNCTION public.add_send(k int, at timestamptz, n int) RETURNS text LANGUAGE sql SECURITY DEFINER
+	SET search_path = pg_catalog RETURN sessionize.slot_upsert('public.admin_sends', k, at, n);
+	GRANT EXECUTE ON FUNCTION public.add_send(int, timestamptz, int) TO alice;
+});
+$node->safe_psql('shared', qq{
+	CREATE FUNCTION public.evil_add(int, int) RETURNS int LANGUAGE plpgsql AS \$f\$ BEGIN
+	@{[ escalating_body('alice') ]}
+	RETURN \$1 OPERATOR(pg_catalog.+) \$2; END \$f\$;
+	CREATE OPERATOR public.+ (LEFTARG = int, RIGHTARG = int, FUNCTION = public.evil_add);
+	SET search_path = public, pg_catalog;
+	DO \$d\$ BEGIN PERFORM sessionize.slot_upsert('public.admin_sends', 1, now(), 1); EXCEPTION WHEN OTHERS THEN NULL; END \$d\$;
+	SELECT public.add_send(1, '2024-01-01 01:00', 2);
+	SELECT public.add_send(1, '2024-01-01 02:00', 3);
+}, extra_params => ['-U', 'alice']);
+still_safe('an operator of the caller\'s search path in a slot sum');
+
+# Route: a logical pipeline over a table with row security would decode
+# rows its owner may not see.
+$node->safe_psql('shared', q{
+	CREATE TABLE bob_private (user_id int, ts timestamptz, secret text);
+	ALTER TABLE bob_private ENABLE ROW LEVEL SECURITY;
+	GRANT SELECT ON bob_private TO alice;
+}, extra_params => ['-U', 'bob']);
+($ret, $out, $err) = $node->psql('shared',
+	"SELECT sessionize.create_pipeline('snoop', 'bob_private', 'user_id', 'ts', '15 minutes', run_as => 'alice', source_kind => 'logical')");
+like($err, qr/cannot follow table public.bob_private through its WAL: the table has row security/,
+	'a logical pipeline refuses a table whose rows its owner may not all see');
+
+# Dead letters go with their pipeline: a pipeline made again under the name
+# by someone else does not see them.
+$node->safe_psql('shared', q{
+	CREATE TABLE alice_cards (user_id int, ts timestamptz, card text);
+	SELECT sessionize.create_pipeline('shared_name', 'alice_cards', 'user_id', 'ts', '15 minutes');
+	INSERT INTO alice_cards VALUES (NULL, '2024-01-01 10:00', '4111');
+	SELECT * FROM sessionize.run_pipeline('shared_name');
+	SELECT sessionize.drop_pipeline('shared_name');
+}, extra_params => ['-U', 'alice']);
+$node->safe_psql('shared', q{
+	CREATE TABLE bob_cards (user_id int, ts timestamptz);
+	SELECT sessionize.create_pipeline('shared_name', 'bob_cards', 'user_id', 'ts', '15 minutes');
+}, extra_params => ['-U', 'bob']);
+is($node->safe_psql('shared', "SELECT count(*) FROM sessionize.pipeline_dead_letters WHERE pipeline = 'shared_name'",
+	extra_params => ['-U', 'bob']), '0', 'a dropped pipeline\'s dead letters go with it');
+
+# One tenant cannot make pipeline_status fail for everyone.
+$node->safe_psql('shared', q{
+	CREATE TABLE alice_dos (user_id int, ts timestamptz);
+	SELECT sessionize.create_pipeline('alice_dos', 'alice_dos', 'user_id', 'ts', '15 minutes');
+	REVOKE SELECT ON alice_dos FROM alice;
+}, extra_params => ['-U', 'alice']);
+is($node->safe_psql('shared', "SELECT backlog IS NULL FROM sessionize.pipeline_status WHERE name = 'alice_dos'"), 't',
+	'a backlog that cannot be counted is NULL, and pipeline_status still reads');
+
+# A time zone PostgreSQL reads in AT TIME ZONE but refuses as a setting.
+($ret, $out, $err) = $node->psql('shared',
+	"SELECT sessionize.create_pipeline('pst', 'alice_dos', 'user_id', 'ts', '15 minutes', time_zone => 'PST')");
+like($err, qr/invalid time zone "PST"/, 'a time zone a batch could not use is refused at creation');
+
+# A multirange over a range over mallory's domain is code of hers too.
+$node->safe_psql('shared', q{
+	CREATE DOMAIN mallory_int AS int CHECK (mallory_check(VALUE::text));
+	CREATE TYPE mallory_range AS RANGE (subtype = mallory_int);
+}, extra_params => ['-U', 'mallory']);
+$node->safe_psql('shared', 'CREATE TABLE ranged_in (user_id int, ts timestamptz, span mallory_multirange)');
+($ret, $out, $err) = $node->psql('shared',
+	"SELECT sessionize.create_pipeline('ranged', 'ranged_in', 'user_id', 'ts', '15 minutes', source_kind => 'logical')");
+like($err, qr/mallory_int_check on domain public.mallory_int was written by mallory/,
+	'a multirange column is followed to the domain under its range');
+
+# A pipeline of alice's over bob's table makes no index on it.
+$node->safe_psql('shared', q{
+	CREATE TABLE bob_stage (user_id int, ts timestamptz);
+	GRANT SELECT, UPDATE, DELETE ON bob_stage TO alice;
+}, extra_params => ['-U', 'bob']);
+$node->safe_psql('shared', q{
+	SELECT sessionize.create_pipeline('alice_on_bob', 'bob_stage', 'user_id', 'ts', '15 minutes', run_as => 'alice');
+});
+is($node->safe_psql('shared', "SELECT count(*) FROM pg_indexes WHERE tablename = 'bob_stage'"), '0',
+	'a pipeline whose owner does not own the table makes no index on it');
+still_safe('the second review');
+
 # Route: a tenant against another tenant and the extension's own state.
 $node->safe_psql('shared', q{
 	INSERT INTO bob_in SELECT user_id, ts FROM bob_expected;
@@ -374,7 +460,7 @@ for my $attack (@attacks)
 	like($err, $expected, "alice is refused: $sql");
 }
 is($node->safe_psql('shared', 'SELECT string_agg(name, \',\' ORDER BY name) FROM sessionize.pipeline_status',
-	extra_params => ['-U', 'alice']), 'alice_p', 'alice sees only her own pipeline in pipeline_status');
+	extra_params => ['-U', 'alice']), 'alice_dos,alice_on_bob,alice_p', 'alice sees only her own pipelines in pipeline_status');
 ($ret, $out, $err) = $node->psql('shared', q{
 	CREATE FUNCTION public.peek(text) RETURNS boolean LANGUAGE plpgsql COST 0.0000001 AS $f$
 	BEGIN RAISE NOTICE 'seen %', $1; RETURN true; END $f$;
