@@ -73,6 +73,23 @@ sessionize_register_launcher(void)
 	RegisterBackgroundWorker(&worker);
 }
 
+/*
+ * When to start again a worker that stopped: after the naptime if it ran
+ * for a while, else ever later (doubling, up to longest_ms), so that one
+ * that cannot work does not restart in a loop.
+ */
+TimestampTz
+sessionize_next_start(TimestampTz started_at, int *quick_exits, int longest_ms)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (TimestampDifferenceExceeds(started_at, now, 10 * 1000))
+		*quick_exits = 0;
+	else
+		*quick_exits = Min(*quick_exits + 1, 10);
+	return TimestampTzPlusMilliseconds(now, Min((int64) sessionize_naptime_ms << *quick_exits, longest_ms));
+}
+
 static DatabaseScheduler *
 find_scheduler(Oid database)
 {
@@ -179,15 +196,8 @@ reconcile_schedulers(void)
 			GetBackgroundWorkerPid(scheduler->handle, &pid) == BGWH_STOPPED)
 		{
 			/* a database without the extension is tried again ever later */
-			TimestampTz now = GetCurrentTimestamp();
-
-			if (TimestampDifferenceExceeds(scheduler->started_at, now, 10 * 1000))
-				scheduler->quick_exits = 0;
-			else
-				scheduler->quick_exits = Min(scheduler->quick_exits + 1, 10);
-			scheduler->not_before = TimestampTzPlusMilliseconds(now,
-																Min((int64) sessionize_naptime_ms << scheduler->quick_exits,
-																	LONGEST_RETRY_MS));
+			scheduler->not_before = sessionize_next_start(scheduler->started_at, &scheduler->quick_exits,
+														  LONGEST_RETRY_MS);
 			pfree(scheduler->handle);
 			scheduler->handle = NULL;
 		}

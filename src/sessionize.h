@@ -98,5 +98,6 @@ extern bool sessionize_lock_scheduler(void);
 
 /* launcher.c: the launcher, which starts a scheduler in every database */
 extern void sessionize_register_launcher(void);
+extern TimestampTz sessionize_next_start(TimestampTz started_at, int *quick_exits, int longest_ms);
 
 #endif							/* SESSIONIZE_H */

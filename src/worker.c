@@ -248,15 +248,8 @@ reconcile_workers(void)
 			GetBackgroundWorkerPid(worker->handle, &pid) == BGWH_STOPPED)
 		{
 			/* a worker that stops soon after starting is restarted ever later */
-			TimestampTz now = GetCurrentTimestamp();
-
-			if (TimestampDifferenceExceeds(worker->started_at, now, 10 * 1000))
-				worker->quick_exits = 0;
-			else
-				worker->quick_exits = Min(worker->quick_exits + 1, 10);
-			worker->not_before = TimestampTzPlusMilliseconds(now,
-															 Min((int64) sessionize_naptime_ms << worker->quick_exits,
-																 LONGEST_BACKOFF_MS));
+			worker->not_before = sessionize_next_start(worker->started_at, &worker->quick_exits,
+													   LONGEST_BACKOFF_MS);
 			pfree(worker->handle);
 			worker->handle = NULL;
 		}
