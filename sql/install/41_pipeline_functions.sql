@@ -1211,7 +1211,8 @@ BEGIN
 					   coalesce(d.problem, %7$s)
 				FROM generate_subscripts($1::bytea[], 1) AS m(position),
 					 LATERAL (SELECT sessionize.sessionize_pgoutput_row($1[m.position][2], NULL::%1$s, $1[m.position][1]) AS r,
-									 sessionize.sessionize_pgoutput_problem($1[m.position][2], NULL::%1$s, $1[m.position][1]) AS problem) d,
+									 sessionize.sessionize_pgoutput_problem($1[m.position][2], NULL::%1$s, $1[m.position][1]) AS problem
+							 OFFSET 0) d,
 					 LATERAL (SELECT coalesce(to_jsonb(d.r),
 											  jsonb_build_object('undecodable_change', encode($1[m.position][2], 'base64'))) AS event) e$q$,
 				pipeline.source, reads.key, reads.ts, reads.ts_text, reads.event_type, reads.content, reads.problem,

@@ -82,4 +82,8 @@ ALTER TABLE sessionize.pipelines
 	ADD COLUMN allow_superuser boolean NOT NULL DEFAULT false,
 	ADD COLUMN time_zone text NOT NULL DEFAULT 'UTC';
 SELECT pg_catalog.pg_extension_config_dump('sessionize.pipelines_id_seq', '');
+-- Batches of 0.1.0 read times in the server's time zone: existing
+-- pipelines keep it.
+UPDATE sessionize.pipelines
+SET time_zone = (SELECT s.reset_val FROM pg_catalog.pg_settings s WHERE s.name OPERATOR(pg_catalog.=) 'TimeZone');
 
