@@ -295,9 +295,9 @@ sessionize_scheduler_main(Datum argument)
 		}
 		if (!RecoveryInProgress())
 		{
-			if (!read_active_pipelines())
+			/* no sessionize here (any more), or DROP DATABASE waits: its workers go too */
+			if (sessionize_database_being_dropped() || !read_active_pipelines())
 			{
-				/* no sessionize here (any more): its workers go too */
 				for (int i = 0; i < worker_count; i++)
 					if (workers[i].handle != NULL)
 						TerminateBackgroundWorker(workers[i].handle);

@@ -74,5 +74,15 @@ ok($node->poll_query_until('shop', "SELECT consumed = 302 FROM sessionize.pipeli
 is($node->safe_psql('plain', "SELECT backlog FROM sessionize.pipeline_status WHERE name = 'clicks'"), '1',
 	'and no other');
 
+# DROP DATABASE, without FORCE, does not wait in vain for the workers: the
+# scheduler sees it waiting and stops them.
+$node->safe_psql('shop', "INSERT INTO clicks_in VALUES (3, '2024-01-04 00:00')");
+ok($node->poll_query_until('postgres', "SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = 'shop' AND backend_type = 'sessionize pipeline'"),
+	'shop has a pipeline worker');
+my ($ret, $out, $err) = $node->psql('postgres', 'DROP DATABASE shop');
+is($ret, 0, 'DROP DATABASE of a database with running pipelines succeeds');
+ok($node->poll_query_until('postgres', "SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'sessionize scheduler'"),
+	'and leaves no scheduler behind');
+
 $node->stop;
 done_testing();
