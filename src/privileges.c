@@ -28,7 +28,6 @@
 
 #include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
-#include "catalog/pg_database.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "executor/spi.h"
@@ -280,21 +279,4 @@ sessionize_lock_scheduler(void)
 
 	pipeline_lock_tag(&tag, 0, SCHEDULER_LOCK_CLASS);
 	return LockAcquire(&tag, ExclusiveLock, true, true) != LOCKACQUIRE_NOT_AVAIL;
-}
-
-/*
- * Whether DROP DATABASE waits for this database: it holds the database's
- * lock while it waits for the other sessions to leave.  Asked without
- * waiting, and the lock, when granted, given back at once.
- */
-bool
-sessionize_database_being_dropped(void)
-{
-	LOCKTAG		tag;
-
-	SET_LOCKTAG_OBJECT(tag, InvalidOid, DatabaseRelationId, MyDatabaseId, 0);
-	if (LockAcquire(&tag, RowExclusiveLock, true, true) == LOCKACQUIRE_NOT_AVAIL)
-		return true;
-	LockRelease(&tag, RowExclusiveLock, true);
-	return false;
 }

@@ -95,7 +95,6 @@ extern int	sessionize_batch_size;
 /* privileges.c: the locks that keep a pipeline to one worker, a database to one scheduler */
 extern bool sessionize_lock_pipeline_worker(int64 pipeline_id);
 extern bool sessionize_lock_scheduler(void);
-extern bool sessionize_database_being_dropped(void);
 
 /* launcher.c: the launcher, which starts a scheduler in every database */
 extern void sessionize_register_launcher(void);

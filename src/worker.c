@@ -29,6 +29,7 @@
 
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "catalog/pg_database.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -37,6 +38,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lock.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
@@ -264,6 +266,23 @@ reconcile_workers(void)
 			workers[i] = workers[--worker_count];
 }
 
+/*
+ * Whether DROP DATABASE waits for this database: it holds the database's
+ * lock while it waits for the other sessions to leave.  Asked without
+ * waiting, and the lock, when granted, given back at once.
+ */
+static bool
+database_being_dropped(void)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_OBJECT(tag, InvalidOid, DatabaseRelationId, MyDatabaseId, 0);
+	if (LockAcquire(&tag, RowExclusiveLock, true, true) == LOCKACQUIRE_NOT_AVAIL)
+		return true;
+	LockRelease(&tag, RowExclusiveLock, true);
+	return false;
+}
+
 void
 sessionize_scheduler_main(Datum argument)
 {
@@ -296,7 +315,7 @@ sessionize_scheduler_main(Datum argument)
 		if (!RecoveryInProgress())
 		{
 			/* no sessionize here (any more), or DROP DATABASE waits: its workers go too */
-			if (sessionize_database_being_dropped() || !read_active_pipelines())
+			if (database_being_dropped() || !read_active_pipelines())
 			{
 				for (int i = 0; i < worker_count; i++)
 					if (workers[i].handle != NULL)
