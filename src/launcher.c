@@ -74,20 +74,28 @@ sessionize_register_launcher(void)
 }
 
 /*
- * When to start again a worker that stopped: after the naptime if it ran
+ * If the background worker of *handle has stopped, forgets its handle and
+ * sets *not_before to when to start it again: after the naptime if it ran
  * for a while, else ever later (doubling, up to longest_ms), so that one
  * that cannot work does not restart in a loop.
  */
-TimestampTz
-sessionize_next_start(TimestampTz started_at, int *quick_exits, int longest_ms)
+void
+sessionize_reap_worker(BackgroundWorkerHandle **handle, TimestampTz started_at, int *quick_exits,
+					   int longest_ms, TimestampTz *not_before)
 {
-	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz now;
+	pid_t		pid;
 
+	if (*handle == NULL || GetBackgroundWorkerPid(*handle, &pid) != BGWH_STOPPED)
+		return;
+	now = GetCurrentTimestamp();
 	if (TimestampDifferenceExceeds(started_at, now, 10 * 1000))
 		*quick_exits = 0;
 	else
 		*quick_exits = Min(*quick_exits + 1, 10);
-	return TimestampTzPlusMilliseconds(now, Min((int64) sessionize_naptime_ms << *quick_exits, longest_ms));
+	*not_before = TimestampTzPlusMilliseconds(now, Min((int64) sessionize_naptime_ms << *quick_exits, longest_ms));
+	pfree(*handle);
+	*handle = NULL;
 }
 
 static DatabaseScheduler *
@@ -190,17 +198,10 @@ reconcile_schedulers(void)
 	for (int i = 0; i < scheduler_count; i++)
 	{
 		DatabaseScheduler *scheduler = &schedulers[i];
-		pid_t		pid;
 
-		if (scheduler->handle != NULL &&
-			GetBackgroundWorkerPid(scheduler->handle, &pid) == BGWH_STOPPED)
-		{
-			/* a database without the extension is tried again ever later */
-			scheduler->not_before = sessionize_next_start(scheduler->started_at, &scheduler->quick_exits,
-														  LONGEST_RETRY_MS);
-			pfree(scheduler->handle);
-			scheduler->handle = NULL;
-		}
+		/* a database without the extension is tried again ever later */
+		sessionize_reap_worker(&scheduler->handle, scheduler->started_at, &scheduler->quick_exits,
+							   LONGEST_RETRY_MS, &scheduler->not_before);
 		if (scheduler->listed && scheduler->handle == NULL)
 			start_scheduler(scheduler);
 	}

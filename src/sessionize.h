@@ -98,6 +98,7 @@ extern bool sessionize_lock_scheduler(void);
 
 /* launcher.c: the launcher, which starts a scheduler in every database */
 extern void sessionize_register_launcher(void);
-extern TimestampTz sessionize_next_start(TimestampTz started_at, int *quick_exits, int longest_ms);
+extern void sessionize_reap_worker(struct BackgroundWorkerHandle **handle, TimestampTz started_at,
+								   int *quick_exits, int longest_ms, TimestampTz *not_before);
 
 #endif							/* SESSIONIZE_H */

@@ -244,17 +244,10 @@ reconcile_workers(void)
 	for (int i = 0; i < worker_count; i++)
 	{
 		PipelineWorker *worker = &workers[i];
-		pid_t		pid;
 
-		if (worker->handle != NULL &&
-			GetBackgroundWorkerPid(worker->handle, &pid) == BGWH_STOPPED)
-		{
-			/* a worker that stops soon after starting is restarted ever later */
-			worker->not_before = sessionize_next_start(worker->started_at, &worker->quick_exits,
-													   LONGEST_BACKOFF_MS);
-			pfree(worker->handle);
-			worker->handle = NULL;
-		}
+		/* a worker that stops soon after starting is restarted ever later */
+		sessionize_reap_worker(&worker->handle, worker->started_at, &worker->quick_exits,
+							   LONGEST_BACKOFF_MS, &worker->not_before);
 		if (!worker->active && worker->handle != NULL)
 			TerminateBackgroundWorker(worker->handle);
 		else if (worker->active && worker->handle == NULL)
