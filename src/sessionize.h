@@ -16,6 +16,7 @@
 
 #include "datatype/timestamp.h"
 #include "fmgr.h"
+#include "postmaster/bgworker.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
@@ -98,7 +99,7 @@ extern bool sessionize_lock_scheduler(void);
 
 /* launcher.c: the launcher, which starts a scheduler in every database */
 extern void sessionize_register_launcher(void);
-extern void sessionize_reap_worker(struct BackgroundWorkerHandle **handle, TimestampTz started_at,
+extern void sessionize_reap_worker(BackgroundWorkerHandle **handle, TimestampTz started_at,
 								   int *quick_exits, int longest_ms, TimestampTz *not_before);
 
 #endif							/* SESSIONIZE_H */
