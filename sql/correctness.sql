@@ -155,3 +155,12 @@ SELECT sessionize.drop_pipeline('counted');
 -- The window function's error shows times of the type it was given.
 SELECT sessionize.session_id(ts, '1 hour') OVER (ORDER BY k)
 FROM (VALUES (1, timestamp '2024-01-01 10:00'), (2, timestamp '2024-01-01 09:00')) v(k, ts);
+
+-- A key column that changed type stops the pipeline with a clear error,
+-- rather than cutting keys to the old type.
+CREATE TABLE shortkeys (user_id varchar(3), ts timestamptz);
+SELECT sessionize.create_pipeline('shortkeys', 'shortkeys', 'user_id', 'ts', '30 minutes');
+ALTER TABLE shortkeys ALTER COLUMN user_id TYPE varchar(10);
+INSERT INTO shortkeys VALUES ('abcdef', '2024-01-01 10:00+00'), ('abcXYZ', '2024-01-01 10:00+00');
+SELECT * FROM sessionize.run_pipeline('shortkeys');
+SELECT sessionize.drop_pipeline('shortkeys');
