@@ -1,50 +1,58 @@
 #!/usr/bin/env bash
 # Pipelines: sustained throughput of run_pipeline() (claim, fingerprint, dedup,
-# lateness, merge into sessions, change log, checkpoint) for several batch
-# sizes, and end-to-end latency through the background worker at a steady
-# 5,000 events/s.
+# lateness, merge into sessions, change log, checkpoint) against a
+# hand-written set-based SQL pipeline on the same rows, and end-to-end
+# latency through the background worker at a steady rate.
 #
-# Throughput: 100k users, events in time order across users with 10% of them
-# re-delivered at random; each round loads the same events into a fresh
-# pipeline's staging table and drains it with run_pipeline(name, batch_size)
-# in a loop.  Rounds run the batch sizes round-robin; medians are reported.
+# Throughput: 40k users, 400k deliveries in time order across users, 10% of
+# them re-deliveries at a random later position.  Each round loads the same
+# rows into a fresh pipeline's staging table and drains it with
+# run_pipeline(name, batch_size) in a loop, then drains the same rows with
+# the hand-written pipeline (batch 10,000): claim with DELETE ... RETURNING,
+# md5 dedup through INSERT ... ON CONFLICT DO NOTHING, and one upsert per
+# user of its current session (no session history, change log, lateness or
+# dead letters).  Rounds run round-robin; medians are reported.
 #
-# Latency: a producer commits 50 events every 10 ms with event time = the
-# time it produced them; the worker consumes them.  For every session change
-# the worker commits, latency = commit time of the batch (track_commit_timestamp)
-# minus the newest event time of the session, i.e. insert-to-visible.
+# Latency: a producer commits RATE/100 events every 10 ms with event time =
+# the time it produced them; the worker consumes them.  For every session
+# change the worker commits, latency = commit time of the batch
+# (track_commit_timestamp) minus the newest event time of the session,
+# i.e. insert-to-visible.
 #
-#   make bench BENCH=pipeline       (EVENTS=300000 ROUNDS=3 SECONDS=20)
+#   make bench BENCH=pipeline   (EVENTS=400000 USERS=40000 ROUNDS=3 RATE=20000 SECONDS_PER_RUN=20)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-events=${EVENTS:-300000}
+events=${EVENTS:-400000}
+users=${USERS:-40000}
 rounds=${ROUNDS:-3}
+rate=${RATE:-20000}
 seconds=${SECONDS_PER_RUN:-20}
 
 psql -X -q -v ON_ERROR_STOP=1 <<SQL
 CREATE EXTENSION IF NOT EXISTS sessionize;
 DROP TABLE IF EXISTS bench_events, bench_throughput, bench_latency;
 SELECT setseed(0.7);
--- 100k users, clicks about 3 minutes apart within visits 5 hours apart, in
--- time order across users; 10% re-delivered later at a random position.
+-- clicks 3 minutes apart per user, in time order across users; 10% of the
+-- deliveries are copies delivered again at a random later position
 CREATE UNLOGGED TABLE bench_events AS
 SELECT row_number() OVER (ORDER BY position) AS position, user_id, ts, url
 FROM (SELECT user_id, ts, url, extract(epoch FROM ts) AS position
-	  FROM (SELECT (n % 100000) AS user_id,
-				   timestamptz '2024-01-01' + (n / 100000) * interval '3 minutes' + (n % 100000) * interval '1 ms' AS ts,
+	  FROM (SELECT (n % $users) AS user_id,
+				   timestamptz '2024-01-01' + (n / $users) * interval '3 minutes' + (n % $users) * interval '1 ms' AS ts,
 				   (ARRAY['/', '/search', '/product', '/cart'])[1 + n % 4] AS url
 			FROM generate_series(0, $events * 10 / 11 - 1) n) e
 	  UNION ALL
 	  SELECT user_id, ts, url, extract(epoch FROM ts) + random() * 600
-	  FROM (SELECT (n % 100000) AS user_id,
-				   timestamptz '2024-01-01' + (n / 100000) * interval '3 minutes' + (n % 100000) * interval '1 ms' AS ts,
+	  FROM (SELECT (n % $users) AS user_id,
+				   timestamptz '2024-01-01' + (n / $users) * interval '3 minutes' + (n % $users) * interval '1 ms' AS ts,
 				   (ARRAY['/', '/search', '/product', '/cart'])[1 + n % 4] AS url
 			FROM generate_series(0, $events * 10 / 11 - 1) n) d
 	  WHERE random() < 0.1) all_events;
 VACUUM ANALYZE bench_events;
-SELECT count(*) AS events, count(DISTINCT (user_id, ts)) AS distinct_events, count(DISTINCT user_id) AS users
+SELECT count(*) AS deliveries, count(DISTINCT (user_id, ts)) AS distinct_events, count(DISTINCT user_id) AS users
 FROM bench_events;
-CREATE TABLE bench_throughput (batch_size int, round int, events bigint, seconds float8, merged bigint, duplicates bigint);
+CREATE TABLE bench_throughput (engine text, batch_size int, round int, events bigint, seconds float8,
+							   merged bigint, duplicates bigint);
 
 CREATE OR REPLACE PROCEDURE bench_drain(batch_size int, round int)
 LANGUAGE plpgsql AS \$\$
@@ -64,6 +72,7 @@ BEGIN
 	INSERT INTO bench_in (user_id, ts, url) SELECT user_id, ts, url FROM bench_events ORDER BY position;
 	COMMIT;
 	ANALYZE bench_in;
+	CHECKPOINT;
 	started := clock_timestamp();
 	LOOP
 		SELECT consumed INTO done FROM sessionize.run_pipeline('bench', batch_size);
@@ -71,28 +80,85 @@ BEGIN
 		EXIT WHEN done = 0;
 	END LOOP;
 	INSERT INTO bench_throughput
-	SELECT batch_size, round, consumed, extract(epoch FROM clock_timestamp() - started), merged, duplicates
+	SELECT 'run_pipeline()', batch_size, round, consumed, extract(epoch FROM clock_timestamp() - started), merged, duplicates
 	FROM sessionize.pipeline_state WHERE pipeline = 'bench';
+	COMMIT;
+END \$\$;
+
+-- The hand-written pipeline the issue tracker measured run_pipeline() against.
+CREATE OR REPLACE PROCEDURE bench_hand_written(batch_size int, round int)
+LANGUAGE plpgsql AS \$\$
+DECLARE
+	started timestamptz;
+	claimed bigint;
+	total bigint := 0;
+BEGIN
+	DROP TABLE IF EXISTS hand_in, hand_seen, hand_sessions;
+	CREATE TABLE hand_in (id bigserial, user_id int, ts timestamptz, url text);
+	CREATE INDEX ON hand_in (ts);
+	CREATE TABLE hand_seen (fingerprint uuid PRIMARY KEY);
+	CREATE TABLE hand_sessions (user_id int PRIMARY KEY, session_start timestamptz, last_event_at timestamptz,
+								events bigint);
+	INSERT INTO hand_in (user_id, ts, url) SELECT user_id, ts, url FROM bench_events ORDER BY position;
+	COMMIT;
+	ANALYZE hand_in;
+	CHECKPOINT;
+	started := clock_timestamp();
+	LOOP
+		WITH claimed AS (
+			DELETE FROM hand_in
+			WHERE ctid = ANY (ARRAY(SELECT ctid FROM hand_in ORDER BY ts LIMIT batch_size FOR UPDATE SKIP LOCKED))
+			RETURNING user_id, ts, url, md5(user_id || '|' || ts || '|' || url)::uuid AS fingerprint),
+		fresh AS (
+			INSERT INTO hand_seen SELECT DISTINCT fingerprint FROM claimed
+			ON CONFLICT DO NOTHING RETURNING fingerprint),
+		per_user AS (
+			SELECT c.user_id, min(c.ts) AS first_ts, max(c.ts) AS last_ts, count(*) AS events
+			FROM claimed c JOIN fresh f USING (fingerprint) GROUP BY c.user_id),
+		upserted AS (
+			INSERT INTO hand_sessions AS s SELECT * FROM per_user
+			ON CONFLICT (user_id) DO UPDATE
+			SET session_start = CASE WHEN EXCLUDED.session_start > s.last_event_at + interval '30 minutes'
+									 THEN EXCLUDED.session_start ELSE s.session_start END,
+				events = CASE WHEN EXCLUDED.session_start > s.last_event_at + interval '30 minutes'
+							  THEN EXCLUDED.events ELSE s.events + EXCLUDED.events END,
+				last_event_at = greatest(s.last_event_at, EXCLUDED.last_event_at)
+			RETURNING 1)
+		SELECT count(*) INTO claimed FROM claimed;
+		COMMIT;
+		total := total + claimed;
+		EXIT WHEN claimed = 0;
+	END LOOP;
+	INSERT INTO bench_throughput
+	SELECT 'hand-written SQL', batch_size, round, total, extract(epoch FROM clock_timestamp() - started),
+		   NULL, total - (SELECT count(*) FROM hand_seen);
 	COMMIT;
 END \$\$;
 SQL
 
 for round in $(seq 1 "$rounds"); do
+	psql -X -q -v ON_ERROR_STOP=1 -c "CALL bench_hand_written(10000, $round)"
 	for batch in 1000 10000 50000; do
 		psql -X -q -v ON_ERROR_STOP=1 -c "CALL bench_drain($batch, $round)"
 	done
 done
 
 echo
-echo "== Throughput: run_pipeline() draining $events events (median of $rounds rounds)"
+echo "== Throughput: $events deliveries of $users users (median of $rounds rounds)"
 psql -X -v ON_ERROR_STOP=1 <<'SQL'
-SELECT batch_size, count(*) AS rounds, max(events) AS events, max(merged) AS merged, max(duplicates) AS duplicates,
-	   round(percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds)::numeric, 2) AS median_s,
-	   round((max(events) / percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds))::numeric) AS events_per_s
-FROM bench_throughput GROUP BY batch_size ORDER BY batch_size;
--- every round must give the same sessions count and accounting
+WITH medians AS (
+	SELECT engine, batch_size, count(*) AS rounds, max(events) AS events, max(merged) AS merged,
+		   max(duplicates) AS duplicates,
+		   percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) AS median_s
+	FROM bench_throughput GROUP BY engine, batch_size)
+SELECT m.engine, m.batch_size, m.rounds, m.events, m.merged, m.duplicates, round(m.median_s::numeric, 2) AS median_s,
+	   round((m.events / m.median_s)::numeric) AS events_per_s,
+	   round((h.median_s / m.median_s)::numeric, 2) AS vs_hand_written
+FROM medians m, medians h WHERE h.engine = 'hand-written SQL'
+ORDER BY m.engine DESC, m.batch_size;
+-- every round must give the same accounting
 SELECT CASE WHEN count(DISTINCT (events, merged, duplicates)) = 1 THEN 'consistent' ELSE 'INCONSISTENT' END AS accounting
-FROM bench_throughput;
+FROM bench_throughput WHERE engine = 'run_pipeline()';
 SQL
 
 # Latency through the worker.
@@ -113,11 +179,11 @@ DECLARE
 BEGIN
 	WHILE clock_timestamp() < started + interval '$seconds seconds' LOOP
 		INSERT INTO bench_in (user_id, ts)
-		SELECT (random() * 99999)::int, clock_timestamp() FROM generate_series(1, 50);
+		SELECT (random() * 99999)::int, clock_timestamp() FROM generate_series(1, $rate / 100);
 		COMMIT;
-		produced := produced + 50;
-		-- 5,000 events/s: sleep until event number 'produced' is due
-		PERFORM pg_sleep(greatest(0, extract(epoch FROM started + produced * interval '200 microseconds' - clock_timestamp())));
+		produced := produced + $rate / 100;
+		-- $rate events/s: sleep until event number 'produced' is due
+		PERFORM pg_sleep(greatest(0, extract(epoch FROM started + produced * interval '1 second' / $rate - clock_timestamp())));
 	END LOOP;
 END \$\$;
 SQL
@@ -144,7 +210,7 @@ done
 psql -X -q -c "ALTER SYSTEM RESET sessionize.naptime" -c "ALTER SYSTEM RESET sessionize.batch_size" -c "SELECT pg_reload_conf()" >/dev/null
 
 echo
-echo "== Latency at 5,000 events/s through the worker, insert to visible in sessions ($seconds s each)"
+echo "== Latency at $rate events/s through the worker, insert to visible in sessions ($seconds s each)"
 psql -X -v ON_ERROR_STOP=1 <<'SQL'
 SELECT setting, count(*) AS samples,
 	   round(percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms)::numeric) AS p50_ms,

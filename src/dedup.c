@@ -20,18 +20,21 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/uuid.h"
 
 #include "sessionize.h"
 
 PG_FUNCTION_INFO_V1(first_seen);
+PG_FUNCTION_INFO_V1(first_seen_many);
 PG_FUNCTION_INFO_V1(classify_duplicate);
 PG_FUNCTION_INFO_V1(check_interval);
 PG_FUNCTION_INFO_V1(check_namespace);
 PG_FUNCTION_INFO_V1(check_user_namespace);
 
 static SPIPlanPtr first_seen_plan = NULL;
+static SPIPlanPtr first_seen_many_plan = NULL;
 static SPIPlanPtr claim_event_id_plan = NULL;
 static SPIPlanPtr seen_event_id_plan = NULL;
 
@@ -132,6 +135,149 @@ first_seen(PG_FUNCTION_ARGS)
 	first = SPI_processed > 0;
 	SPI_finish();
 	PG_RETURN_BOOL(first);
+}
+
+static int
+uuid_order(const void *a, const void *b)
+{
+	return memcmp(DatumGetUUIDP(*(const Datum *) a), DatumGetUUIDP(*(const Datum *) b), UUID_LEN);
+}
+
+/* A fingerprint of a batch, and where it first occurs in it. */
+typedef struct FingerprintEntry
+{
+	pg_uuid_t	fingerprint;	/* the hash key */
+	int			first;			/* position of its first copy */
+} FingerprintEntry;
+
+/*
+ * The dedup of a batch, for first_seen_many() and for the pipelines: sets
+ * is_new[i] for each of the count fingerprints, true iff fingerprint i is
+ * new in namespace and is the first copy in the batch.  is_null[i] marks a
+ * null fingerprint, which is never new.  One statement claims every distinct
+ * fingerprint of the batch; the caller is connected to SPI.
+ */
+void
+sessionize_first_seen_many(Datum namespace, const pg_uuid_t *fingerprints, const bool *is_null,
+						   int count, Interval *ttl, bool *is_new)
+{
+	HASHCTL		hash_control;
+	HTAB	   *firsts;
+	Datum	   *distinct;
+	int			distinct_count = 0;
+	Oid			argtypes[3] = {TEXTOID, UUIDARRAYOID, INTERVALOID};
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ttl == NULL ? 'n' : ' '};
+
+	memset(is_new, 0, sizeof(bool) * count);
+	if (count == 0)
+		return;
+	hash_control.keysize = sizeof(pg_uuid_t);
+	hash_control.entrysize = sizeof(FingerprintEntry);
+	hash_control.hcxt = CurrentMemoryContext;
+	firsts = hash_create("sessionize batch fingerprints", count, &hash_control,
+						 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	distinct = palloc(sizeof(Datum) * count);
+	for (int i = 0; i < count; i++)
+	{
+		FingerprintEntry *entry;
+		bool		found;
+
+		if (is_null[i])
+			continue;
+		entry = hash_search(firsts, &fingerprints[i], HASH_ENTER, &found);
+		if (!found)
+		{
+			entry->first = i;
+			distinct[distinct_count++] = UUIDPGetDatum(&fingerprints[i]);
+		}
+	}
+	if (distinct_count == 0)
+		return;
+	/* in index order, the claims of a batch visit each index page once */
+	qsort(distinct, distinct_count, sizeof(Datum), uuid_order);
+
+	values[0] = namespace;
+	values[1] = PointerGetDatum(construct_array(distinct, distinct_count, UUIDOID, UUID_LEN, false,
+												TYPALIGN_CHAR));
+	values[2] = PointerGetDatum(ttl);
+	prepare_once(&first_seen_many_plan,
+				 "INSERT INTO sessionize.seen_fingerprints AS seen"
+				 " (namespace, fingerprint, first_seen_at, expires_at)"
+				 " SELECT $1, f.fingerprint, pg_catalog.statement_timestamp(),"
+				 "        pg_catalog.statement_timestamp() OPERATOR(pg_catalog.+) $3"
+				 " FROM pg_catalog.unnest($2) AS f(fingerprint)"
+				 " ON CONFLICT (namespace, fingerprint) DO UPDATE"
+				 " SET first_seen_at = EXCLUDED.first_seen_at, expires_at = EXCLUDED.expires_at"
+				 " WHERE seen.expires_at OPERATOR(pg_catalog.<=) EXCLUDED.first_seen_at"
+				 " RETURNING seen.fingerprint",
+				 3, argtypes);
+	if (SPI_execute_plan(first_seen_many_plan, values, nulls, false, 0) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "could not record fingerprints: %s", SPI_result_code_string(SPI_result));
+	for (uint64 row = 0; row < SPI_processed; row++)
+	{
+		bool		isnull;
+		Datum		claimed = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, 1, &isnull);
+		FingerprintEntry *entry = hash_search(firsts, DatumGetPointer(claimed), HASH_FIND, NULL);
+
+		if (entry == NULL)
+			elog(ERROR, "the dedup memory returned a fingerprint it was not given");
+		is_new[entry->first] = true;
+	}
+	SPI_freetuptable(SPI_tuptable);
+	hash_destroy(firsts);
+}
+
+/*
+ * sessionize_first_seen_many(namespace text, fingerprints uuid[], ttl interval)
+ *		-> boolean[]
+ *
+ * Element i says whether fingerprint i is new; of repeated fingerprints in
+ * the array only the first is; a null fingerprint gives null, a null array
+ * an empty one.  The namespace
+ * may be a pipeline's: first_seen_many(), which users call, checks it first.
+ */
+Datum
+first_seen_many(PG_FUNCTION_ARGS)
+{
+	ArrayType  *array;
+	Datum	   *elements;
+	bool	   *element_nulls;
+	int			count;
+	pg_uuid_t  *fingerprints;
+	bool	   *is_new;
+	Datum	   *verdicts;
+	Interval   *ttl = NULL;
+
+	namespace_argument(fcinfo, 0, true);
+	if (!PG_ARGISNULL(2))
+	{
+		ttl = PG_GETARG_INTERVAL_P(2);
+		sessionize_interval_usecs(ttl, "ttl");
+	}
+	if (PG_ARGISNULL(1))
+		PG_RETURN_ARRAYTYPE_P(construct_empty_array(BOOLOID));
+	array = PG_GETARG_ARRAYTYPE_P(1);
+	if (ARR_NDIM(array) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("fingerprints must be a one-dimensional array")));
+	deconstruct_array(array, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR, &elements, &element_nulls, &count);
+	fingerprints = palloc(sizeof(pg_uuid_t) * Max(count, 1));
+	is_new = palloc(sizeof(bool) * Max(count, 1));
+	verdicts = palloc(sizeof(Datum) * Max(count, 1));
+	for (int i = 0; i < count; i++)
+		if (!element_nulls[i])
+			fingerprints[i] = *DatumGetUUIDP(elements[i]);
+
+	SPI_connect();
+	sessionize_first_seen_many(PG_GETARG_DATUM(0), fingerprints, element_nulls, count, ttl, is_new);
+	SPI_finish();
+
+	for (int i = 0; i < count; i++)
+		verdicts[i] = BoolGetDatum(is_new[i]);
+	PG_RETURN_ARRAYTYPE_P(construct_md_array(verdicts, element_nulls, count == 0 ? 0 : 1, &count,
+											 (int[]) {1}, BOOLOID, 1, true, TYPALIGN_CHAR));
 }
 
 /*

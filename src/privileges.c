@@ -145,24 +145,60 @@ static const char *const pinned_settings[][2] = {
 };
 
 /*
+ * Runs query, with argument as $1, as role in a security-restricted operation
+ * (no SET ROLE, no temporary objects, nothing left behind for later code)
+ * with the settings above pinned, and returns the SPI status; the rows are in
+ * SPI_tuptable.  The caller is connected to SPI; the query is sessionize's.
+ */
+int
+sessionize_execute_as(Oid role, const char *query, Oid argument_type, Datum argument, bool argument_null)
+{
+	Oid			saved_user;
+	int			saved_context;
+	int			nest_level;
+	char		null_flag = argument_null ? 'n' : ' ';
+	int			status;
+
+	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(role)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("role with OID %u does not exist", role)));
+	GetUserIdAndSecContext(&saved_user, &saved_context);
+	SetUserIdAndSecContext(role, saved_context | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	nest_level = NewGUCNestLevel();
+	for (int i = 0; i < lengthof(pinned_settings); i++)
+		(void) set_config_option(pinned_settings[i][0], pinned_settings[i][1], PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	status = SPI_execute_with_args(query, 1, &argument_type, &argument, &null_flag, false, 0);
+	AtEOXact_GUC(false, nest_level);
+	SetUserIdAndSecContext(saved_user, saved_context);
+	return status;
+}
+
+/*
+ * Checks that the rows of an owner's query have the columns expected.
+ */
+void
+sessionize_check_columns(TupleDesc found, TupleDesc expected)
+{
+	if (found->natts != expected->natts)
+		elog(ERROR, "the query returns %d columns, %d expected", found->natts, expected->natts);
+	for (int i = 0; i < expected->natts; i++)
+		if (TupleDescAttr(found, i)->atttypid != TupleDescAttr(expected, i)->atttypid)
+			elog(ERROR, "column %d of the query is of type %s, %s expected", i + 1,
+				 format_type_be(TupleDescAttr(found, i)->atttypid),
+				 format_type_be(TupleDescAttr(expected, i)->atttypid));
+}
+
+/*
  * rows_as(role regrole, query text, argument anyelement) returns setof record:
- * the rows of query, with argument as $1, run as role in a security-restricted
- * operation (no SET ROLE, no temporary objects, nothing left behind for later
- * code) with the settings above pinned.  Functions of sessionize only; the query is
- * theirs.
+ * the rows of query run as role through sessionize_execute_as().  Functions
+ * of sessionize only; the query is theirs.
  */
 Datum
 rows_as(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *result_info = (ReturnSetInfo *) fcinfo->resultinfo;
-	Oid			role;
-	char	   *query;
-	Oid			argument_type;
-	Datum		argument;
-	char		argument_null;
-	Oid			saved_user;
-	int			saved_context;
-	int			nest_level;
 	MemoryContext old_context;
 	TupleDesc	expected;
 	Tuplestorestate *rows;
@@ -177,48 +213,24 @@ rows_as(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("role and query must not be null")));
-	role = PG_GETARG_OID(0);
-	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(role)))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("role with OID %u does not exist", role)));
-	query = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	argument_type = get_fn_expr_argtype(fcinfo->flinfo, 2);
-	argument = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
-	argument_null = PG_ARGISNULL(2) ? 'n' : ' ';
 
 	old_context = MemoryContextSwitchTo(result_info->econtext->ecxt_per_query_memory);
 	expected = CreateTupleDescCopy(result_info->expectedDesc);
 	rows = tuplestore_begin_heap(true, false, work_mem);
 	MemoryContextSwitchTo(old_context);
 
-	GetUserIdAndSecContext(&saved_user, &saved_context);
-	SetUserIdAndSecContext(role, saved_context | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
-	nest_level = NewGUCNestLevel();
-	for (int i = 0; i < lengthof(pinned_settings); i++)
-		(void) set_config_option(pinned_settings[i][0], pinned_settings[i][1], PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-
 	SPI_connect();
-	status = SPI_execute_with_args(query, 1, &argument_type, &argument, &argument_null, false, 0);
+	status = sessionize_execute_as(PG_GETARG_OID(0), text_to_cstring(PG_GETARG_TEXT_PP(1)),
+								   get_fn_expr_argtype(fcinfo->flinfo, 2),
+								   PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2), PG_ARGISNULL(2));
 	if (status < 0 || SPI_tuptable == NULL)
 		elog(ERROR, "rows_as: the query returned no rows: %s", SPI_result_code_string(status));
-	if (SPI_tuptable->tupdesc->natts != expected->natts)
-		elog(ERROR, "rows_as: the query returns %d columns, %d expected",
-			 SPI_tuptable->tupdesc->natts, expected->natts);
-	for (int i = 0; i < expected->natts; i++)
-		if (TupleDescAttr(SPI_tuptable->tupdesc, i)->atttypid != TupleDescAttr(expected, i)->atttypid)
-			elog(ERROR, "rows_as: column %d of the query is of type %s, %s expected", i + 1,
-				 format_type_be(TupleDescAttr(SPI_tuptable->tupdesc, i)->atttypid),
-				 format_type_be(TupleDescAttr(expected, i)->atttypid));
+	sessionize_check_columns(SPI_tuptable->tupdesc, expected);
 	old_context = MemoryContextSwitchTo(result_info->econtext->ecxt_per_query_memory);
 	for (uint64 row = 0; row < SPI_processed; row++)
 		tuplestore_puttuple(rows, SPI_tuptable->vals[row]);
 	MemoryContextSwitchTo(old_context);
 	SPI_finish();
-
-	AtEOXact_GUC(false, nest_level);
-	SetUserIdAndSecContext(saved_user, saved_context);
 
 	result_info->returnMode = SFRM_Materialize;
 	result_info->setResult = rows;

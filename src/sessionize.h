@@ -16,7 +16,10 @@
 
 #include "datatype/timestamp.h"
 #include "fmgr.h"
+#include "access/htup.h"
 #include "postmaster/bgworker.h"
+#include "storage/itemptr.h"
+#include "utils/uuid.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
@@ -86,6 +89,106 @@ typedef enum SessionizeHash
 extern int	sessionize_fingerprint_jsonb(Jsonb *event, const char **exclude,
 										 const int *exclude_lengths, int exclude_count,
 										 SessionizeHash algorithm, uint8 *digest);
+
+/* dedup.c: the dedup memory */
+extern void sessionize_first_seen_many(Datum namespace, const pg_uuid_t *fingerprints,
+									   const bool *is_null, int count, Interval *ttl, bool *is_new);
+
+/*
+ * A pipeline's batch: the events a source delivered, what becomes of each,
+ * and what the pipeline needs to know to merge them (batch.c).  The sinks
+ * (sink_sessions.c) read and write the pipeline's tables for it.
+ */
+typedef enum EventFate
+{
+	EVENT_PENDING,				/* not decided yet */
+	EVENT_MERGED,				/* merged into a session */
+	EVENT_DUPLICATE,			/* seen before: dropped */
+	EVENT_LATE,					/* set aside in the late table */
+	EVENT_DEAD					/* in the dead-letter table */
+} EventFate;
+
+typedef struct BatchEvent
+{
+	int64		position;		/* 1, 2, ... in the order the source gave */
+	Datum		key;
+	bool		key_null;
+	TimestampTz ts;
+	bool		ts_null;
+	text	   *ts_text;		/* a time still to be read, or NULL */
+	text	   *event_type;		/* NULL: none */
+	Jsonb	   *event;			/* the event as kept when late or dead */
+	pg_uuid_t	fingerprint;
+	bool		fingerprint_null;
+	char	   *problem;		/* why the source could not use it, or NULL */
+	EventFate	fate;
+	char	   *reason;			/* why late or dead */
+} BatchEvent;
+
+typedef struct PipelineBatch
+{
+	char	   *name;
+	Oid			owner;
+	int64		gap;			/* microseconds, days of 24 hours */
+	bool		has_watermark;
+	TimestampTz watermark;
+	bool		replay;			/* late events merged whatever the watermark */
+	Interval   *dedup_window;	/* NULL: remembered forever */
+	Oid			key_type;
+	Oid			key_collation;
+	int16		key_length;
+	bool		key_byval;
+	char		key_align;
+	FmgrInfo	key_compare;	/* btree order of keys */
+	char	   *stored_sessions;	/* qualified, quoted names of its tables */
+	char	   *late_events;
+	char	   *changes;
+	int			count;
+	BatchEvent *events;
+} PipelineBatch;
+
+/* A stored session of a key, as the batch reads it. */
+typedef struct StoredSession
+{
+	ItemPointerData row;
+	SessionInterval session;
+	Jsonb	   *type_counts;	/* NULL: none */
+	int32		revision;
+	bool		touched;		/* an event of the batch reaches it */
+} StoredSession;
+
+/* The events of one key in a batch, in time order, and its stored sessions. */
+typedef struct KeyGroup
+{
+	Datum		key;
+	BatchEvent **events;
+	int			event_count;
+	TimestampTz low;			/* earliest event time */
+	TimestampTz high;			/* latest event time + gap */
+	StoredSession *stored;		/* by start */
+	int			stored_count;
+} KeyGroup;
+
+/* A session the batch writes, and how it came to be. */
+typedef struct MergedSession
+{
+	Datum		key;
+	SessionInterval session;
+	Jsonb	   *type_counts;
+	int32		revision;
+	int			replaced;		/* stored sessions it replaces */
+} MergedSession;
+
+/* sink_sessions.c: the pipeline's tables, written as one batch */
+extern void sink_read_sessions(PipelineBatch *batch, KeyGroup *groups, int group_count);
+extern void sink_write_sessions(PipelineBatch *batch, KeyGroup *groups, int group_count,
+								MergedSession *merged, int merged_count);
+extern void sink_write_rejects(PipelineBatch *batch, int first, int last);
+
+/* privileges.c: queries run as a pipeline's owner */
+extern int	sessionize_execute_as(Oid role, const char *query, Oid argument_type,
+								  Datum argument, bool argument_null);
+extern void sessionize_check_columns(TupleDesc found, TupleDesc expected);
 
 /* sessionize.c: settings */
 extern char *sessionize_database;

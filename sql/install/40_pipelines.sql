@@ -45,6 +45,22 @@ LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION sessionize.sessionize_pgoutput_message(bytea) IS
 	'type, relation and (for BEGIN) commit LSN of a pgoutput message; whether an UPDATE''s new row misses values';
 
+-- Decoding a logical source's rows: as the pipeline's owner, whose rights
+-- the input functions and domain checks of its columns get.
+CREATE FUNCTION sessionize.sessionize_pgoutput_row(data bytea, template anyelement, relation bytea)
+RETURNS anyelement
+AS 'MODULE_PATHNAME', 'pgoutput_row_by_name'
+LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION sessionize.sessionize_pgoutput_row(bytea, anyelement, bytea) IS
+	'the new tuple of a pgoutput INSERT or UPDATE message as a row of the template''s type, columns matched by name to the relation message';
+
+CREATE FUNCTION sessionize.sessionize_pgoutput_problem(data bytea, template anyelement, relation bytea)
+RETURNS text
+AS 'MODULE_PATHNAME', 'pgoutput_problem'
+LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION sessionize.sessionize_pgoutput_problem(bytea, anyelement, bytea) IS
+	'why a pgoutput change cannot be read as a row of the template''s type (its columns do not match), or NULL';
+
 -- The source tables of logical pipelines are in two publications: one that
 -- publishes inserts, and one that also publishes updates, for pipelines that
 -- take updates as events.  Publishing updates makes PostgreSQL refuse UPDATE

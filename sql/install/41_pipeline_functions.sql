@@ -135,22 +135,6 @@ BEGIN
 	END LOOP;
 END $$;
 
--- Decoding a logical source's rows: as the pipeline's owner, whose rights
--- the input functions and domain checks of its columns get.
-CREATE FUNCTION sessionize.sessionize_pgoutput_row(data bytea, template anyelement, relation bytea)
-RETURNS anyelement
-AS 'MODULE_PATHNAME', 'pgoutput_row_by_name'
-LANGUAGE C STABLE PARALLEL SAFE;
-COMMENT ON FUNCTION sessionize.sessionize_pgoutput_row(bytea, anyelement, bytea) IS
-	'the new tuple of a pgoutput INSERT or UPDATE message as a row of the template''s type, columns matched by name to the relation message';
-
-CREATE FUNCTION sessionize.sessionize_pgoutput_problem(data bytea, template anyelement, relation bytea)
-RETURNS text
-AS 'MODULE_PATHNAME', 'pgoutput_problem'
-LANGUAGE C STABLE PARALLEL SAFE;
-COMMENT ON FUNCTION sessionize.sessionize_pgoutput_problem(bytea, anyelement, bytea) IS
-	'why a pgoutput change cannot be read as a row of the template''s type (its columns do not match), or NULL';
-
 -- Privileges ------------------------------------------------------------------
 
 -- The first piece of code that a batch of the pipeline would run as its
@@ -467,7 +451,7 @@ BEGIN
 	-- every name the pipeline will take, before anything (a slot) is made
 	SELECT string_agg(format('%I', name || suffix), ', ') INTO taken_names
 	FROM unnest(ARRAY['_stored_sessions', '_sessions', '_sessions_live', '_sessions_final', '_late',
-					  '_changes', '_batch', '_late_id_seq', '_changes_change_id_seq']) suffix
+					  '_changes', '_late_id_seq', '_changes_change_id_seq']) suffix
 	WHERE to_regclass(format('sessionize.%I', name || suffix)) IS NOT NULL;
 	IF taken_names IS NOT NULL THEN
 		RAISE EXCEPTION 'pipeline "%" cannot have the names it needs', name
@@ -624,9 +608,6 @@ BEGIN
 				   ' session_start timestamptz NOT NULL, change text NOT NULL, revision integer NOT NULL,'
 				   ' last_event_at timestamptz NOT NULL, events bigint NOT NULL,'
 				   ' changed_at timestamptz NOT NULL DEFAULT now())', name || '_changes', key_type);
-	-- the batch in hand: it never outlives a transaction, so it needs no WAL
-	EXECUTE format('CREATE UNLOGGED TABLE sessionize.%I (batch_id bigint PRIMARY KEY, key %s, ts timestamptz,'
-				   ' ts_text text, event_type text, event jsonb NOT NULL, fingerprint uuid, problem text)', name || '_batch', key_type);
 	PERFORM sessionize.sessionize_make_pipeline_views(name, owner);
 	-- what a batch would refuse is refused now: row security, code another role wrote
 	PERFORM sessionize.sessionize_check_owner(made);
@@ -776,8 +757,8 @@ BEGIN
 	-- IF EXISTS: dropping the key's type with CASCADE takes the views along
 	EXECUTE format('DROP VIEW IF EXISTS sessionize.%I, sessionize.%I, sessionize.%I',
 				   name || '_sessions', name || '_sessions_live', name || '_sessions_final');
-	EXECUTE format('DROP TABLE IF EXISTS sessionize.%I, sessionize.%I, sessionize.%I, sessionize.%I',
-				   name || '_stored_sessions', name || '_late', name || '_changes', name || '_batch');
+	EXECUTE format('DROP TABLE IF EXISTS sessionize.%I, sessionize.%I, sessionize.%I',
+				   name || '_stored_sessions', name || '_late', name || '_changes');
 	DELETE FROM sessionize.seen_fingerprints WHERE namespace = 'pipeline:' || name;
 	-- a pipeline made later under this name belongs to someone else perhaps
 	DELETE FROM sessionize.dead_letter d WHERE d.pipeline = sessionize_drop_pipeline.name;
@@ -797,201 +778,24 @@ BEGIN
 END $$;
 -- One batch -------------------------------------------------------------------
 
--- Applies the claimed events of a pipeline's batch table (all of them, or only
--- batch_id first_id to last_id) in one statement: dead letters, dedup through the dedup
--- memory's first_seen_many(), lateness against the watermark the batch started
--- with, and the merge.  An event is late when its own session would expire
--- before the watermark, and also when it would change a final session (one
--- that expired before the watermark): within a gap of the watermark an event
--- can still reach back into one, and a final session never changes.
--- Nothing in the batch table is rewritten, so a batch
--- costs one write per event.  Called by run_pipeline(); a failure rolls back
--- only this call, so run_pipeline() can retry event by event.  Replayed late
--- events (replay) were deduplicated when they first came and are merged
--- whatever the watermark.
---
--- The merge takes out the stored sessions that touch a new event and merges
--- them with the new events by the C code of sessions(); what comes out
--- replaces them.  Stored sessions of a key never touch each other, so at most
--- two can touch an event: the last one starting before it, and one starting
--- within a gap after it; an index probe on (key, session_start) finds both.
--- Per-type counts add up; the change log says what happened.
-CREATE FUNCTION sessionize.sessionize_apply_batch(pipeline sessionize.pipelines, watermark timestamptz,
-												  first_id bigint, last_id bigint, replay boolean,
-												  OUT merged bigint, OUT duplicates bigint,
-												  OUT late bigint, OUT dead_lettered bigint,
-												  OUT max_merged timestamptz)
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	-- a gap in plain seconds, so that ts + gap agrees with the C code's 24-hour days
-	fixed_gap interval := make_interval(secs => extract(epoch FROM pipeline.gap));
-	-- per-type counts: those of the stored sessions merged, plus the new events'
-	typed text := $q$
-		SELECT key, started_at, jsonb_object_agg(event_type, n) AS type_counts
-		FROM (SELECT key, started_at, event_type, sum(n) AS n
-			  FROM (SELECT m.key, m.started_at, c.key AS event_type, c.value::bigint AS n
-					FROM merged m
-					JOIN old o ON o.key = m.key AND o.session_start BETWEEN m.started_at AND m.ended_at,
-					jsonb_each_text(o.type_counts) c
-					UNION ALL
-					SELECT m.key, m.started_at, e.event_type, 1
-					FROM merged m
-					JOIN events e ON e.key = m.key AND e.ts BETWEEN m.started_at AND m.ended_at
-					WHERE e.event_type IS NOT NULL) counted
-			  GROUP BY key, started_at, event_type) summed
-		GROUP BY key, started_at$q$;
-BEGIN
-	EXECUTE format($q$
-		WITH batch AS (
-			SELECT batch_id, key, coalesce(ts, ts_text::timestamptz) AS ts, event_type, event, fingerprint, problem
-			FROM sessionize.%1$I WHERE $5::bigint IS NULL OR batch_id BETWEEN $5 AND $7),
-		invalid AS (
-			SELECT event, CASE WHEN problem IS NOT NULL THEN problem
-							   WHEN num_nulls(key) = 1 THEN 'key is null'
-							   WHEN ts IS NULL THEN 'event time is null'
-							   ELSE 'event time is not finite' END AS error
-			FROM batch WHERE problem IS NOT NULL OR num_nulls(key) = 1 OR ts IS NULL OR NOT isfinite(ts)),
-		dead AS (
-			INSERT INTO sessionize.dead_letter (pipeline, event, error)
-			SELECT $1, event, error FROM invalid
-			RETURNING 1),
-		valid AS (
-			SELECT * FROM batch WHERE problem IS NULL AND num_nulls(key) = 0 AND isfinite(ts)),
-		verdicts AS (
-			SELECT ids.batch_id, verdict.is_new
-			FROM (SELECT array_agg(batch_id ORDER BY batch_id) AS batch_ids,
-						 array_agg(fingerprint ORDER BY batch_id) AS fingerprints
-				  FROM valid WHERE NOT $4) a,
-				 unnest(a.batch_ids) WITH ORDINALITY AS ids(batch_id, position),
-				 unnest(sessionize.sessionize_first_seen_many('pipeline:' || $1, a.fingerprints, $6))
-					WITH ORDINALITY AS verdict(is_new, position)
-			WHERE ids.position = verdict.position),
-		kept AS (
-			SELECT v.* FROM valid v WHERE $4
-			UNION ALL
-			SELECT v.* FROM valid v JOIN verdicts d USING (batch_id) WHERE d.is_new),
-		in_time AS (
-			SELECT * FROM kept WHERE $4 OR $3 IS NULL OR ts + $2 >= $3),
-		contacts AS (
-			SELECT e.batch_id, s.key, s.session_start, s.expires_at
-			FROM in_time e
-			CROSS JOIN LATERAL (SELECT s.key, s.session_start, s.expires_at FROM sessionize.%3$I s
-								WHERE s.key = e.key AND s.session_start <= e.ts + $2
-								ORDER BY s.session_start DESC LIMIT 2) s
-			WHERE s.expires_at >= e.ts),
-		reopening AS (
-			SELECT batch_id, min(expires_at) AS expired_at FROM contacts
-			WHERE NOT $4 AND expires_at < $3 GROUP BY batch_id),
-		late_events AS (
-			INSERT INTO sessionize.%2$I (event, reason)
-			SELECT k.event,
-				   CASE WHEN r.batch_id IS NULL
-						THEN format('the session of an event at %%s would expire before the watermark %%s',
-									to_jsonb(k.ts) #>> '{}', to_jsonb($3) #>> '{}')
-						ELSE format('an event at %%s would change a final session (it expired at %%s, before the watermark %%s)',
-									to_jsonb(k.ts) #>> '{}', to_jsonb(r.expired_at) #>> '{}', to_jsonb($3) #>> '{}') END
-			FROM kept k LEFT JOIN reopening r USING (batch_id)
-			WHERE NOT $4 AND (k.ts + $2 < $3 OR r.batch_id IS NOT NULL)
-			RETURNING 1),
-		events AS (
-			SELECT key, ts, event_type FROM in_time e
-			WHERE NOT EXISTS (SELECT FROM reopening r WHERE r.batch_id = e.batch_id)),
-		touched AS (
-			SELECT DISTINCT c.key, c.session_start FROM contacts c
-			WHERE NOT EXISTS (SELECT FROM reopening r WHERE r.batch_id = c.batch_id)),
-		old AS (
-			DELETE FROM sessionize.%3$I s USING touched t
-			WHERE s.key = t.key AND s.session_start = t.session_start
-			RETURNING s.*),
-		pieces AS (
-			SELECT key, session_start AS started_at, last_event_at AS ended_at, expires_at, events FROM old
-			UNION ALL
-			SELECT key, ts, ts, ts + $2, 1 FROM events),
-		merged AS (
-			SELECT per_key.key, m.started_at, m.ended_at, m.expires_at, m.events
-			FROM (SELECT key, sessionize.sessionize_merge_sessions(started_at, ended_at, expires_at, events) AS all_sessions
-				  FROM pieces GROUP BY key) per_key,
-				 unnest(per_key.all_sessions) m),
-		replaced AS (
-			SELECT m.key, m.started_at, count(o.key) AS replaced, coalesce(max(o.revision), 0) + 1 AS revision
-			FROM merged m
-			LEFT JOIN old o ON o.key = m.key AND o.session_start BETWEEN m.started_at AND m.ended_at
-			GROUP BY m.key, m.started_at),
-		typed AS (%5$s),
-		described AS (
-			SELECT m.*, r.replaced, r.revision, t.type_counts
-			FROM merged m
-			JOIN replaced r ON r.key = m.key AND r.started_at = m.started_at
-			LEFT JOIN typed t ON t.key = m.key AND t.started_at = m.started_at),
-		stored AS (
-			INSERT INTO sessionize.%3$I (key, session_start, last_event_at, expires_at, events, type_counts, revision, updated_at)
-			SELECT key, started_at, ended_at, expires_at, events, type_counts, revision, now() FROM described),
-		logged AS (
-			INSERT INTO sessionize.%4$I (key, session_start, change, revision, last_event_at, events)
-			SELECT key, started_at, CASE replaced WHEN 0 THEN 'opened' WHEN 1 THEN 'extended' ELSE 'merged' END,
-				   revision, ended_at, events
-			FROM described ORDER BY key, started_at)
-		SELECT (SELECT count(*) FROM events),
-			   (SELECT count(*) FROM valid) - (SELECT count(*) FROM kept),
-			   (SELECT count(*) FROM late_events),
-			   (SELECT count(*) FROM dead),
-			   (SELECT max(ts) FROM events)$q$,
-		pipeline.name || '_batch', pipeline.name || '_late', pipeline.name || '_stored_sessions', pipeline.name || '_changes',
-		CASE WHEN pipeline.type_column IS NULL THEN 'SELECT key, started_at, NULL::jsonb AS type_counts FROM merged WHERE false'
-			 ELSE typed END)
-	INTO merged, duplicates, late, dead_lettered, max_merged
-	USING pipeline.name, fixed_gap, watermark, replay, first_id, pipeline.dedup_window, last_id;
-END $$;
-
--- Applies the events batch_id first_id to last_id of a batch, whose
--- events are numbered from 1.  When something in them breaks the set-based
--- path, the range is split in halves, each applied alone, down to the one
--- event that fails alone: k bad events among n cost O(k log n) attempts,
--- not n.  Only what is wrong with the event itself (bad data, a violated
--- constraint: SQLSTATE classes 22 and 23) makes it a dead letter; anything
--- else fails the batch, which is then retried as a whole.
-CREATE FUNCTION sessionize.sessionize_apply_range(pipeline sessionize.pipelines, watermark timestamptz,
-												  first_id bigint, last_id bigint,
-												  OUT merged bigint, OUT duplicates bigint,
-												  OUT late bigint, OUT dead_lettered bigint,
-												  OUT max_merged timestamptz)
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	counts record;
-	middle bigint;
-	message text;
-	error_state text;
-BEGIN
-	counts := sessionize.sessionize_apply_batch(pipeline, watermark, first_id, last_id, false);
-	merged := counts.merged; duplicates := counts.duplicates;
-	late := counts.late; dead_lettered := counts.dead_lettered;
-	max_merged := counts.max_merged;
-EXCEPTION WHEN OTHERS THEN
-	GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, error_state = RETURNED_SQLSTATE;
-	IF first_id = last_id THEN
-		IF left(error_state, 2) NOT IN ('22', '23') THEN
-			RAISE;
-		END IF;
-		EXECUTE format('INSERT INTO sessionize.dead_letter (pipeline, event, error)
-						SELECT $1, event, $2 FROM sessionize.%I WHERE batch_id = $3', pipeline.name || '_batch')
-		USING pipeline.name, message, first_id;
-		merged := 0; duplicates := 0; late := 0; dead_lettered := 1;
-		RETURN;
-	END IF;
-	middle := first_id + (last_id - first_id) / 2;
-	counts := sessionize.sessionize_apply_range(pipeline, watermark, first_id, middle);
-	merged := counts.merged; duplicates := counts.duplicates;
-	late := counts.late; dead_lettered := counts.dead_lettered;
-	max_merged := counts.max_merged;
-	counts := sessionize.sessionize_apply_range(pipeline, watermark, middle + 1, last_id);
-	merged := merged + counts.merged; duplicates := duplicates + counts.duplicates;
-	late := late + counts.late; dead_lettered := dead_lettered + counts.dead_lettered;
-	max_merged := greatest(max_merged, counts.max_merged);
-END $$;
+-- Runs a source's query as the pipeline's owner and applies its rows, the
+-- events of one batch, in C (src/batch.c): dead letters, dedup, lateness
+-- against the watermark the batch started with, the merge into sessions, the
+-- change log.  An event is late when its own session would expire before
+-- the watermark, and also when it would change a final session (one that
+-- expired before the watermark).  A replay merges late events whatever the
+-- watermark, without dedup.  The query returns (position, key, ts, ts_text,
+-- event_type, event, fingerprint, problem); events at the positions in
+-- incomplete are dead letters.
+CREATE FUNCTION sessionize.sessionize_consume_events(pipeline sessionize.pipelines, watermark timestamptz,
+													 replay boolean, query text, argument anyelement,
+													 incomplete bigint[],
+													 OUT consumed bigint, OUT merged bigint, OUT duplicates bigint,
+													 OUT late bigint, OUT dead_lettered bigint,
+													 OUT max_merged timestamptz, OUT last_ts timestamptz)
+AS 'MODULE_PATHNAME', 'consume_events'
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
 
 -- How a pipeline reads an event from a row of its source (source_row, an SQL
 -- expression of the source's row type): SQL expressions for its key, its
@@ -1053,30 +857,8 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
 	SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
-	WHERE a.attrelid = to_regclass(format('sessionize.%I', (pipeline).name || '_batch')) AND a.attname = 'key';
+	WHERE a.attrelid = to_regclass(format('sessionize.%I', (pipeline).name || '_stored_sessions')) AND a.attname = 'key';
 END;
-
--- Fills the batch table from the rows of a query run as the pipeline's
--- owner (the claim from the source, the decoding of changes, the reading of
--- late events), and returns how many rows and their greatest finite time.
-CREATE FUNCTION sessionize.sessionize_fill_batch(pipeline sessionize.pipelines, query text, argument anyelement,
-												 OUT filled bigint, OUT last_ts timestamptz)
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	EXECUTE format($q$
-		WITH stored AS (
-			INSERT INTO sessionize.%1$I (batch_id, key, ts, ts_text, event_type, event, fingerprint, problem)
-			SELECT * FROM sessionize.sessionize_rows_as($1, $2, $3)
-				AS r(batch_id bigint, key %2$s, ts timestamptz, ts_text text, event_type text, event jsonb,
-					 fingerprint uuid, problem text)
-			RETURNING ts)
-		SELECT count(*), max(ts) FILTER (WHERE isfinite(ts)) FROM stored$q$,
-		pipeline.name || '_batch', sessionize.sessionize_key_type(pipeline))
-	INTO filled, last_ts
-	USING pipeline.owner, query, argument;
-END $$;
 
 CREATE FUNCTION sessionize.run_pipeline(name text, max_events integer DEFAULT 10000,
 										OUT consumed bigint, OUT merged bigint, OUT duplicates bigint,
@@ -1101,7 +883,6 @@ AS $$
 DECLARE
 	pipeline sessionize.pipelines;
 	state sessionize.pipeline_state;
-	batch text;
 	counts record;
 	new_max timestamptz;
 	new_watermark timestamptz;
@@ -1118,7 +899,6 @@ DECLARE
 	messages bytea[];
 	incomplete bigint[];
 	reads record;
-	filled record;
 BEGIN
 	IF max_events IS NULL OR max_events < 1 THEN
 		RAISE EXCEPTION 'max_events must be positive' USING ERRCODE = 'invalid_parameter_value';
@@ -1126,7 +906,6 @@ BEGIN
 	pipeline := sessionize.sessionize_read_pipeline(caller, name, true);
 	PERFORM sessionize.sessionize_use_time_zone(pipeline);
 	SELECT * INTO state FROM sessionize.pipeline_state s WHERE s.pipeline = pipeline.name;
-	batch := format('sessionize.%I', pipeline.name || '_batch');
 	IF NOT EXISTS (SELECT FROM pg_class WHERE oid = pipeline.source) THEN
 		RAISE EXCEPTION 'the source table of pipeline "%" does not exist', pipeline.name
 			USING ERRCODE = 'undefined_table',
@@ -1206,7 +985,7 @@ BEGIN
 		consumed := 0;
 		IF messages IS NOT NULL THEN
 			reads := sessionize.sessionize_event_expressions(pipeline, '(d.r)', sessionize.sessionize_key_type(pipeline));
-			filled := sessionize.sessionize_fill_batch(pipeline, format($q$
+			counts := sessionize.sessionize_consume_events(pipeline, state.watermark, false, format($q$
 				SELECT m.position::bigint, %2$s, %3$s, %4$s, %5$s, e.event, sessionize.fingerprint_bytes(%6$s, %8$L::text[]),
 					   coalesce(d.problem, %7$s)
 				FROM generate_subscripts($1::bytea[], 1) AS m(position),
@@ -1216,14 +995,8 @@ BEGIN
 					 LATERAL (SELECT coalesce(to_jsonb(d.r),
 											  jsonb_build_object('undecodable_change', encode($1[m.position][2], 'base64'))) AS event) e$q$,
 				pipeline.source, reads.key, reads.ts, reads.ts_text, reads.event_type, reads.content, reads.problem,
-				pipeline.fingerprint_exclude), messages);
-			consumed := filled.filled;
-			last_ts := filled.last_ts;
-			IF incomplete IS NOT NULL THEN
-				EXECUTE format('UPDATE %s SET problem = %L WHERE batch_id = ANY ($1)', batch,
-							   'the update leaves out a value stored out of line: the source table needs REPLICA IDENTITY FULL')
-				USING incomplete;
-			END IF;
+				pipeline.fingerprint_exclude), messages, incomplete);
+			consumed := counts.consumed;
 		END IF;
 		-- Each peek decodes from the slot's restart point, which moves only
 		-- as the slot passes WAL.  A batch that took nothing lets the slot
@@ -1241,7 +1014,7 @@ BEGIN
 		-- late; rows other transactions hold are skipped, not waited for.
 		-- Each event is fingerprinted once, here.
 		reads := sessionize.sessionize_event_expressions(pipeline, 'c', sessionize.sessionize_key_type(pipeline));
-		filled := sessionize.sessionize_fill_batch(pipeline, format($q$
+		counts := sessionize.sessionize_consume_events(pipeline, state.watermark, false, format($q$
 			WITH claimed AS (
 				DELETE FROM ONLY %1$s s
 				WHERE ctid = ANY (ARRAY(SELECT ctid FROM ONLY %1$s %9$s LIMIT $1 FOR UPDATE SKIP LOCKED))
@@ -1251,18 +1024,17 @@ BEGIN
 			pipeline.source, reads.key, reads.ts, reads.ts_text, reads.event_type, reads.content, reads.problem,
 			pipeline.fingerprint_exclude,
 			CASE WHEN pipeline.payload_column IS NULL THEN format('ORDER BY %I', pipeline.time_column) ELSE '' END),
-			max_events);
-		consumed := filled.filled;
-		last_ts := filled.last_ts;
+			max_events, NULL);
+		consumed := counts.consumed;
 	END IF;
 	merged := 0; duplicates := 0; late := 0; dead_lettered := 0;
 	IF consumed = 0 THEN
 		RETURN;
 	END IF;
-	counts := sessionize.sessionize_apply_range(pipeline, state.watermark, 1, consumed);
 	merged := counts.merged; duplicates := counts.duplicates;
 	late := counts.late; dead_lettered := counts.dead_lettered;
 	new_max := counts.max_merged;
+	last_ts := counts.last_ts;
 
 	new_max := greatest(state.max_event_time, new_max);
 	-- Unbounded lateness has no watermark.  A grown allowed_lateness moves it
@@ -1285,10 +1057,6 @@ BEGIN
 		checkpoint_lsn_row = coalesce(new_lsn_row, s.checkpoint_lsn_row)
 	WHERE s.pipeline = pipeline.name;
 	PERFORM sessionize.sessionize_close_sessions(pipeline, state.watermark, new_watermark);
-	-- TRUNCATE, not DELETE: a batch table emptied by DELETE grows by every
-	-- batch until vacuumed, and each batch scans it whole.  Batches of a
-	-- pipeline are serialized already, so its lock costs nothing.
-	EXECUTE format('TRUNCATE %s', batch);
 	PERFORM pg_notify('sessionize_' || pipeline.name,
 					  json_build_object('pipeline', pipeline.name, 'consumed', consumed, 'merged', merged,
 										'duplicates', duplicates, 'late', late,
@@ -1319,7 +1087,6 @@ SET timezone_abbreviations = 'Default'
 AS $$
 DECLARE
 	pipeline sessionize.pipelines;
-	batch text;
 	reads record;
 	events jsonb[];
 	replayed bigint;
@@ -1331,7 +1098,6 @@ BEGIN
 	pipeline := sessionize.sessionize_read_pipeline(caller, name, true);
 	PERFORM sessionize.sessionize_use_time_zone(pipeline);
 	PERFORM sessionize.sessionize_check_owner(pipeline);
-	batch := format('sessionize.%I', pipeline.name || '_batch');
 
 	EXECUTE format($q$
 		WITH taken AS (
@@ -1348,18 +1114,17 @@ BEGIN
 	-- A late event is its source row as jsonb: read it back into a row, as
 	-- the pipeline's owner (domain checks and input functions run).
 	reads := sessionize.sessionize_event_expressions(pipeline, 'r', sessionize.sessionize_key_type(pipeline));
-	replayed := (sessionize.sessionize_fill_batch(pipeline, format($q$
+	counts := sessionize.sessionize_consume_events(pipeline, NULL, true, format($q$
 		SELECT e.position, %2$s, %3$s, %4$s, %5$s, e.event, NULL::uuid, %6$s
 		FROM unnest($1::jsonb[]) WITH ORDINALITY AS e(event, position),
 			 LATERAL jsonb_populate_record(NULL::%1$s, e.event) r$q$,
-		pipeline.source, reads.key, reads.ts, reads.ts_text, reads.event_type, reads.problem), events)).filled;
-	counts := sessionize.sessionize_apply_batch(pipeline, NULL, NULL, NULL, true);
+		pipeline.source, reads.key, reads.ts, reads.ts_text, reads.event_type, reads.problem), events, NULL);
+	replayed := counts.consumed;
 	UPDATE sessionize.pipeline_state s
 	SET merged = s.merged + counts.merged,
 		dead_lettered = s.dead_lettered + counts.dead_lettered,
 		late = s.late - replayed
 	WHERE s.pipeline = pipeline.name;
-	EXECUTE format('TRUNCATE %s', batch);
 	RETURN replayed;
 END $$;
 

@@ -156,7 +156,11 @@ is( $node->safe_psql('postgres',
 is($node->safe_psql('postgres', 'SELECT sum(events) FROM sessionize.clicks_sessions'), $distinct,
 	'the sessions count each distinct event once');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM clicks_in'), '0', 'no row is left in the staging table');
-is($node->safe_psql('postgres', 'SELECT count(*) FROM sessionize.clicks_batch'), '0', 'no batch is left half done');
+is($node->safe_psql('postgres', q{
+	SELECT count(*) FROM sessionize.clicks_sessions s
+	WHERE s.revision IS DISTINCT FROM (SELECT max(c.revision) FROM sessionize.clicks_changes c
+									   WHERE c.key = s.key AND c.session_start = s.session_start)}),
+	'0', 'no batch is left half done: the last change of each session carries its revision');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM sessionize.dead_letter'), '0', 'the dead-letter table is empty');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM sessionize.clicks_late'), '0', 'the late table is empty');
 like($node->safe_psql('postgres', $worker_query), qr/^\d+$/, 'the worker is running');

@@ -450,7 +450,11 @@ ok($node->poll_query_until('postgres', $drained), 'part 3: the worker consumes e
 is($node->safe_psql('postgres', 'SELECT upto FROM fed WHERE part = 3'), $last3, 'part 3: the producer committed every planned transaction');
 check_drained('part 3', 1, 2, 3);
 is($node->safe_psql('postgres', $consistent), 't', 'part 3: the consumed prefix check agrees');
-is($node->safe_psql('postgres', 'SELECT count(*) FROM sessionize.app_batch'), '0', 'part 3: no batch is left half done');
+is($node->safe_psql('postgres', q{
+	SELECT count(*) FROM sessionize.app_sessions s
+	WHERE s.revision IS DISTINCT FROM (SELECT max(c.revision) FROM sessionize.app_changes c
+									   WHERE c.key = s.key AND c.session_start = s.session_start)}),
+	'0', 'part 3: no batch is left half done: the last change of each session carries its revision');
 is($node->safe_psql('postgres', "SELECT count(*) FROM sessionize.dead_letter"), '0', 'part 3: no dead letters');
 is($node->safe_psql('postgres', "SELECT count(*) FROM sessionize.app_late"), '0', 'part 3: no late events');
 is($node->safe_psql('postgres', "SELECT count(*) FROM app_events WHERE url = 'ghost'"), '0',
@@ -495,14 +499,14 @@ my $everything = qq{
 		   (SELECT md5(string_agg(format('%s %s %s %s', key, session_start, events, revision), ',' ORDER BY key, session_start))
 			FROM sessionize.app_sessions),
 		   (SELECT count(*) FROM sessionize.seen_fingerprints WHERE namespace = 'pipeline:app'),
-		   (SELECT count(*) FROM sessionize.app_batch)
+		   (SELECT count(*) FROM sessionize.app_changes)
 	FROM pg_replication_slots r WHERE r.slot_name = '$slot'};
 my $before = $node->safe_psql('postgres', $everything);
 my ($ret, $stdout, $stderr) = $node->psql('postgres', "SELECT * FROM sessionize.run_pipeline('app')");
 isnt($ret, 0, 'part 4: the batch fails');
 like($stderr, qr/sessions refused by a test trigger/, 'part 4: with the trigger\'s error');
 is($node->safe_psql('postgres', $everything), $before,
-	'part 4: slot, pipeline_state, sessions and dedup memory are unchanged');
+	'part 4: slot, pipeline_state, sessions, change log and dedup memory are unchanged');
 $node->safe_psql('postgres', 'DROP TRIGGER refuse ON sessionize.app_stored_sessions');
 is($node->safe_psql('postgres', "SELECT consumed, merged, duplicates FROM sessionize.run_pipeline('app')"),
 	'10|10|0', 'part 4: without the trigger the batch consumes the rows, all new');
