@@ -103,49 +103,67 @@ update_misses_values(StringInfo reader)
 }
 
 /*
- * sessionize_pgoutput_message(data bytea,
- *		OUT kind "char", OUT relation oid, OUT commit_lsn pg_lsn,
- *		OUT missing_values boolean)
- *
- * kind is the message's type byte (B, C, R, I, U, D, T, ...); relation is set
- * for I, U, D and R; commit_lsn for B; missing_values is true for an UPDATE
- * whose new row cannot be read whole from the message.
+ * What a pgoutput message is: its type byte (B, C, R, I, U, D, T, ...), the
+ * relation of an I, U, D or R (else InvalidOid), the commit LSN of a B (else
+ * InvalidXLogRecPtr), and whether the new row of a U cannot be read whole
+ * from the message.
  */
-Datum
-pgoutput_message(PG_FUNCTION_ARGS)
+void
+sessionize_pgoutput_describe(const char *data, int length, PgoutputMessage *message)
 {
-	bytea	   *data = PG_GETARG_BYTEA_PP(0);
 	StringInfoData reader;
-	TupleDesc	result_desc;
-	Datum		values[4] = {0};
-	bool		nulls[4] = {false, true, true, false};
-	char		kind;
 
-	if (get_call_result_type(fcinfo, NULL, &result_desc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-
-	message_reader(data, &reader);
-	kind = (char) pq_getmsgbyte(&reader);
-	values[0] = CharGetDatum(kind);
-	values[3] = BoolGetDatum(false);
-	switch (kind)
+	reader.data = (char *) data;
+	reader.len = length;
+	reader.maxlen = length;
+	reader.cursor = 0;
+	message->kind = (char) pq_getmsgbyte(&reader);
+	message->relation = InvalidOid;
+	message->commit_lsn = InvalidXLogRecPtr;
+	message->missing_values = false;
+	switch (message->kind)
 	{
 		case 'B':
-			values[2] = LSNGetDatum((XLogRecPtr) pq_getmsgint64(&reader));
-			nulls[2] = false;
+			message->commit_lsn = (XLogRecPtr) pq_getmsgint64(&reader);
 			break;
 		case 'I':
 		case 'U':
 		case 'D':
 		case 'R':
-			values[1] = ObjectIdGetDatum((Oid) pq_getmsgint(&reader, 4));
-			nulls[1] = false;
-			if (kind == 'U')
-				values[3] = BoolGetDatum(update_misses_values(&reader));
+			message->relation = (Oid) pq_getmsgint(&reader, 4);
+			if (message->kind == 'U')
+				message->missing_values = update_misses_values(&reader);
 			break;
 		default:
 			break;
 	}
+}
+
+/*
+ * sessionize_pgoutput_message(data bytea,
+ *		OUT kind "char", OUT relation oid, OUT commit_lsn pg_lsn,
+ *		OUT missing_values boolean)
+ *
+ * sessionize_pgoutput_describe() for SQL.
+ */
+Datum
+pgoutput_message(PG_FUNCTION_ARGS)
+{
+	bytea	   *data = PG_GETARG_BYTEA_PP(0);
+	PgoutputMessage message;
+	TupleDesc	result_desc;
+	Datum		values[4];
+	bool		nulls[4] = {false};
+
+	if (get_call_result_type(fcinfo, NULL, &result_desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	sessionize_pgoutput_describe(VARDATA_ANY(data), VARSIZE_ANY_EXHDR(data), &message);
+	values[0] = CharGetDatum(message.kind);
+	values[1] = ObjectIdGetDatum(message.relation);
+	nulls[1] = !OidIsValid(message.relation);
+	values[2] = LSNGetDatum(message.commit_lsn);
+	nulls[2] = XLogRecPtrIsInvalid(message.commit_lsn);
+	values[3] = BoolGetDatum(message.missing_values);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(result_desc), values, nulls)));
 }
 

@@ -17,6 +17,7 @@
 #include "datatype/timestamp.h"
 #include "fmgr.h"
 #include "access/htup.h"
+#include "access/xlogdefs.h"
 #include "postmaster/bgworker.h"
 #include "storage/itemptr.h"
 #include "utils/uuid.h"
@@ -184,6 +185,21 @@ extern void sink_read_sessions(PipelineBatch *batch, KeyGroup *groups, int group
 extern void sink_write_sessions(PipelineBatch *batch, KeyGroup *groups, int group_count,
 								MergedSession *merged, int merged_count);
 extern void sink_write_rejects(PipelineBatch *batch, int first, int last);
+
+/* pgoutput.c: what a message of the pgoutput plugin is */
+typedef struct PgoutputMessage
+{
+	char		kind;			/* B, C, R, I, U, D, T, ... */
+	Oid			relation;		/* of I, U, D and R */
+	XLogRecPtr	commit_lsn;		/* of B */
+	bool		missing_values; /* of U: the new row cannot be read whole */
+} PgoutputMessage;
+
+extern void sessionize_pgoutput_describe(const char *data, int length, PgoutputMessage *message);
+
+/* source_logical.c: the decoding stream of a logical pipeline's worker */
+extern int64 sessionize_worker_pipeline_id;
+extern bool sessionize_stream_after_error(void);
 
 /* privileges.c: queries run as a pipeline's owner */
 extern int	sessionize_execute_as(Oid role, const char *query, Oid argument_type,

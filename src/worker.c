@@ -17,7 +17,11 @@
  * backlog it runs batches back to back; otherwise it sleeps on its latch.  A
  * failing batch is rolled back, its error recorded in the pipeline's state,
  * and retried after a growing pause: the worker does not exit and restart in
- * a loop.  SIGTERM ends the worker between batches.  A worker exits when
+ * a loop (a failure while decoding a logical source is the exception: the
+ * decoding state cannot be trusted then, and the worker exits to start
+ * again clean).  The worker of a logical pipeline keeps its decoding stream
+ * open across batches (source_logical.c).  SIGTERM ends the worker between
+ * batches.  A worker exits when
  * its pipeline is paused or dropped, and a session lock keeps it the only
  * worker of its pipeline.  Both connect as the bootstrap superuser and pin
  * search_path; run_pipeline() gives a batch the rights of the pipeline's
@@ -359,11 +363,13 @@ run_one_batch(const char *pipeline, int64 pipeline_id, MemoryContext worker_cont
 	PG_CATCH();
 	{
 		ErrorData  *error;
+		bool		stream_usable;
 
 		MemoryContextSwitchTo(worker_context);
 		error = CopyErrorData();
 		FlushErrorState();
 		AbortCurrentTransaction();
+		stream_usable = sessionize_stream_after_error();
 		pgstat_report_activity(STATE_IDLE, NULL);
 		ereport(LOG,
 				(errcode(error->sqlerrcode),
@@ -379,6 +385,12 @@ run_one_batch(const char *pipeline, int64 pipeline_id, MemoryContext worker_cont
 			SPI_execute_with_args("SELECT sessionize.sessionize_record_failure($1, $2)",
 								  2, types, values, NULL, false, 1);
 			end_work();
+		}
+		if (!stream_usable)
+		{
+			ereport(LOG,
+					(errmsg("sessionize pipeline \"%s\" failed while decoding; its worker starts again", pipeline)));
+			proc_exit(1);
 		}
 		consumed = -1;
 	}
@@ -397,6 +409,7 @@ sessionize_pipeline_main(Datum argument)
 	memcpy(pipeline, MyBgworkerEntry->bgw_extra, NAMEDATALEN);
 	memcpy(&pipeline_id, MyBgworkerEntry->bgw_extra + NAMEDATALEN, sizeof(int64));
 	pipeline[NAMEDATALEN - 1] = '\0';
+	sessionize_worker_pipeline_id = pipeline_id;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	/* finish the batch in hand, then exit */

@@ -860,6 +860,18 @@ BEGIN ATOMIC
 	WHERE a.attrelid = to_regclass(format('sessionize.%I', (pipeline).name || '_stored_sessions')) AND a.attname = 'key';
 END;
 
+-- The changes of a logical pipeline, streamed by its worker (src/source_logical.c).
+CREATE FUNCTION sessionize.sessionize_stream_changes(pipeline sessionize.pipelines, slot name,
+													 slot_advance_to pg_lsn, checkpoint_commit_lsn pg_lsn,
+													 checkpoint_lsn pg_lsn, checkpoint_lsn_row bigint,
+													 max_events integer,
+													 OUT streaming boolean, OUT messages bytea[],
+													 OUT incomplete bigint[], OUT commit_lsn pg_lsn,
+													 OUT lsn pg_lsn, OUT lsn_row bigint, OUT advance pg_lsn)
+AS 'MODULE_PATHNAME', 'stream_changes'
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
+
 CREATE FUNCTION sessionize.run_pipeline(name text, max_events integer DEFAULT 10000,
 										OUT consumed bigint, OUT merged bigint, OUT duplicates bigint,
 										OUT late bigint, OUT dead_lettered bigint)
@@ -898,6 +910,7 @@ DECLARE
 	peek_end pg_lsn;
 	messages bytea[];
 	incomplete bigint[];
+	streamed record;
 	reads record;
 BEGIN
 	IF max_events IS NULL OR max_events < 1 THEN
@@ -923,77 +936,99 @@ BEGIN
 	PERFORM sessionize.sessionize_check_owner(pipeline);
 
 	IF pipeline.source_kind = 'logical' THEN
-		-- Only now that earlier batches are committed may the slot pass them.
 		slot := sessionize.sessionize_slot_name(pipeline.name);
-		PERFORM pg_replication_slot_advance(slot_name, state.slot_advance_to) FROM pg_replication_slots
-		WHERE slot_name = slot AND confirmed_flush_lsn < state.slot_advance_to;
-		SELECT restart_lsn INTO slot_restart FROM pg_replication_slots WHERE slot_name = slot;
-		peek_end := pg_current_wal_flush_lsn();
-		peek_limit := 3 * max_events::bigint + 3;
-		-- Claim: peek a bounded number of changes up to the WAL flushed now
-		-- (the slot does not move), skip every change at or before the
-		-- checkpoint, and take the next max_events inserts of the source
-		-- table.  pgoutput sends whole transactions in commit order, so
-		-- (commit LSN, change LSN) orders the stream; a large transaction is
-		-- taken over several batches.  The changes are decoded into rows
-		-- below, as the pipeline's owner.
-		SELECT * INTO messages, incomplete, new_commit_lsn, new_lsn, new_lsn_row, peeked_changes, new_advance
-		FROM (
-			WITH peeked AS (
-				SELECT p.position, p.lsn, p.data, m.kind, m.relation, m.missing_values,
-					   max(m.commit_lsn) OVER (ORDER BY p.position) AS commit_lsn,
-					   -- the relation message that gives the change its columns
-					   max(p.position) FILTER (WHERE m.kind = 'R' AND m.relation = pipeline.source::oid)
-						   OVER (ORDER BY p.position) AS relation_position
-				FROM pg_logical_slot_peek_binary_changes(slot, peek_end, least(peek_limit, 2147483647)::integer,
-														 'proto_version', '1',
-														 'publication_names', 'sessionize_pipelines,sessionize_pipeline_updates')
-					 WITH ORDINALITY AS p(lsn, xid, data, position),
-					 sessionize.sessionize_pgoutput_message(p.data) m),
-			-- The rows of one COPY share the LSN of their WAL record: the
-			-- checkpoint is (commit LSN, change LSN, row at that LSN).
-			relevant AS (
-				SELECT *, row_number() OVER (PARTITION BY peeked.commit_lsn, lsn ORDER BY position) AS lsn_row
-				FROM peeked
-				WHERE relation = pipeline.source::oid AND (kind = 'I' OR (kind = 'U' AND pipeline.updates_as_events))),
-			pending AS (
-				SELECT * FROM relevant r
-				WHERE (r.commit_lsn, r.lsn, r.lsn_row) > (coalesce(state.checkpoint_commit_lsn, '0/0'),
-														  coalesce(state.checkpoint_lsn, '0/0'),
-														  coalesce(state.checkpoint_lsn_row, 0))),
-			taken AS (
-				SELECT *, row_number() OVER (ORDER BY position) AS taken_row FROM pending ORDER BY position LIMIT max_events),
-			last_taken AS (
-				SELECT t.commit_lsn, t.lsn, t.lsn_row FROM taken t ORDER BY position DESC LIMIT 1),
-			first_left AS (
-				SELECT min(p.commit_lsn) AS commit_lsn FROM pending p
-				WHERE position > coalesce((SELECT max(position) FROM taken), 0))
-			-- The slot may pass every transaction whose changes are all
-			-- applied; when the peek reached peek_end and left nothing, it
-			-- may pass all of that WAL.
-			SELECT (SELECT array_agg(ARRAY[r.data, t.data] ORDER BY t.position)
-					FROM taken t LEFT JOIN peeked r ON r.position = t.relation_position),
-				   (SELECT array_agg(t.taken_row ORDER BY t.position) FILTER (WHERE t.missing_values) FROM taken t),
-				   (SELECT l.commit_lsn FROM last_taken l),
-				   (SELECT l.lsn FROM last_taken l),
-				   (SELECT l.lsn_row FROM last_taken l),
-				   (SELECT count(*) FROM peeked),
-				   CASE WHEN (SELECT count(*) FROM peeked) < peek_limit AND (SELECT f.commit_lsn FROM first_left f) IS NULL
-						THEN peek_end
-						ELSE (SELECT max(p.lsn) FROM peeked p, first_left f
-							  WHERE p.kind = 'C' AND (f.commit_lsn IS NULL OR p.commit_lsn < f.commit_lsn)) END) summary;
+		-- The worker of the pipeline streams its changes: each is decoded
+		-- once (src/source_logical.c).  Anywhere else they are peeked.
+		streamed := sessionize.sessionize_stream_changes(pipeline, slot, state.slot_advance_to,
+														 state.checkpoint_commit_lsn, state.checkpoint_lsn,
+														 state.checkpoint_lsn_row, max_events);
+		IF streamed.streaming THEN
+			messages := streamed.messages;
+			incomplete := streamed.incomplete;
+			new_commit_lsn := streamed.commit_lsn;
+			new_lsn := streamed.lsn;
+			new_lsn_row := streamed.lsn_row;
+			new_advance := streamed.advance;
+			SELECT restart_lsn INTO slot_restart FROM pg_replication_slots WHERE slot_name = slot;
+			peeked_changes := 0;
+			peek_limit := 1;
+		ELSE
+			-- Only now that earlier batches are committed may the slot pass them.
+			PERFORM pg_replication_slot_advance(slot_name, state.slot_advance_to) FROM pg_replication_slots
+			WHERE slot_name = slot AND confirmed_flush_lsn < state.slot_advance_to;
+			SELECT restart_lsn INTO slot_restart FROM pg_replication_slots WHERE slot_name = slot;
+			peek_end := pg_current_wal_flush_lsn();
+			peek_limit := 3 * max_events::bigint + 3;
+			-- Claim: peek a bounded number of changes up to the WAL flushed now
+			-- (the slot does not move), skip every change at or before the
+			-- checkpoint, and take the next max_events inserts of the source
+			-- table.  pgoutput sends whole transactions in commit order, so
+			-- (commit LSN, change LSN) orders the stream; a large transaction is
+			-- taken over several batches.  The changes are decoded into rows
+			-- below, as the pipeline's owner.
+			SELECT * INTO messages, incomplete, new_commit_lsn, new_lsn, new_lsn_row, peeked_changes, new_advance
+			FROM (
+				WITH peeked AS (
+					SELECT p.position, p.lsn, p.data, m.kind, m.relation, m.missing_values,
+						   max(m.commit_lsn) OVER (ORDER BY p.position) AS commit_lsn,
+						   -- the relation message that gives the change its columns
+						   max(p.position) FILTER (WHERE m.kind = 'R' AND m.relation = pipeline.source::oid)
+							   OVER (ORDER BY p.position) AS relation_position
+					FROM pg_logical_slot_peek_binary_changes(slot, peek_end, least(peek_limit, 2147483647)::integer,
+															 'proto_version', '1',
+															 'publication_names', 'sessionize_pipelines,sessionize_pipeline_updates')
+						 WITH ORDINALITY AS p(lsn, xid, data, position),
+						 sessionize.sessionize_pgoutput_message(p.data) m),
+				-- The rows of one COPY share the LSN of their WAL record: the
+				-- checkpoint is (commit LSN, change LSN, row at that LSN).
+				relevant AS (
+					SELECT *, row_number() OVER (PARTITION BY peeked.commit_lsn, lsn ORDER BY position) AS lsn_row
+					FROM peeked
+					WHERE relation = pipeline.source::oid AND (kind = 'I' OR (kind = 'U' AND pipeline.updates_as_events))),
+				pending AS (
+					SELECT * FROM relevant r
+					WHERE (r.commit_lsn, r.lsn, r.lsn_row) > (coalesce(state.checkpoint_commit_lsn, '0/0'),
+															  coalesce(state.checkpoint_lsn, '0/0'),
+															  coalesce(state.checkpoint_lsn_row, 0))),
+				taken AS (
+					SELECT *, row_number() OVER (ORDER BY position) AS taken_row FROM pending ORDER BY position LIMIT max_events),
+				last_taken AS (
+					SELECT t.commit_lsn, t.lsn, t.lsn_row FROM taken t ORDER BY position DESC LIMIT 1),
+				first_left AS (
+					SELECT min(p.commit_lsn) AS commit_lsn FROM pending p
+					WHERE position > coalesce((SELECT max(position) FROM taken), 0))
+				-- The slot may pass every transaction whose changes are all
+				-- applied; when the peek reached peek_end and left nothing, it
+				-- may pass all of that WAL.
+				SELECT (SELECT array_agg(ARRAY[r.data, t.data] ORDER BY t.position)
+						FROM taken t LEFT JOIN peeked r ON r.position = t.relation_position),
+					   (SELECT array_agg(t.taken_row ORDER BY t.position) FILTER (WHERE t.missing_values) FROM taken t),
+					   (SELECT l.commit_lsn FROM last_taken l),
+					   (SELECT l.lsn FROM last_taken l),
+					   (SELECT l.lsn_row FROM last_taken l),
+					   (SELECT count(*) FROM peeked),
+					   CASE WHEN (SELECT count(*) FROM peeked) < peek_limit AND (SELECT f.commit_lsn FROM first_left f) IS NULL
+							THEN peek_end
+							ELSE (SELECT max(p.lsn) FROM peeked p, first_left f
+								  WHERE p.kind = 'C' AND (f.commit_lsn IS NULL OR p.commit_lsn < f.commit_lsn)) END) summary;
+		END IF;
 		consumed := 0;
 		IF messages IS NOT NULL THEN
+			-- [relation message, change] pairs, read by unnest: a subscript
+			-- into an array of variable-length values walks it from its start
 			reads := sessionize.sessionize_event_expressions(pipeline, '(d.r)', sessionize.sessionize_key_type(pipeline));
 			counts := sessionize.sessionize_consume_events(pipeline, state.watermark, false, format($q$
 				SELECT m.position::bigint, %2$s, %3$s, %4$s, %5$s, e.event, sessionize.fingerprint_bytes(%6$s, %8$L::text[]),
 					   coalesce(d.problem, %7$s)
-				FROM generate_subscripts($1::bytea[], 1) AS m(position),
-					 LATERAL (SELECT sessionize.sessionize_pgoutput_row($1[m.position][2], NULL::%1$s, $1[m.position][1]) AS r,
-									 sessionize.sessionize_pgoutput_problem($1[m.position][2], NULL::%1$s, $1[m.position][1]) AS problem
+				FROM (SELECT u.position / 2 AS position, u.relation, u.change
+					  FROM (SELECT u.change, u.position, lag(u.change) OVER (ORDER BY u.position) AS relation
+							FROM unnest($1::bytea[]) WITH ORDINALITY AS u(change, position)) u
+					  WHERE u.position %% 2 = 0) m,
+					 LATERAL (SELECT sessionize.sessionize_pgoutput_row(m.change, NULL::%1$s, m.relation) AS r,
+									 sessionize.sessionize_pgoutput_problem(m.change, NULL::%1$s, m.relation) AS problem
 							 OFFSET 0) d,
 					 LATERAL (SELECT coalesce(to_jsonb(d.r),
-											  jsonb_build_object('undecodable_change', encode($1[m.position][2], 'base64'))) AS event) e$q$,
+											  jsonb_build_object('undecodable_change', encode(m.change, 'base64'))) AS event) e$q$,
 				pipeline.source, reads.key, reads.ts, reads.ts_text, reads.event_type, reads.content, reads.problem,
 				pipeline.fingerprint_exclude), messages, incomplete);
 			consumed := counts.consumed;
