@@ -1,135 +1,144 @@
 #!/usr/bin/env bash
-# Logical-replication source: events/s from an application table followed
-# through its WAL (pgoutput), through dedup and sessions, against the same
-# events through a staging table, and the share of the time that decoding
-# takes.  Measured side by side, round-robin, medians reported.
+# Logical-replication sources: events/s from an application table followed
+# through its WAL by the pipeline's worker (which streams the slot: each
+# change decoded once), for three shapes of load, against the same events
+# through a staging table, and run_pipeline() by hand on the one-transaction
+# load (which peeks, decoding the transaction again for each batch).
 #
-# Each round inserts the same events (100k users, 10% re-delivered) into the
-# source in transactions of 1,000 rows, then measures on the unchanged slot:
-#   decode only   - pg_logical_slot_peek_binary_changes() over every change
-#   decode + read - the same, each message read into a row of the source table
-# and then drains the pipeline with run_pipeline(name, batch_size).
+# Events: 40k users, 10% of the deliveries re-delivered.  Each run creates
+# the pipeline paused, loads the source, resumes the pipeline and measures
+# from the resume to the commit of the batch that took the last event
+# (pipeline_state.last_batch_at); the worker's private resident memory
+# (RssAnon: shared buffers left out) is read when it is done.  Shapes:
+#   1,000-row transactions   - EVENTS rows, committed 1,000 at a time
+#   one transaction          - EVENTS rows in one INSERT
+#   one large transaction    - LARGE (10 x EVENTS) rows in one INSERT
+# Rounds run the shapes round-robin; medians are reported.
 #
-#   make bench BENCH=logical          (EVENTS=300000 ROUNDS=3 BATCH=10000)
+#   make bench BENCH=logical   (EVENTS=400000 ROUNDS=3 LARGE_ROUNDS=1 BATCH=10000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-events=${EVENTS:-300000}
+events=${EVENTS:-400000}
 rounds=${ROUNDS:-3}
+large_rounds=${LARGE_ROUNDS:-1}
 batch=${BATCH:-10000}
 
+psql -X -q -v ON_ERROR_STOP=1 -c "ALTER SYSTEM SET sessionize.batch_size = $batch" -c "SELECT pg_reload_conf()" >/dev/null
 psql -X -q -v ON_ERROR_STOP=1 <<SQL
 CREATE EXTENSION IF NOT EXISTS sessionize;
 DROP TABLE IF EXISTS bench_events, bench_logical;
 SELECT setseed(0.3);
 CREATE UNLOGGED TABLE bench_events AS
 SELECT row_number() OVER (ORDER BY position) AS position, user_id, ts, url
-FROM (SELECT (n % 100000) AS user_id,
-			 timestamptz '2024-01-01' + (n / 100000) * interval '3 minutes' + (n % 100000) * interval '1 ms' AS ts,
+FROM (SELECT (n % 40000) AS user_id,
+			 timestamptz '2024-01-01' + (n / 40000) * interval '3 minutes' + (n % 40000) * interval '1 ms' AS ts,
 			 (ARRAY['/', '/search', '/product', '/cart'])[1 + n % 4] AS url,
 			 n + CASE WHEN copy = 2 THEN random() * 5000 ELSE 0 END AS position
 	  FROM generate_series(0, $events * 10 / 11 - 1) n,
 		   LATERAL (SELECT 1 AS copy UNION ALL SELECT 2 WHERE random() < 0.1 AND n >= 0) copies) e;
 VACUUM ANALYZE bench_events;
-SELECT count(*) AS events, count(DISTINCT (user_id, ts)) AS distinct_events FROM bench_events;
-CREATE TABLE bench_logical (round int, step text, events bigint, seconds float8);
+SELECT count(*) AS deliveries, count(DISTINCT (user_id, ts)) AS distinct_events FROM bench_events;
+CREATE TABLE bench_logical (round int, shape text, events bigint, seconds float8, worker_rss_kb bigint);
 
--- Inserts the events into the source, 1,000 rows a transaction, flushed at
--- commit so that decoding sees them at once.
-CREATE OR REPLACE PROCEDURE bench_feed(source regclass)
+-- Loads the events into a table, 1,000 rows a transaction.
+CREATE OR REPLACE PROCEDURE bench_feed(target regclass)
 LANGUAGE plpgsql AS \$\$
 DECLARE
 	total bigint := (SELECT count(*) FROM bench_events);
 BEGIN
-	PERFORM set_config('synchronous_commit', 'on', false);
 	FOR start IN 0..total - 1 BY 1000 LOOP
 		EXECUTE format('INSERT INTO %s (user_id, ts, url) SELECT user_id, ts, url FROM bench_events
-						WHERE position > \$1 AND position <= \$1 + 1000 ORDER BY position', source)
+						WHERE position > \$1 AND position <= \$1 + 1000 ORDER BY position', target)
 		USING start;
 		COMMIT;
 	END LOOP;
 END \$\$;
+SQL
 
-CREATE OR REPLACE PROCEDURE bench_round(round int, batch_size int)
-LANGUAGE plpgsql AS \$\$
+# Makes a paused pipeline 'bench' over a fresh table; $1: table or logical.
+make_pipeline() {
+	psql -X -q -v ON_ERROR_STOP=1 <<SQL
+SELECT sessionize.drop_pipeline('bench') FROM sessionize.pipelines WHERE name = 'bench';
+DROP TABLE IF EXISTS bench_source;
+CREATE TABLE bench_source (id bigserial PRIMARY KEY, user_id int, ts timestamptz, url text);
+SQL
+	psql -X -q -v ON_ERROR_STOP=1 -c "SELECT sessionize.create_pipeline('bench', 'bench_source', 'user_id', 'ts', '30 minutes',
+		fingerprint_exclude => '{id}', type_column => 'url', source_kind => '$1')" \
+		-c "SELECT sessionize.pause_pipeline('bench')" >/dev/null
+}
+
+# Resumes the pipeline and waits until its worker has consumed $2 events;
+# records the time from the resume to the last batch's commit.
+measure_worker() {
+	local round=$1 total=$2 shape=$3 started pid rss
+	started=$(psql -X -qAt -v ON_ERROR_STOP=1 -c "SELECT clock_timestamp()" -c "SELECT sessionize.resume_pipeline('bench')" | head -1)
+	until [ "$(psql -X -qAt -c "SELECT consumed FROM sessionize.pipeline_state WHERE pipeline = 'bench'")" = "$total" ]; do
+		sleep 0.2
+	done
+	pid=$(psql -X -qAt -c "SELECT worker_pid FROM sessionize.pipeline_status WHERE name = 'bench'")
+	rss=$(awk '/RssAnon/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo '')
+	psql -X -q -v ON_ERROR_STOP=1 -c "INSERT INTO bench_logical
+		SELECT $round, '$shape', $total, extract(epoch FROM last_batch_at - '$started'::timestamptz), nullif('$rss', '')::bigint
+		FROM sessionize.pipeline_state WHERE pipeline = 'bench'"
+}
+
+total=$(psql -X -qAt -c "SELECT count(*) FROM bench_events")
+for round in $(seq 1 "$rounds"); do
+	make_pipeline table
+	psql -X -q -v ON_ERROR_STOP=1 -c "CALL bench_feed('bench_source')"
+	measure_worker "$round" "$total" 'staging table, worker'
+
+	make_pipeline logical
+	psql -X -q -v ON_ERROR_STOP=1 -c "CALL bench_feed('bench_source')"
+	measure_worker "$round" "$total" 'logical, 1,000-row transactions, worker'
+
+	make_pipeline logical
+	psql -X -q -v ON_ERROR_STOP=1 -c "INSERT INTO bench_source (user_id, ts, url)
+		SELECT user_id, ts, url FROM bench_events ORDER BY position"
+	measure_worker "$round" "$total" 'logical, one transaction, worker'
+
+	# the same transaction by hand: each batch peeks from the slot
+	make_pipeline logical
+	psql -X -q -v ON_ERROR_STOP=1 -c "INSERT INTO bench_source (user_id, ts, url)
+		SELECT user_id, ts, url FROM bench_events ORDER BY position"
+	psql -X -q -v ON_ERROR_STOP=1 <<SQL
+DO \$\$
 DECLARE
-	started timestamptz;
+	started timestamptz := clock_timestamp();
 	done bigint;
-	total bigint := (SELECT count(*) FROM bench_events);
-	changes bigint;
 BEGIN
-	-- staging table
-	DROP TABLE IF EXISTS bench_staging;
-	CREATE TABLE bench_staging (id bigserial, user_id int, ts timestamptz, url text);
-	PERFORM sessionize.create_pipeline('bench_staged', 'bench_staging', 'user_id', 'ts', '30 minutes',
-									   fingerprint_exclude => '{id}', type_column => 'url');
-	PERFORM sessionize.pause_pipeline('bench_staged');
-	COMMIT;
-	CALL bench_feed('bench_staging');
-	started := clock_timestamp();
 	LOOP
-		SELECT consumed INTO done FROM sessionize.run_pipeline('bench_staged', batch_size);
-		COMMIT;
-		EXIT WHEN done = 0;
-	END LOOP;
-	INSERT INTO bench_logical VALUES (round, 'staging table: run_pipeline', total, extract(epoch FROM clock_timestamp() - started));
-	PERFORM sessionize.drop_pipeline('bench_staged');
-	COMMIT;
-
-	-- logical source: the pipeline is created in a transaction of its own
-	DROP TABLE IF EXISTS bench_source;
-	CREATE TABLE bench_source (id bigserial PRIMARY KEY, user_id int, ts timestamptz, url text);
-	COMMIT;
-	PERFORM sessionize.create_pipeline('bench_wal', 'bench_source', 'user_id', 'ts', '30 minutes',
-									   fingerprint_exclude => '{id}', type_column => 'url', source_kind => 'logical');
-	PERFORM sessionize.pause_pipeline('bench_wal');
-	COMMIT;
-	CALL bench_feed('bench_source');
-	changes := total + 3 * (total / 1000 + 1);
-
-	started := clock_timestamp();
-	PERFORM count(*) FROM pg_logical_slot_peek_binary_changes(sessionize.sessionize_slot_name('bench_wal'), NULL, changes::int,
-			'proto_version', '1', 'publication_names', 'sessionize_pipelines');
-	INSERT INTO bench_logical VALUES (round, 'decode only', total, extract(epoch FROM clock_timestamp() - started));
-	COMMIT;
-
-	started := clock_timestamp();
-	PERFORM count(sessionize.sessionize_pgoutput_row(p.data, NULL::bench_source))
-	FROM pg_logical_slot_peek_binary_changes(sessionize.sessionize_slot_name('bench_wal'), NULL, changes::int,
-			'proto_version', '1', 'publication_names', 'sessionize_pipelines') p,
-		 sessionize.sessionize_pgoutput_message(p.data) m;
-	INSERT INTO bench_logical VALUES (round, 'decode + read rows', total, extract(epoch FROM clock_timestamp() - started));
-	COMMIT;
-
-	started := clock_timestamp();
-	LOOP
-		SELECT consumed INTO done FROM sessionize.run_pipeline('bench_wal', batch_size);
+		SELECT consumed INTO done FROM sessionize.run_pipeline('bench', $batch);
 		COMMIT;
 		EXIT WHEN done = 0;
 	END LOOP;
 	INSERT INTO bench_logical
-	SELECT round, 'logical source: run_pipeline', consumed, extract(epoch FROM clock_timestamp() - started)
-	FROM sessionize.pipeline_state WHERE pipeline = 'bench_wal';
-	PERFORM sessionize.drop_pipeline('bench_wal');
-	COMMIT;
+	VALUES ($round, 'logical, one transaction, run_pipeline() by hand', $total,
+			extract(epoch FROM clock_timestamp() - started), NULL);
 END \$\$;
 SQL
-
-for round in $(seq 1 "$rounds"); do
-	psql -X -q -v ON_ERROR_STOP=1 -c "CALL bench_round($round, $batch)"
 done
+for round in $(seq 1 "$large_rounds"); do
+	make_pipeline logical
+	psql -X -q -v ON_ERROR_STOP=1 -c "INSERT INTO bench_source (user_id, ts, url)
+		SELECT user_id, ts + copy * interval '1 day', url
+		FROM generate_series(0, 9) copy, LATERAL (SELECT * FROM bench_events ORDER BY position) e"
+	measure_worker "$round" "$((10 * total))" 'logical, one large transaction, worker'
+done
+psql -X -q -c "SELECT sessionize.drop_pipeline('bench')" -c "ALTER SYSTEM RESET sessionize.batch_size" -c "SELECT pg_reload_conf()" >/dev/null
 
 echo
-echo "== Logical source: $events events, batch_size $batch (median of $rounds rounds)"
+echo "== Logical sources: $total deliveries a run, batch_size $batch (median of $rounds rounds; the large transaction: $large_rounds)"
 psql -X -v ON_ERROR_STOP=1 <<'SQL'
 WITH medians AS (
-	SELECT step, min(round) AS first_round, max(events) AS events,
-		   percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) AS median
-	FROM bench_logical GROUP BY step)
-SELECT step, events, round(median::numeric, 2) AS median_s, round((events / median)::numeric) AS events_per_s,
-	   CASE WHEN step = 'logical source: run_pipeline' THEN
-		   round((100 * (SELECT median FROM medians WHERE step = 'decode only') / median)::numeric, 1) END
-		 AS decoding_share_pct
+	SELECT shape, count(*) AS rounds, max(events) AS events,
+		   percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) AS median_s,
+		   max(worker_rss_kb) AS worker_rss_kb
+	FROM bench_logical GROUP BY shape)
+SELECT shape, rounds, events, round(median_s::numeric, 2) AS median_s, round((events / median_s)::numeric) AS events_per_s,
+	   round((median_s / (SELECT median_s FROM medians WHERE shape = 'logical, one transaction, worker'))::numeric, 1)
+		 AS time_vs_one_transaction,
+	   round(worker_rss_kb / 1024.0) AS worker_private_rss_mb
 FROM medians
-ORDER BY CASE step WHEN 'staging table: run_pipeline' THEN 1 WHEN 'logical source: run_pipeline' THEN 2
-				   WHEN 'decode only' THEN 3 ELSE 4 END;
+ORDER BY events, shape DESC;
 SQL

@@ -556,17 +556,18 @@ add_stored_type_counts(Jsonb *type_counts, TypeCount **counts, int *count, int *
 
 /*
  * 4b: merges a key's touched stored sessions and its merged events into
- * sessions, appended to *merged.
+ * sessions, appended to *merged.  set is scratch space, shared by the keys.
  */
 static void
-merge_key(PipelineBatch *batch, KeyGroup *group, MergedSession **merged, int *merged_count, int *capacity)
+merge_key(PipelineBatch *batch, KeyGroup *group, SessionSet *set, MergedSession **merged, int *merged_count,
+		  int *capacity)
 {
-	SessionSet *set = session_set_create(CurrentMemoryContext);
 	SessionInterval *sessions;
 	int32		session_count;
 	int			next_stored = 0;
 	int			next_event = 0;
 
+	session_set_clear(set);
 	for (int s = 0; s < group->stored_count; s++)
 		if (group->stored[s].touched)
 			session_set_add_interval(set, &group->stored[s].session);
@@ -638,6 +639,7 @@ apply_events(PipelineBatch *batch, int first, int last, BatchCounts *counts)
 	int			merged_capacity = 64;
 	int			merged_count = 0;
 	MergedSession *merged = palloc(sizeof(MergedSession) * merged_capacity);
+	SessionSet *set = session_set_create(CurrentMemoryContext);
 
 	validate(batch, first, last);
 	if (!batch->replay)
@@ -651,7 +653,7 @@ apply_events(PipelineBatch *batch, int first, int last, BatchCounts *counts)
 	for (int g = 0; g < group_count; g++)
 	{
 		find_reached_sessions(batch, &groups[g]);
-		merge_key(batch, &groups[g], &merged, &merged_count, &merged_capacity);
+		merge_key(batch, &groups[g], set, &merged, &merged_count, &merged_capacity);
 	}
 	sink_write_sessions(batch, groups, group_count, merged, merged_count);
 	sink_write_rejects(batch, first, last);

@@ -22,6 +22,10 @@
  * - pipeline and scheduler locks use advisory lock tags of a class no SQL
  *	 function can produce, so that no role can hold one and stall a pipeline.
  *
+ * - check_owner_cached() runs sessionize_check_owner(), which reads much of
+ *	 the catalog, only when the catalog may have changed since it last
+ *	 passed for the pipeline in this backend.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -38,6 +42,8 @@
 #include "storage/lock.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 #include "utils/tuplestore.h"
@@ -48,6 +54,7 @@ PG_FUNCTION_INFO_V1(call_as_extension);
 PG_FUNCTION_INFO_V1(call_as_extension_in_schema);
 PG_FUNCTION_INFO_V1(rows_as);
 PG_FUNCTION_INFO_V1(lock_pipeline_batch);
+PG_FUNCTION_INFO_V1(check_owner_cached);
 
 /*
  * Lock tag classes of sessionize.  SQL's advisory lock functions use 1 and 2
@@ -291,4 +298,96 @@ sessionize_lock_scheduler(void)
 
 	pipeline_lock_tag(&tag, 0, SCHEDULER_LOCK_CLASS);
 	return LockAcquire(&tag, ExclusiveLock, true, true) != LOCKACQUIRE_NOT_AVAIL;
+}
+
+/*
+ * Invalidations of the catalogs sessionize_check_owner() reads: relations
+ * (triggers, rules, policies, grants and columns of the source come with
+ * one), functions, types, domain constraints, casts, roles and memberships.
+ */
+static const int checked_caches[] = {
+	PROCOID, TYPEOID, CONSTROID, CASTSOURCETARGET, RANGETYPE, AUTHOID, AUTHMEMMEMROLE, AUTHMEMROLEMEM
+};
+
+static uint64 catalog_generation = 1;
+static HTAB *checked_pipelines = NULL;
+
+typedef struct CheckedPipeline
+{
+	int64		id;				/* the hash key */
+	Oid			owner;
+	bool		allow_superuser;
+	uint64		generation;		/* catalog_generation when the check passed */
+} CheckedPipeline;
+
+static void
+relation_invalidated(Datum argument, Oid relation)
+{
+	catalog_generation++;
+}
+
+static void
+catalog_invalidated(Datum argument, int cache, uint32 hash)
+{
+	catalog_generation++;
+}
+
+/*
+ * sessionize_check_owner_cached(pipeline sessionize.pipelines): as
+ * sessionize_check_owner(pipeline), skipped when it passed in this backend
+ * for the same owner and nothing it reads has been invalidated since.  The
+ * caller locks the source first, which also takes in the invalidations
+ * that other sessions committed.
+ */
+Datum
+check_owner_cached(PG_FUNCTION_ARGS)
+{
+	HeapTupleHeader pipeline;
+	CheckedPipeline *checked;
+	bool		isnull;
+	int64		id;
+	Oid			owner;
+	bool		allow_superuser;
+	uint64		generation = catalog_generation;
+	Oid			argument_type = get_fn_expr_argtype(fcinfo->flinfo, 0);
+	Datum		argument;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("pipeline must not be null")));
+	if (checked_pipelines == NULL)
+	{
+		HASHCTL		control;
+
+		control.keysize = sizeof(int64);
+		control.entrysize = sizeof(CheckedPipeline);
+		checked_pipelines = hash_create("sessionize checked pipelines", 16, &control, HASH_ELEM | HASH_BLOBS);
+		CacheRegisterRelcacheCallback(relation_invalidated, (Datum) 0);
+		for (int i = 0; i < lengthof(checked_caches); i++)
+			CacheRegisterSyscacheCallback(checked_caches[i], catalog_invalidated, (Datum) 0);
+		generation = catalog_generation;
+	}
+	pipeline = PG_GETARG_HEAPTUPLEHEADER(0);
+	id = DatumGetInt64(GetAttributeByName(pipeline, "id", &isnull));
+	owner = DatumGetObjectId(GetAttributeByName(pipeline, "owner", &isnull));
+	allow_superuser = DatumGetBool(GetAttributeByName(pipeline, "allow_superuser", &isnull));
+	checked = hash_search(checked_pipelines, &id, HASH_FIND, NULL);
+	if (checked != NULL && checked->owner == owner && checked->allow_superuser == allow_superuser &&
+		checked->generation == generation)
+		PG_RETURN_VOID();
+
+	argument = PG_GETARG_DATUM(0);
+	SPI_connect();
+	if (SPI_execute_with_args("SELECT sessionize.sessionize_check_owner($1)", 1, &argument_type, &argument,
+							  NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not check the owner of a pipeline");
+	SPI_finish();
+
+	/* the generation from before the check: a change during it counts */
+	checked = hash_search(checked_pipelines, &id, HASH_ENTER, NULL);
+	checked->owner = owner;
+	checked->allow_superuser = allow_superuser;
+	checked->generation = generation;
+	PG_RETURN_VOID();
 }

@@ -17,6 +17,7 @@
 #include "datatype/timestamp.h"
 #include "fmgr.h"
 #include "access/htup.h"
+#include "access/tupdesc.h"
 #include "access/xlogdefs.h"
 #include "postmaster/bgworker.h"
 #include "storage/itemptr.h"
@@ -72,6 +73,7 @@ extern int64 sessionize_add_events(int64 a, int64 b);
 
 /* sessions.c: sets of sessions built from unordered input */
 extern SessionSet *session_set_create(MemoryContext context);
+extern void session_set_clear(SessionSet *set);
 extern void session_set_set_max_duration(SessionSet *set, int64 max_duration);
 extern void session_set_add_event(SessionSet *set, TimestampTz ts, int64 gap);
 extern void session_set_add_interval(SessionSet *set, const SessionInterval *item);

@@ -178,6 +178,16 @@ session_set_create(MemoryContext context)
 	return set;
 }
 
+/* Empties the set, keeping its memory, to build another key's sessions. */
+void
+session_set_clear(SessionSet *set)
+{
+	set->has_max_duration = false;
+	set->max_duration = 0;
+	set->count = 0;
+	set->compact = true;
+}
+
 /*
  * Fixes the max_duration of the set from its first event; every later event,
  * and every set merged in, must agree, since sessions cut at different

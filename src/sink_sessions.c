@@ -86,73 +86,72 @@ stored_order(const void *a, const void *b)
 }
 
 /*
- * Reads, for each group, the stored sessions its events may reach: those
- * starting between its earliest event and its latest event plus the gap,
- * and the latest one starting before, which may still be open.
+ * Reads stored sessions for the groups chosen: with newest_only the newest
+ * one starting at most at the group's high; otherwise those starting between
+ * its low and its high, and the newest one starting before its low.
  */
-void
-sink_read_sessions(PipelineBatch *batch, KeyGroup *groups, int group_count)
+static void
+read_stored(PipelineBatch *batch, KeyGroup *groups, const int *chosen, int chosen_count, bool newest_only)
 {
-	Datum	   *keys;
-	Datum	   *lows;
-	Datum	   *highs;
+	Datum	   *keys = palloc(sizeof(Datum) * chosen_count);
+	Datum	   *lows = palloc(sizeof(Datum) * chosen_count);
+	Datum	   *highs = palloc(sizeof(Datum) * chosen_count);
 	Oid			types[3] = {key_array_type(batch), TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
 	Datum		values[3];
 	SPITupleTable *rows;
-	int		   *filled;
+	int		   *filled = palloc0(sizeof(int) * chosen_count);
+	char	   *lateral;
 
-	if (group_count == 0)
-		return;
-	keys = palloc(sizeof(Datum) * group_count);
-	lows = palloc(sizeof(Datum) * group_count);
-	highs = palloc(sizeof(Datum) * group_count);
-	for (int g = 0; g < group_count; g++)
+	for (int c = 0; c < chosen_count; c++)
 	{
-		keys[g] = groups[g].key;
-		lows[g] = TimestampTzGetDatum(groups[g].low);
-		highs[g] = TimestampTzGetDatum(groups[g].high);
+		keys[c] = groups[chosen[c]].key;
+		lows[c] = TimestampTzGetDatum(groups[chosen[c]].low);
+		highs[c] = TimestampTzGetDatum(groups[chosen[c]].high);
+		groups[chosen[c]].stored_count = 0;
 	}
-	values[0] = make_array(keys, NULL, group_count, batch->key_type);
-	values[1] = make_array(lows, NULL, group_count, TIMESTAMPTZOID);
-	values[2] = make_array(highs, NULL, group_count, TIMESTAMPTZOID);
+	values[0] = make_array(keys, NULL, chosen_count, batch->key_type);
+	values[1] = make_array(lows, NULL, chosen_count, TIMESTAMPTZOID);
+	values[2] = make_array(highs, NULL, chosen_count, TIMESTAMPTZOID);
+	lateral = newest_only ?
+		psprintf("SELECT s.ctid, s.* FROM %s s"
+				 " WHERE s.key OPERATOR(pg_catalog.=) k.key AND s.session_start OPERATOR(pg_catalog.<=) k.high"
+				 " ORDER BY s.session_start DESC LIMIT 1", batch->stored_sessions) :
+		psprintf("(SELECT s.ctid, s.* FROM %1$s s"
+				 "  WHERE s.key OPERATOR(pg_catalog.=) k.key AND s.session_start OPERATOR(pg_catalog.<) k.low"
+				 "  ORDER BY s.session_start DESC LIMIT 1)"
+				 " UNION ALL"
+				 " (SELECT s.ctid, s.* FROM %1$s s"
+				 "  WHERE s.key OPERATOR(pg_catalog.=) k.key AND s.session_start OPERATOR(pg_catalog.>=) k.low"
+				 "    AND s.session_start OPERATOR(pg_catalog.<=) k.high)", batch->stored_sessions);
 	execute(psprintf("SELECT k.position, s.ctid, s.session_start, s.last_event_at, s.expires_at, s.events,"
 					 "       s.type_counts, s.revision"
 					 " FROM (SELECT pg_catalog.unnest($1) AS key, pg_catalog.unnest($2) AS low, pg_catalog.unnest($3) AS high,"
 					 "              pg_catalog.generate_series(1, pg_catalog.cardinality($2)) AS position) k"
-					 " CROSS JOIN LATERAL ("
-					 "   (SELECT s.ctid, s.* FROM %1$s s"
-					 "    WHERE s.key OPERATOR(pg_catalog.=) k.key AND s.session_start OPERATOR(pg_catalog.<) k.low"
-					 "    ORDER BY s.session_start DESC LIMIT 1)"
-					 "   UNION ALL"
-					 "   (SELECT s.ctid, s.* FROM %1$s s"
-					 "    WHERE s.key OPERATOR(pg_catalog.=) k.key AND s.session_start OPERATOR(pg_catalog.>=) k.low"
-					 "      AND s.session_start OPERATOR(pg_catalog.<=) k.high)) s",
-					 batch->stored_sessions),
+					 " CROSS JOIN LATERAL (%s) s", lateral),
 			3, types, values, SPI_OK_SELECT);
 	rows = SPI_tuptable;
 
-	filled = palloc0(sizeof(int) * group_count);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		bool		isnull;
-		int32		group = DatumGetInt32(SPI_getbinval(rows->vals[r], rows->tupdesc, STORED_GROUP + 1, &isnull));
+		int32		position = DatumGetInt32(SPI_getbinval(rows->vals[r], rows->tupdesc, STORED_GROUP + 1, &isnull));
 
-		if (group < 1 || group > group_count)
+		if (position < 1 || position > chosen_count)
 			elog(ERROR, "stored sessions were read for a key not asked for");
-		groups[group - 1].stored_count++;
+		groups[chosen[position - 1]].stored_count++;
 	}
-	for (int g = 0; g < group_count; g++)
-		groups[g].stored = palloc(sizeof(StoredSession) * Max(groups[g].stored_count, 1));
+	for (int c = 0; c < chosen_count; c++)
+		groups[chosen[c]].stored = palloc(sizeof(StoredSession) * Max(groups[chosen[c]].stored_count, 1));
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		Datum		columns[STORED_COLUMNS];
 		bool		nulls[STORED_COLUMNS];
-		KeyGroup   *group;
+		int			position;
 		StoredSession *stored;
 
 		heap_deform_tuple(rows->vals[r], rows->tupdesc, columns, nulls);
-		group = &groups[DatumGetInt32(columns[STORED_GROUP]) - 1];
-		stored = &group->stored[filled[group - groups]++];
+		position = DatumGetInt32(columns[STORED_GROUP]) - 1;
+		stored = &groups[chosen[position]].stored[filled[position]++];
 		stored->row = *(ItemPointer) DatumGetPointer(columns[STORED_ROW]);
 		stored->session.started_at = DatumGetTimestampTz(columns[STORED_START]);
 		stored->session.ended_at = DatumGetTimestampTz(columns[STORED_LAST_EVENT]);
@@ -162,9 +161,35 @@ sink_read_sessions(PipelineBatch *batch, KeyGroup *groups, int group_count)
 		stored->revision = DatumGetInt32(columns[STORED_REVISION]);
 		stored->touched = false;
 	}
-	for (int g = 0; g < group_count; g++)
-		qsort(groups[g].stored, groups[g].stored_count, sizeof(StoredSession), stored_order);
+	for (int c = 0; c < chosen_count; c++)
+		qsort(groups[chosen[c]].stored, groups[chosen[c]].stored_count, sizeof(StoredSession), stored_order);
 	SPI_freetuptable(rows);
+}
+
+/*
+ * Reads, for each group, the stored sessions its events may reach: those
+ * starting between its earliest event and its latest event plus the gap,
+ * and the newest one starting before, which may still be open.  One probe
+ * per key answers that when the newest session starting before the latest
+ * reach starts before the earliest event, as in a stream in time order;
+ * the keys whose events reach back past sessions are read again whole.
+ */
+void
+sink_read_sessions(PipelineBatch *batch, KeyGroup *groups, int group_count)
+{
+	int		   *chosen = palloc(sizeof(int) * Max(group_count, 1));
+	int			again = 0;
+
+	if (group_count == 0)
+		return;
+	for (int g = 0; g < group_count; g++)
+		chosen[g] = g;
+	read_stored(batch, groups, chosen, group_count, true);
+	for (int g = 0; g < group_count; g++)
+		if (groups[g].stored_count > 0 && groups[g].stored[0].session.started_at >= groups[g].low)
+			chosen[again++] = g;
+	if (again > 0)
+		read_stored(batch, groups, chosen, again, false);
 }
 
 /*
