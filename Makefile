@@ -29,6 +29,9 @@ include $(PGXS)
 
 override CFLAGS += -std=gnu99 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
 
+# every C file includes the one header
+$(OBJS): src/sessionize.h
+
 $(EXTENSION)--$(EXTVERSION).sql: $(INSTALL_PARTS) $(EXTENSION).control
 	cat $(INSTALL_PARTS) > $@
 

@@ -49,8 +49,6 @@
 
 #include "sessionize.h"
 
-PG_FUNCTION_INFO_V1(consume_events);
-
 /* What a batch (or one range of it) did. */
 typedef struct BatchCounts
 {
@@ -98,6 +96,48 @@ qualified_table(const char *pipeline, const char *suffix)
 	return quote_qualified_identifier("sessionize", psprintf("%s%s", pipeline, suffix));
 }
 
+static const char *
+text_attribute(HeapTupleHeader pipeline, const char *name)
+{
+	bool		isnull;
+	Datum		value = GetAttributeByName(pipeline, name, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(value);
+}
+
+static const char *
+name_attribute(HeapTupleHeader pipeline, const char *name)
+{
+	bool		isnull;
+	Datum		value = GetAttributeByName(pipeline, name, &isnull);
+
+	return isnull ? NULL : pstrdup(NameStr(*DatumGetName(value)));
+}
+
+/* What the source's query needs of a row of sessionize.pipelines. */
+static void
+read_source(SourcePipeline *source, HeapTupleHeader pipeline, const char *key_type)
+{
+	bool		isnull;
+	Oid			relation = DatumGetObjectId(GetAttributeByName(pipeline, "source", &isnull));
+	bool		exclude_null;
+	Datum		exclude = GetAttributeByName(pipeline, "fingerprint_exclude", &exclude_null);
+	Oid			output;
+	bool		varlena;
+
+	source->source = DatumGetCString(DirectFunctionCall1(regclassout, ObjectIdGetDatum(relation)));
+	source->key_column = name_attribute(pipeline, "key_column");
+	source->time_column = name_attribute(pipeline, "time_column");
+	source->type_column = name_attribute(pipeline, "type_column");
+	source->payload_column = name_attribute(pipeline, "payload_column");
+	source->time_zone = text_attribute(pipeline, "time_zone");
+	getTypeOutputInfo(TEXTARRAYOID, &output, &varlena);
+	source->fingerprint_exclude = exclude_null ? "{}" : OidOutputFunctionCall(output, exclude);
+	source->key_type = key_type;
+	source->time_without_zone = source->payload_column == NULL &&
+		get_atttype(relation, get_attnum(relation, source->time_column)) == TIMESTAMPOID;
+}
+
 /*
  * Reads what the batch needs of a row of sessionize.pipelines, and the type
  * of the key in the pipeline's tables.
@@ -128,6 +168,7 @@ read_pipeline(PipelineBatch *batch, HeapTupleHeader pipeline)
 				 errhint("Drop the pipeline and create it again.")));
 	get_atttypetypmodcoll(stored, get_attnum(stored, "key"), &batch->key_type, &key_typmod,
 						  &batch->key_collation);
+	read_source(&batch->source, pipeline, format_type_with_typemod(batch->key_type, key_typmod));
 	get_typlenbyvalalign(batch->key_type, &batch->key_length, &batch->key_byval, &batch->key_align);
 	key_type = lookup_type_cache(batch->key_type, TYPECACHE_CMP_PROC_FINFO);
 	if (!OidIsValid(key_type->cmp_proc))
@@ -697,49 +738,36 @@ event_failed(PipelineBatch *batch, int index, const char *message, BatchCounts *
 }
 
 /*
- * sessionize_consume_events(pipeline sessionize.pipelines, watermark
- *		timestamptz, replay boolean, query text, argument anyelement,
- *		incomplete bigint[])
- *	-> (consumed, merged, duplicates, late, dead_lettered, max_merged, last_ts)
- *
- * Runs a source's query as the pipeline's owner and applies its rows as one
- * batch.  Events whose positions are in incomplete are dead letters (an
- * update that left out a value).  A replay merges late events whatever the
- * watermark, without dedup, and fails as a whole on a bad event.
+ * Runs the query of a source of the given kind (sources.c) as the pipeline's
+ * owner, with argument as $1, and applies its rows as one batch.  Events
+ * whose positions are in incomplete (may be NULL) are dead letters: an
+ * update that left out a value.  Without a watermark no event is late.  A
+ * replay merges late events whatever the watermark, without dedup, and
+ * fails as a whole on a bad event.
  */
-Datum
-consume_events(PG_FUNCTION_ARGS)
+void
+sessionize_consume_events(HeapTupleHeader pipeline, bool has_watermark, TimestampTz watermark, bool replay,
+						  SourceKind kind, Oid argument_type, Datum argument, ArrayType *incomplete,
+						  BatchResult *result)
 {
 	MemoryContext batch_context;
 	MemoryContext old_context;
 	PipelineBatch batch = {0};
 	BatchCounts counts = {0};
-	bool		has_last_ts = false;
-	TimestampTz last_ts = 0;
-	TupleDesc	result_type;
-	Datum		values[7];
-	bool		nulls[7] = {false};
 
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("pipeline, replay and query must not be null")));
-	if (get_call_result_type(fcinfo, NULL, &result_type) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
 	batch_context = AllocSetContextCreate(CurrentMemoryContext, "sessionize batch", ALLOCSET_DEFAULT_SIZES);
 	old_context = MemoryContextSwitchTo(batch_context);
 
-	read_pipeline(&batch, PG_GETARG_HEAPTUPLEHEADER(0));
-	batch.has_watermark = !PG_ARGISNULL(1);
-	batch.watermark = batch.has_watermark ? PG_GETARG_TIMESTAMPTZ(1) : 0;
-	batch.replay = PG_GETARG_BOOL(2);
+	read_pipeline(&batch, pipeline);
+	batch.has_watermark = has_watermark;
+	batch.watermark = watermark;
+	batch.replay = replay;
 
 	SPI_connect();
-	read_events(&batch, text_to_cstring(PG_GETARG_TEXT_PP(3)), get_fn_expr_argtype(fcinfo->flinfo, 4),
-				PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4), PG_ARGISNULL(4), &has_last_ts, &last_ts);
-	if (!PG_ARGISNULL(5))
+	read_events(&batch, sessionize_source_query(&batch.source, kind), argument_type, argument, false,
+				&result->has_last_ts, &result->last_ts);
+	if (incomplete != NULL)
 	{
-		ArrayType  *incomplete = PG_GETARG_ARRAYTYPE_P(5);
 		Datum	   *positions;
 		bool	   *position_nulls;
 		int			position_count;
@@ -768,14 +796,12 @@ consume_events(PG_FUNCTION_ARGS)
 	SPI_finish();
 
 	MemoryContextSwitchTo(old_context);
-	values[0] = Int64GetDatum(batch.count);
-	values[1] = Int64GetDatum(counts.merged);
-	values[2] = Int64GetDatum(counts.duplicates);
-	values[3] = Int64GetDatum(counts.late);
-	values[4] = Int64GetDatum(counts.dead_lettered);
-	values[5] = TimestampTzGetDatum(counts.max_merged);
-	nulls[5] = !counts.has_max_merged;
-	values[6] = TimestampTzGetDatum(last_ts);
-	nulls[6] = !has_last_ts;
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(result_type), values, nulls)));
+	result->consumed = batch.count;
+	result->merged = counts.merged;
+	result->duplicates = counts.duplicates;
+	result->late = counts.late;
+	result->dead_lettered = counts.dead_lettered;
+	result->has_max_merged = counts.has_max_merged;
+	result->max_merged = counts.max_merged;
+	MemoryContextDelete(batch_context);
 }

@@ -23,7 +23,7 @@ PG_MODULE_MAGIC;
 char	   *sessionize_database = NULL;
 int			sessionize_max_workers = 4;
 int			sessionize_naptime_ms = 250;
-int			sessionize_batch_size = 10000;
+int			sessionize_batch_size = 1000;
 
 void		_PG_init(void);
 
@@ -60,7 +60,7 @@ _PG_init(void)
 							"Most events a pipeline worker consumes in one transaction.",
 							"Under backlog, workers run full batches back to back.",
 							&sessionize_batch_size,
-							10000, 1, 1000000,
+							1000, 1, 1000000,
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);

@@ -21,6 +21,7 @@
 #include "access/xlogdefs.h"
 #include "postmaster/bgworker.h"
 #include "storage/itemptr.h"
+#include "utils/array.h"
 #include "utils/uuid.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
@@ -128,6 +129,32 @@ typedef struct BatchEvent
 	char	   *reason;			/* why late or dead */
 } BatchEvent;
 
+/*
+ * sources.c: the query a batch reads its events with, per kind of source,
+ * and what it needs to know of the pipeline to build it.
+ */
+typedef enum SourceKind
+{
+	SOURCE_STAGING,				/* $1: how many rows to claim */
+	SOURCE_CHANGES,				/* $1: [relation message, change] pairs */
+	SOURCE_LATE					/* $1: late events, as jsonb */
+} SourceKind;
+
+typedef struct SourcePipeline
+{
+	const char *source;			/* the source table, quoted as regclass */
+	const char *key_column;
+	const char *time_column;
+	const char *type_column;	/* NULL: none */
+	const char *payload_column; /* NULL: the source's columns */
+	const char *time_zone;
+	const char *fingerprint_exclude;	/* a text[] literal */
+	const char *key_type;		/* of the key in the pipeline's tables */
+	bool		time_without_zone;	/* the time column is a timestamp */
+} SourcePipeline;
+
+extern char *sessionize_source_query(const SourcePipeline *pipeline, SourceKind kind);
+
 typedef struct PipelineBatch
 {
 	char	   *name;
@@ -143,6 +170,7 @@ typedef struct PipelineBatch
 	bool		key_byval;
 	char		key_align;
 	FmgrInfo	key_compare;	/* btree order of keys */
+	SourcePipeline source;
 	char	   *stored_sessions;	/* qualified, quoted names of its tables */
 	char	   *late_events;
 	char	   *changes;
@@ -182,6 +210,24 @@ typedef struct MergedSession
 	int			replaced;		/* stored sessions it replaces */
 } MergedSession;
 
+/* batch.c: what a batch did */
+typedef struct BatchResult
+{
+	int64		consumed;
+	int64		merged;
+	int64		duplicates;
+	int64		late;
+	int64		dead_lettered;
+	bool		has_max_merged;
+	TimestampTz max_merged;		/* greatest time merged */
+	bool		has_last_ts;
+	TimestampTz last_ts;		/* greatest finite time the source gave */
+} BatchResult;
+
+extern void sessionize_consume_events(HeapTupleHeader pipeline, bool has_watermark, TimestampTz watermark,
+									  bool replay, SourceKind kind, Oid argument_type, Datum argument,
+									  ArrayType *incomplete, BatchResult *result);
+
 /* sink_sessions.c: the pipeline's tables, written as one batch */
 extern void sink_read_sessions(PipelineBatch *batch, KeyGroup *groups, int group_count);
 extern void sink_write_sessions(PipelineBatch *batch, KeyGroup *groups, int group_count,
@@ -199,7 +245,34 @@ typedef struct PgoutputMessage
 
 extern void sessionize_pgoutput_describe(const char *data, int length, PgoutputMessage *message);
 
+/*
+ * The changes a batch of a logical pipeline takes, streamed by its worker
+ * (source_logical.c) or peeked from the slot (pipeline.c).  A checkpoint is
+ * the place of the last change applied: (commit LSN, change LSN, row at that
+ * LSN), as the rows of one COPY share the LSN of their WAL record.
+ */
+typedef struct CheckpointPosition
+{
+	XLogRecPtr	commit_lsn;
+	XLogRecPtr	lsn;
+	int64		lsn_row;
+} CheckpointPosition;
+
+typedef struct TakenChanges
+{
+	int			taken;
+	ArrayType  *messages;		/* [relation message, change] pairs */
+	ArrayType  *incomplete;		/* positions of updates that miss values */
+	CheckpointPosition last;	/* of the last change taken */
+	XLogRecPtr	advance;		/* how far the slot may pass after commit */
+	XLogRecPtr	restart_lsn;	/* where decoding the slot starts */
+	bool		peek_full;		/* a peek reached its limit */
+} TakenChanges;
+
 /* source_logical.c: the decoding stream of a logical pipeline's worker */
+extern bool sessionize_stream_changes(HeapTupleHeader pipeline, const char *slot,
+									  const CheckpointPosition *checkpoint, XLogRecPtr slot_advance_to,
+									  int max_events, TakenChanges *changes);
 extern int64 sessionize_worker_pipeline_id;
 extern bool sessionize_stream_after_error(void);
 

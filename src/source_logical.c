@@ -54,7 +54,6 @@
 
 #include "sessionize.h"
 
-PG_FUNCTION_INFO_V1(stream_changes);
 
 /* Set by a pipeline worker: the pipeline it serves. */
 int64		sessionize_worker_pipeline_id = 0;
@@ -300,44 +299,31 @@ decode(int64 wanted)
 }
 
 static bool
-after_checkpoint(const QueuedChange *change, XLogRecPtr commit_lsn, XLogRecPtr lsn, int64 lsn_row)
+after_checkpoint(const QueuedChange *change, const CheckpointPosition *checkpoint)
 {
-	if (change->commit_lsn != commit_lsn)
-		return change->commit_lsn > commit_lsn;
-	if (change->lsn != lsn)
-		return change->lsn > lsn;
-	return change->lsn_row > lsn_row;
+	if (change->commit_lsn != checkpoint->commit_lsn)
+		return change->commit_lsn > checkpoint->commit_lsn;
+	if (change->lsn != checkpoint->lsn)
+		return change->lsn > checkpoint->lsn;
+	return change->lsn_row > checkpoint->lsn_row;
 }
 
 /*
- * sessionize_stream_changes(pipeline sessionize.pipelines, slot name,
- *		slot_advance_to pg_lsn, checkpoint_commit_lsn pg_lsn, checkpoint_lsn
- *		pg_lsn, checkpoint_lsn_row bigint, max_events integer)
- *	-> (streaming boolean, messages bytea[], incomplete bigint[],
- *		commit_lsn pg_lsn, lsn pg_lsn, lsn_row bigint, advance pg_lsn)
- *
  * In the worker of a logical pipeline: confirms slot_advance_to to the slot,
- * decodes what is new, and returns the next changes after the checkpoint as
+ * decodes what is new, and gives the next changes after the checkpoint as
  * run_pipeline() reads them ([relation message, change] pairs; the positions
  * of updates that miss values), the place of the last one, and how far the
- * slot may pass once this batch commits (NULL: no further).  Anywhere else
- * streaming is false and run_pipeline() peeks from the slot instead.
+ * slot may pass once this batch commits.  Anywhere else returns false, and
+ * run_pipeline() peeks from the slot instead.
  */
-Datum
-stream_changes(PG_FUNCTION_ARGS)
+bool
+sessionize_stream_changes(HeapTupleHeader pipeline, const char *slot, const CheckpointPosition *checkpoint,
+						  XLogRecPtr slot_advance_to, int max_events, TakenChanges *changes)
 {
-	HeapTupleHeader pipeline;
 	int64		pipeline_id;
 	Oid			source;
 	bool		updates_as_events;
 	bool		isnull;
-	XLogRecPtr	checkpoint_commit_lsn;
-	XLogRecPtr	checkpoint_lsn;
-	int64		checkpoint_lsn_row;
-	int			max_events;
-	TupleDesc	result_desc;
-	Datum		values[7] = {0};
-	bool		nulls[7] = {false, true, true, true, true, true, true};
 	Datum	   *messages;
 	bool	   *message_nulls;
 	Datum	   *incomplete;
@@ -346,31 +332,19 @@ stream_changes(PG_FUNCTION_ARGS)
 	QueuedChange last = {0};
 	XLogRecPtr	advance = InvalidXLogRecPtr;
 
-	if (get_call_result_type(fcinfo, NULL, &result_desc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(6) || PG_GETARG_INT32(6) < 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("pipeline, slot and a positive max_events are required")));
-	pipeline = PG_GETARG_HEAPTUPLEHEADER(0);
 	pipeline_id = DatumGetInt64(GetAttributeByName(pipeline, "id", &isnull));
-	values[0] = BoolGetDatum(MyBgworkerEntry != NULL && pipeline_id == sessionize_worker_pipeline_id);
-	if (!DatumGetBool(values[0]))
-		PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(result_desc), values, nulls)));
+	if (MyBgworkerEntry == NULL || pipeline_id != sessionize_worker_pipeline_id)
+		return false;
 
 	source = DatumGetObjectId(GetAttributeByName(pipeline, "source", &isnull));
 	updates_as_events = DatumGetBool(GetAttributeByName(pipeline, "updates_as_events", &isnull));
-	checkpoint_commit_lsn = PG_ARGISNULL(3) ? InvalidXLogRecPtr : PG_GETARG_LSN(3);
-	checkpoint_lsn = PG_ARGISNULL(4) ? InvalidXLogRecPtr : PG_GETARG_LSN(4);
-	checkpoint_lsn_row = PG_ARGISNULL(5) ? 0 : PG_GETARG_INT64(5);
-	max_events = PG_GETARG_INT32(6);
 
 	CheckLogicalDecodingRequirements();
-	ReplicationSlotAcquire(NameStr(*PG_GETARG_NAME(1)), true);
-	if (!PG_ARGISNULL(2) && PG_GETARG_LSN(2) > MyReplicationSlot->data.confirmed_flush)
+	ReplicationSlotAcquire(slot, true);
+	if (slot_advance_to > MyReplicationSlot->data.confirmed_flush)
 	{
 		/* the batches before this one are committed: the slot may pass them */
-		LogicalConfirmReceivedLocation(PG_GETARG_LSN(2));
+		LogicalConfirmReceivedLocation(slot_advance_to);
 		ReplicationSlotMarkDirty();
 	}
 	if (stream != NULL && (stream->pipeline_id != pipeline_id || stream->source != source ||
@@ -389,6 +363,7 @@ stream_changes(PG_FUNCTION_ARGS)
 		LWLockRelease(ProcArrayLock);
 	}
 	decode(max_events);
+	changes->restart_lsn = MyReplicationSlot->data.restart_lsn;
 	ReplicationSlotRelease();
 
 	/* take the next changes after the checkpoint */
@@ -411,7 +386,7 @@ stream_changes(PG_FUNCTION_ARGS)
 		BufFileTell(stream->queue, &stream->taking.file, &stream->taking.offset);
 		stream->taking.count++;
 		last = change;
-		if (!after_checkpoint(&change, checkpoint_commit_lsn, checkpoint_lsn, checkpoint_lsn_row))
+		if (!after_checkpoint(&change, checkpoint))
 			continue;
 		if (change.relation_version >= 0)
 			messages[2 * taken] = PointerGetDatum(list_nth(stream->relations, change.relation_version));
@@ -421,9 +396,9 @@ stream_changes(PG_FUNCTION_ARGS)
 		taken++;
 		if (change.missing_values)
 			incomplete[incomplete_count++] = Int64GetDatum(taken);
-		values[3] = LSNGetDatum(change.commit_lsn);
-		values[4] = LSNGetDatum(change.lsn);
-		values[5] = Int64GetDatum(change.lsn_row);
+		changes->last.commit_lsn = change.commit_lsn;
+		changes->last.lsn = change.lsn;
+		changes->last.lsn_row = change.lsn_row;
 	}
 	if (stream->taking.count == stream->written.count)
 	{
@@ -440,26 +415,19 @@ stream_changes(PG_FUNCTION_ARGS)
 	}
 	stream->taking_pending = true;
 
+	changes->peek_full = false;
+	changes->taken = taken;
 	if (taken > 0)
 	{
 		int			dimensions[2] = {taken, 2};
 		int			lower_bounds[2] = {1, 1};
 
-		values[1] = PointerGetDatum(construct_md_array(messages, message_nulls, 2, dimensions, lower_bounds,
-													   BYTEAOID, -1, false, TYPALIGN_INT));
-		nulls[1] = false;
-		nulls[3] = nulls[4] = nulls[5] = false;
+		changes->messages = construct_md_array(messages, message_nulls, 2, dimensions, lower_bounds,
+											   BYTEAOID, -1, false, TYPALIGN_INT);
 	}
 	if (incomplete_count > 0)
-	{
-		values[2] = PointerGetDatum(construct_array(incomplete, incomplete_count, INT8OID, 8,
-													FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		nulls[2] = false;
-	}
-	if (!XLogRecPtrIsInvalid(advance))
-	{
-		values[6] = LSNGetDatum(advance);
-		nulls[6] = false;
-	}
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(result_desc), values, nulls)));
+		changes->incomplete = construct_array(incomplete, incomplete_count, INT8OID, 8,
+											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+	changes->advance = advance;
+	return true;
 }

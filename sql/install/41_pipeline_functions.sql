@@ -786,78 +786,6 @@ BEGIN
 END $$;
 -- One batch -------------------------------------------------------------------
 
--- Runs a source's query as the pipeline's owner and applies its rows, the
--- events of one batch, in C (src/batch.c): dead letters, dedup, lateness
--- against the watermark the batch started with, the merge into sessions, the
--- change log.  An event is late when its own session would expire before
--- the watermark, and also when it would change a final session (one that
--- expired before the watermark).  A replay merges late events whatever the
--- watermark, without dedup.  The query returns (position, key, ts, ts_text,
--- event_type, event, fingerprint, problem); events at the positions in
--- incomplete are dead letters.
-CREATE FUNCTION sessionize.sessionize_consume_events(pipeline sessionize.pipelines, watermark timestamptz,
-													 replay boolean, query text, argument anyelement,
-													 incomplete bigint[],
-													 OUT consumed bigint, OUT merged bigint, OUT duplicates bigint,
-													 OUT late bigint, OUT dead_lettered bigint,
-													 OUT max_merged timestamptz, OUT last_ts timestamptz)
-AS 'MODULE_PATHNAME', 'consume_events'
-LANGUAGE C
-SET search_path = pg_catalog, pg_temp;
-
--- How a pipeline reads an event from a row of its source (source_row, an SQL
--- expression of the source's row type): SQL expressions for its key, its
--- time (ts, or ts_text when the time is text to be cast when the batch is
--- applied, so that a bad one is dead-lettered alone), its type, the content
--- to fingerprint, and a problem that makes it a dead letter.  One place for
--- the staging table, the logical source and replay_late(), whose queries
--- have the row as jsonb at hand as e.event.  These expressions run as the
--- pipeline's owner; key_type is the type of the key in the pipeline's tables.
-CREATE FUNCTION sessionize.sessionize_event_expressions(pipeline sessionize.pipelines, source_row text, key_type text,
-														OUT key text, OUT ts text, OUT ts_text text,
-														OUT event_type text, OUT content text, OUT problem text)
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	payload text;
-BEGIN
-	IF pipeline.payload_column IS NULL THEN
-		key := format('CAST(%s.%I AS %s)', source_row, pipeline.key_column, key_type);
-		-- a timestamp without time zone is a time in the pipeline's zone
-		ts := CASE WHEN (SELECT atttypid FROM pg_attribute
-						 WHERE attrelid = pipeline.source AND attname = pipeline.time_column) = 'timestamp'::regtype
-				   THEN format('pg_catalog.timezone(%L, %s.%I)', pipeline.time_zone, source_row, pipeline.time_column)
-				   ELSE format('%s.%I', source_row, pipeline.time_column) END;
-		ts_text := 'NULL::text';
-		event_type := CASE WHEN pipeline.type_column IS NULL THEN 'NULL::text'
-						   ELSE format('%s.%I::text', source_row, pipeline.type_column) END;
-		content := 'e.event';
-		problem := 'NULL::text';
-		RETURN;
-	END IF;
-	payload := format('%s.%I', source_row, pipeline.payload_column);
-	key := format($e$CASE WHEN jsonb_typeof(%1$s -> %2$L) IN ('string', 'number', 'boolean') THEN %1$s ->> %2$L END$e$,
-				  payload, pipeline.key_column);
-	ts := 'NULL::timestamptz';
-	ts_text := format($e$CASE WHEN jsonb_typeof(%1$s -> %2$L) = 'string' THEN %1$s ->> %2$L END$e$,
-					  payload, pipeline.time_column);
-	event_type := CASE WHEN pipeline.type_column IS NULL THEN 'NULL::text'
-					   ELSE format('%s ->> %L', payload, pipeline.type_column) END;
-	content := payload;
-	problem := format($e$CASE WHEN %1$s IS NULL THEN 'the payload is null'
-							  WHEN jsonb_typeof(%1$s) <> 'object' THEN format(%2$L, jsonb_typeof(%1$s))
-							  WHEN jsonb_typeof(%1$s -> %3$L) IN ('object', 'array') THEN format(%4$L, jsonb_typeof(%1$s -> %3$L))
-							  WHEN jsonb_typeof(%1$s -> %5$L) NOT IN ('string', 'null') THEN format(%6$L, jsonb_typeof(%1$s -> %5$L))
-						 END$e$,
-					  payload,
-					  'the payload is a JSON %s, not an object',
-					  pipeline.key_column,
-					  format('the key field "%s" is a JSON %%s, not a string or a number', replace(pipeline.key_column, '%', '%%')),
-					  pipeline.time_column,
-					  format('the time field "%s" is a JSON %%s, not a string', replace(pipeline.time_column, '%', '%%')));
-END $$;
-
 -- The type of the key in a pipeline's tables.
 CREATE FUNCTION sessionize.sessionize_key_type(pipeline sessionize.pipelines)
 RETURNS text
@@ -868,17 +796,80 @@ BEGIN ATOMIC
 	WHERE a.attrelid = to_regclass(format('sessionize.%I', (pipeline).name || '_stored_sessions')) AND a.attname = 'key';
 END;
 
--- The changes of a logical pipeline, streamed by its worker (src/source_logical.c).
-CREATE FUNCTION sessionize.sessionize_stream_changes(pipeline sessionize.pipelines, slot name,
-													 slot_advance_to pg_lsn, checkpoint_commit_lsn pg_lsn,
-													 checkpoint_lsn pg_lsn, checkpoint_lsn_row bigint,
-													 max_events integer,
-													 OUT streaming boolean, OUT messages bytea[],
-													 OUT incomplete bigint[], OUT commit_lsn pg_lsn,
-													 OUT lsn pg_lsn, OUT lsn_row bigint, OUT advance pg_lsn)
-AS 'MODULE_PATHNAME', 'stream_changes'
-LANGUAGE C
-SET search_path = pg_catalog, pg_temp;
+-- The next changes of a logical source after its checkpoint, peeked from
+-- its slot: what run_pipeline() takes anywhere but in the pipeline's worker,
+-- which streams them (src/source_logical.c).  Each peek decodes from the
+-- slot's restart point (the slot does not move), up to the WAL flushed now
+-- and a bounded number of changes; pgoutput sends whole transactions in
+-- commit order, so (commit LSN, change LSN, row at that LSN) orders the
+-- stream, and a large transaction is taken over several batches.  Returns
+-- [relation message, change] pairs, the positions of updates that miss
+-- values, the place of the last change taken, and how far the slot may pass
+-- once the batch commits: past every transaction whose changes are all
+-- taken, or past all the WAL peeked when the peek reached its end and left
+-- nothing.
+CREATE FUNCTION sessionize.sessionize_peek_changes(pipeline sessionize.pipelines, slot name,
+												   slot_advance_to pg_lsn, checkpoint_commit_lsn pg_lsn,
+												   checkpoint_lsn pg_lsn, checkpoint_lsn_row bigint,
+												   max_events integer,
+												   OUT messages bytea[], OUT incomplete bigint[],
+												   OUT commit_lsn pg_lsn, OUT lsn pg_lsn, OUT lsn_row bigint,
+												   OUT advance pg_lsn, OUT restart_lsn pg_lsn, OUT peek_full boolean)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+	peek_end pg_lsn;
+	peek_limit bigint := 3 * max_events::bigint + 3;
+	peeked bigint;
+BEGIN
+	-- Only now that earlier batches are committed may the slot pass them.
+	PERFORM pg_replication_slot_advance(s.slot_name, slot_advance_to) FROM pg_replication_slots s
+	WHERE s.slot_name = slot AND s.confirmed_flush_lsn < slot_advance_to;
+	SELECT s.restart_lsn INTO restart_lsn FROM pg_replication_slots s WHERE s.slot_name = slot;
+	peek_end := pg_current_wal_flush_lsn();
+	WITH peeked AS (
+		SELECT p.position, p.lsn, p.data, m.kind, m.relation, m.missing_values,
+			   max(m.commit_lsn) OVER (ORDER BY p.position) AS commit_lsn,
+			   -- the relation message that gives the change its columns
+			   max(p.position) FILTER (WHERE m.kind = 'R' AND m.relation = pipeline.source::oid)
+				   OVER (ORDER BY p.position) AS relation_position
+		FROM pg_logical_slot_peek_binary_changes(slot, peek_end, least(peek_limit, 2147483647)::integer,
+												 'proto_version', '1',
+												 'publication_names', 'sessionize_pipelines,sessionize_pipeline_updates')
+			 WITH ORDINALITY AS p(lsn, xid, data, position),
+			 sessionize.sessionize_pgoutput_message(p.data) m),
+	relevant AS (
+		SELECT *, row_number() OVER (PARTITION BY peeked.commit_lsn, peeked.lsn ORDER BY position) AS lsn_row
+		FROM peeked
+		WHERE relation = pipeline.source::oid AND (kind = 'I' OR (kind = 'U' AND pipeline.updates_as_events))),
+	pending AS (
+		SELECT * FROM relevant r
+		WHERE (r.commit_lsn, r.lsn, r.lsn_row) > (coalesce(checkpoint_commit_lsn, '0/0'),
+												  coalesce(checkpoint_lsn, '0/0'),
+												  coalesce(checkpoint_lsn_row, 0))),
+	taken AS (
+		SELECT *, row_number() OVER (ORDER BY position) AS taken_row FROM pending ORDER BY position LIMIT max_events),
+	last_taken AS (
+		SELECT t.commit_lsn, t.lsn, t.lsn_row FROM taken t ORDER BY position DESC LIMIT 1),
+	first_left AS (
+		SELECT min(p.commit_lsn) AS commit_lsn FROM pending p
+		WHERE position > coalesce((SELECT max(position) FROM taken), 0))
+	SELECT (SELECT array_agg(ARRAY[r.data, t.data] ORDER BY t.position)
+			FROM taken t LEFT JOIN peeked r ON r.position = t.relation_position),
+		   (SELECT array_agg(t.taken_row ORDER BY t.position) FILTER (WHERE t.missing_values) FROM taken t),
+		   (SELECT l.commit_lsn FROM last_taken l),
+		   (SELECT l.lsn FROM last_taken l),
+		   (SELECT l.lsn_row FROM last_taken l),
+		   (SELECT count(*) FROM peeked),
+		   CASE WHEN (SELECT count(*) FROM peeked) < peek_limit AND (SELECT f.commit_lsn FROM first_left f) IS NULL
+				THEN peek_end
+				ELSE (SELECT max(p.lsn) FROM peeked p, first_left f
+					  WHERE p.kind = 'C' AND (f.commit_lsn IS NULL OR p.commit_lsn < f.commit_lsn)) END
+	INTO messages, incomplete, commit_lsn, lsn, lsn_row, peeked, advance;
+	peek_full := peeked >= peek_limit;
+END $$;
 
 CREATE FUNCTION sessionize.run_pipeline(name text, max_events integer DEFAULT 10000,
 										OUT consumed bigint, OUT merged bigint, OUT duplicates bigint,
@@ -888,223 +879,20 @@ LANGUAGE C;
 COMMENT ON FUNCTION sessionize.run_pipeline(text, integer) IS
 	'consumes one batch of a pipeline''s staging table in the calling transaction, with the rights of the pipeline''s owner; what the worker and pg_cron call';
 
+-- One batch, in C (src/pipeline.c), with the settings that make the text of
+-- times and values the same whatever the caller's.
 CREATE FUNCTION sessionize.sessionize_run_pipeline(caller regrole, name text, max_events integer,
 												   OUT consumed bigint, OUT merged bigint, OUT duplicates bigint,
 												   OUT late bigint, OUT dead_lettered bigint)
-LANGUAGE plpgsql SECURITY DEFINER
+AS 'MODULE_PATHNAME', 'run_pipeline_batch'
+LANGUAGE C SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC'
 SET DateStyle = 'ISO, MDY'
 SET IntervalStyle = 'postgres'
 SET extra_float_digits = 1
 SET bytea_output = 'hex'
-SET timezone_abbreviations = 'Default'
-AS $$
-DECLARE
-	pipeline sessionize.pipelines;
-	state sessionize.pipeline_state;
-	counts record;
-	new_max timestamptz;
-	new_watermark timestamptz;
-	last_ts timestamptz;
-	slot text;
-	new_commit_lsn pg_lsn;
-	new_lsn pg_lsn;
-	new_advance pg_lsn;
-	slot_restart pg_lsn;
-	new_lsn_row bigint;
-	peeked_changes bigint;
-	peek_limit bigint;
-	peek_end pg_lsn;
-	messages bytea[];
-	incomplete bigint[];
-	streamed record;
-	reads record;
-BEGIN
-	IF max_events IS NULL OR max_events < 1 THEN
-		RAISE EXCEPTION 'max_events must be positive' USING ERRCODE = 'invalid_parameter_value';
-	END IF;
-	pipeline := sessionize.sessionize_read_pipeline(caller, name, true);
-	PERFORM sessionize.sessionize_use_time_zone(pipeline);
-	SELECT * INTO state FROM sessionize.pipeline_state s WHERE s.pipeline = pipeline.name;
-	IF NOT EXISTS (SELECT FROM pg_class WHERE oid = pipeline.source) THEN
-		RAISE EXCEPTION 'the source table of pipeline "%" does not exist', pipeline.name
-			USING ERRCODE = 'undefined_table',
-				  HINT = 'Drop the pipeline, or create it again on another table.';
-	END IF;
-	IF (SELECT relkind FROM pg_class WHERE oid = pipeline.source) <> 'r' THEN
-		RAISE EXCEPTION 'the source of pipeline "%" is no longer a table', pipeline.name
-			USING ERRCODE = 'wrong_object_type',
-				  DETAIL = format('%s has become another kind of relation.', pipeline.source);
-	END IF;
-	-- no trigger can be added to the source while this batch checks and claims
-	IF pipeline.source_kind = 'table' THEN
-		EXECUTE format('LOCK TABLE ONLY %s IN ROW EXCLUSIVE MODE', pipeline.source);
-	END IF;
-	PERFORM sessionize.sessionize_check_owner_cached(pipeline);
-
-	IF pipeline.source_kind = 'logical' THEN
-		slot := sessionize.sessionize_slot_name(pipeline.name);
-		-- The worker of the pipeline streams its changes: each is decoded
-		-- once (src/source_logical.c).  Anywhere else they are peeked.
-		streamed := sessionize.sessionize_stream_changes(pipeline, slot, state.slot_advance_to,
-														 state.checkpoint_commit_lsn, state.checkpoint_lsn,
-														 state.checkpoint_lsn_row, max_events);
-		IF streamed.streaming THEN
-			messages := streamed.messages;
-			incomplete := streamed.incomplete;
-			new_commit_lsn := streamed.commit_lsn;
-			new_lsn := streamed.lsn;
-			new_lsn_row := streamed.lsn_row;
-			new_advance := streamed.advance;
-			SELECT restart_lsn INTO slot_restart FROM pg_replication_slots WHERE slot_name = slot;
-			peeked_changes := 0;
-			peek_limit := 1;
-		ELSE
-			-- Only now that earlier batches are committed may the slot pass them.
-			PERFORM pg_replication_slot_advance(slot_name, state.slot_advance_to) FROM pg_replication_slots
-			WHERE slot_name = slot AND confirmed_flush_lsn < state.slot_advance_to;
-			SELECT restart_lsn INTO slot_restart FROM pg_replication_slots WHERE slot_name = slot;
-			peek_end := pg_current_wal_flush_lsn();
-			peek_limit := 3 * max_events::bigint + 3;
-			-- Claim: peek a bounded number of changes up to the WAL flushed now
-			-- (the slot does not move), skip every change at or before the
-			-- checkpoint, and take the next max_events inserts of the source
-			-- table.  pgoutput sends whole transactions in commit order, so
-			-- (commit LSN, change LSN) orders the stream; a large transaction is
-			-- taken over several batches.  The changes are decoded into rows
-			-- below, as the pipeline's owner.
-			SELECT * INTO messages, incomplete, new_commit_lsn, new_lsn, new_lsn_row, peeked_changes, new_advance
-			FROM (
-				WITH peeked AS (
-					SELECT p.position, p.lsn, p.data, m.kind, m.relation, m.missing_values,
-						   max(m.commit_lsn) OVER (ORDER BY p.position) AS commit_lsn,
-						   -- the relation message that gives the change its columns
-						   max(p.position) FILTER (WHERE m.kind = 'R' AND m.relation = pipeline.source::oid)
-							   OVER (ORDER BY p.position) AS relation_position
-					FROM pg_logical_slot_peek_binary_changes(slot, peek_end, least(peek_limit, 2147483647)::integer,
-															 'proto_version', '1',
-															 'publication_names', 'sessionize_pipelines,sessionize_pipeline_updates')
-						 WITH ORDINALITY AS p(lsn, xid, data, position),
-						 sessionize.sessionize_pgoutput_message(p.data) m),
-				-- The rows of one COPY share the LSN of their WAL record: the
-				-- checkpoint is (commit LSN, change LSN, row at that LSN).
-				relevant AS (
-					SELECT *, row_number() OVER (PARTITION BY peeked.commit_lsn, lsn ORDER BY position) AS lsn_row
-					FROM peeked
-					WHERE relation = pipeline.source::oid AND (kind = 'I' OR (kind = 'U' AND pipeline.updates_as_events))),
-				pending AS (
-					SELECT * FROM relevant r
-					WHERE (r.commit_lsn, r.lsn, r.lsn_row) > (coalesce(state.checkpoint_commit_lsn, '0/0'),
-															  coalesce(state.checkpoint_lsn, '0/0'),
-															  coalesce(state.checkpoint_lsn_row, 0))),
-				taken AS (
-					SELECT *, row_number() OVER (ORDER BY position) AS taken_row FROM pending ORDER BY position LIMIT max_events),
-				last_taken AS (
-					SELECT t.commit_lsn, t.lsn, t.lsn_row FROM taken t ORDER BY position DESC LIMIT 1),
-				first_left AS (
-					SELECT min(p.commit_lsn) AS commit_lsn FROM pending p
-					WHERE position > coalesce((SELECT max(position) FROM taken), 0))
-				-- The slot may pass every transaction whose changes are all
-				-- applied; when the peek reached peek_end and left nothing, it
-				-- may pass all of that WAL.
-				SELECT (SELECT array_agg(ARRAY[r.data, t.data] ORDER BY t.position)
-						FROM taken t LEFT JOIN peeked r ON r.position = t.relation_position),
-					   (SELECT array_agg(t.taken_row ORDER BY t.position) FILTER (WHERE t.missing_values) FROM taken t),
-					   (SELECT l.commit_lsn FROM last_taken l),
-					   (SELECT l.lsn FROM last_taken l),
-					   (SELECT l.lsn_row FROM last_taken l),
-					   (SELECT count(*) FROM peeked),
-					   CASE WHEN (SELECT count(*) FROM peeked) < peek_limit AND (SELECT f.commit_lsn FROM first_left f) IS NULL
-							THEN peek_end
-							ELSE (SELECT max(p.lsn) FROM peeked p, first_left f
-								  WHERE p.kind = 'C' AND (f.commit_lsn IS NULL OR p.commit_lsn < f.commit_lsn)) END) summary;
-		END IF;
-		consumed := 0;
-		IF messages IS NOT NULL THEN
-			-- [relation message, change] pairs, read by unnest: a subscript
-			-- into an array of variable-length values walks it from its start
-			reads := sessionize.sessionize_event_expressions(pipeline, '(d.r)', sessionize.sessionize_key_type(pipeline));
-			counts := sessionize.sessionize_consume_events(pipeline, state.watermark, false, format($q$
-				SELECT m.position::bigint, %2$s, %3$s, %4$s, %5$s, e.event, sessionize.fingerprint_bytes(%6$s, %8$L::text[]),
-					   coalesce(d.problem, %7$s)
-				FROM (SELECT u.position / 2 AS position, u.relation, u.change
-					  FROM (SELECT u.change, u.position, lag(u.change) OVER (ORDER BY u.position) AS relation
-							FROM unnest($1::bytea[]) WITH ORDINALITY AS u(change, position)) u
-					  WHERE u.position %% 2 = 0) m,
-					 LATERAL (SELECT sessionize.sessionize_pgoutput_row(m.change, NULL::%1$s, m.relation) AS r,
-									 sessionize.sessionize_pgoutput_problem(m.change, NULL::%1$s, m.relation) AS problem
-							 OFFSET 0) d,
-					 LATERAL (SELECT coalesce(to_jsonb(d.r),
-											  jsonb_build_object('undecodable_change', encode(m.change, 'base64'))) AS event) e$q$,
-				pipeline.source, reads.key, reads.ts, reads.ts_text, reads.event_type, reads.content, reads.problem,
-				pipeline.fingerprint_exclude), messages, incomplete);
-			consumed := counts.consumed;
-		END IF;
-		-- Each peek decodes from the slot's restart point, which moves only
-		-- as the slot passes WAL.  A batch that took nothing lets the slot
-		-- pass what it peeked when the peek was full (else the next peek
-		-- would be the same), or when more than 1 MB of WAL would be decoded
-		-- again; otherwise an idle pipeline writes nothing.
-		IF (new_advance > state.slot_advance_to OR (state.slot_advance_to IS NULL AND new_advance IS NOT NULL))
-		   AND (consumed > 0 OR peeked_changes >= peek_limit OR pg_wal_lsn_diff(new_advance, slot_restart) > 1048576) THEN
-			UPDATE sessionize.pipeline_state s SET slot_advance_to = new_advance WHERE s.pipeline = pipeline.name;
-		END IF;
-	ELSE
-		-- Claim, as the pipeline's owner: rows leave the staging table in
-		-- this transaction, oldest event time first (through the index on
-		-- the time column), so that a backlog never makes its own events
-		-- late; rows other transactions hold are skipped, not waited for.
-		-- Each event is fingerprinted once, here.
-		reads := sessionize.sessionize_event_expressions(pipeline, 'c', sessionize.sessionize_key_type(pipeline));
-		counts := sessionize.sessionize_consume_events(pipeline, state.watermark, false, format($q$
-			WITH claimed AS (
-				DELETE FROM ONLY %1$s s
-				WHERE ctid = ANY (ARRAY(SELECT ctid FROM ONLY %1$s %9$s LIMIT $1 FOR UPDATE SKIP LOCKED))
-				RETURNING s.*)
-			SELECT row_number() OVER (), %2$s, %3$s, %4$s, %5$s, e.event, sessionize.fingerprint_bytes(%6$s, %8$L::text[]), %7$s
-			FROM claimed c, LATERAL (SELECT to_jsonb(c) AS event) e$q$,
-			pipeline.source, reads.key, reads.ts, reads.ts_text, reads.event_type, reads.content, reads.problem,
-			pipeline.fingerprint_exclude,
-			CASE WHEN pipeline.payload_column IS NULL THEN format('ORDER BY %I', pipeline.time_column) ELSE '' END),
-			max_events, NULL);
-		consumed := counts.consumed;
-	END IF;
-	merged := 0; duplicates := 0; late := 0; dead_lettered := 0;
-	IF consumed = 0 THEN
-		RETURN;
-	END IF;
-	merged := counts.merged; duplicates := counts.duplicates;
-	late := counts.late; dead_lettered := counts.dead_lettered;
-	new_max := counts.max_merged;
-	last_ts := counts.last_ts;
-
-	new_max := greatest(state.max_event_time, new_max);
-	-- Unbounded lateness has no watermark.  A grown allowed_lateness moves it
-	-- back, so that late events can be replayed into sessions.
-	new_watermark := new_max - pipeline.allowed_lateness;
-	UPDATE sessionize.pipeline_state s
-	SET max_event_time = new_max,
-		watermark = new_watermark,
-		last_event_time = greatest(s.last_event_time, coalesce(last_ts, new_max)),
-		consumed = s.consumed + sessionize_run_pipeline.consumed,
-		merged = s.merged + sessionize_run_pipeline.merged,
-		duplicates = s.duplicates + sessionize_run_pipeline.duplicates,
-		late = s.late + sessionize_run_pipeline.late,
-		dead_lettered = s.dead_lettered + sessionize_run_pipeline.dead_lettered,
-		batches = s.batches + 1,
-		last_batch_at = clock_timestamp(),
-		failures = 0,
-		checkpoint_commit_lsn = coalesce(new_commit_lsn, s.checkpoint_commit_lsn),
-		checkpoint_lsn = coalesce(new_lsn, s.checkpoint_lsn),
-		checkpoint_lsn_row = coalesce(new_lsn_row, s.checkpoint_lsn_row)
-	WHERE s.pipeline = pipeline.name;
-	PERFORM sessionize.sessionize_close_sessions(pipeline, state.watermark, new_watermark);
-	PERFORM pg_notify('sessionize_' || pipeline.name,
-					  json_build_object('pipeline', pipeline.name, 'consumed', consumed, 'merged', merged,
-										'duplicates', duplicates, 'late', late,
-										'dead_lettered', dead_lettered)::text);
-END $$;
+SET timezone_abbreviations = 'Default';
 COMMENT ON FUNCTION sessionize.sessionize_run_pipeline(regrole, text, integer) IS
 	'body of run_pipeline(), called with the calling role';
 
@@ -1119,57 +907,17 @@ COMMENT ON FUNCTION sessionize.replay_late(text, integer) IS
 
 CREATE FUNCTION sessionize.sessionize_replay_late(caller regrole, name text, max_events integer)
 RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER
+AS 'MODULE_PATHNAME', 'replay_late_events'
+LANGUAGE C SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC'
 SET DateStyle = 'ISO, MDY'
 SET IntervalStyle = 'postgres'
 SET extra_float_digits = 1
 SET bytea_output = 'hex'
-SET timezone_abbreviations = 'Default'
-AS $$
-DECLARE
-	pipeline sessionize.pipelines;
-	reads record;
-	events jsonb[];
-	replayed bigint;
-	counts record;
-BEGIN
-	IF max_events < 1 THEN
-		RAISE EXCEPTION 'max_events must be positive' USING ERRCODE = 'invalid_parameter_value';
-	END IF;
-	pipeline := sessionize.sessionize_read_pipeline(caller, name, true);
-	PERFORM sessionize.sessionize_use_time_zone(pipeline);
-	PERFORM sessionize.sessionize_check_owner_cached(pipeline);
-
-	EXECUTE format($q$
-		WITH taken AS (
-			DELETE FROM sessionize.%1$I l
-			WHERE id = ANY (ARRAY(SELECT id FROM sessionize.%1$I ORDER BY id LIMIT $1))
-			RETURNING l.id, l.event)
-		SELECT array_agg(event ORDER BY id) FROM taken$q$,
-		pipeline.name || '_late')
-	INTO events
-	USING max_events;
-	IF events IS NULL THEN
-		RETURN 0;
-	END IF;
-	-- A late event is its source row as jsonb: read it back into a row, as
-	-- the pipeline's owner (domain checks and input functions run).
-	reads := sessionize.sessionize_event_expressions(pipeline, 'r', sessionize.sessionize_key_type(pipeline));
-	counts := sessionize.sessionize_consume_events(pipeline, NULL, true, format($q$
-		SELECT e.position, %2$s, %3$s, %4$s, %5$s, e.event, NULL::uuid, %6$s
-		FROM unnest($1::jsonb[]) WITH ORDINALITY AS e(event, position),
-			 LATERAL jsonb_populate_record(NULL::%1$s, e.event) r$q$,
-		pipeline.source, reads.key, reads.ts, reads.ts_text, reads.event_type, reads.problem), events, NULL);
-	replayed := counts.consumed;
-	UPDATE sessionize.pipeline_state s
-	SET merged = s.merged + counts.merged,
-		dead_lettered = s.dead_lettered + counts.dead_lettered,
-		late = s.late - replayed
-	WHERE s.pipeline = pipeline.name;
-	RETURN replayed;
-END $$;
+SET timezone_abbreviations = 'Default';
+COMMENT ON FUNCTION sessionize.sessionize_replay_late(regrole, text, integer) IS
+	'body of replay_late(), called with the calling role';
 
 -- Records a failed batch; the worker calls it in a fresh transaction.
 CREATE FUNCTION sessionize.sessionize_record_failure(name text, error text)
