@@ -126,7 +126,14 @@ FROM (SELECT id AS arrival, user_id, ts, url FROM demo.clicks WHERE user_id <= 1
 	  WHERE user_id <= 10000 AND random() < 0.05) a;
 SELECT sessionize.create_pipeline('clicks', 'demo.click_stream', 'user_id', 'ts', '30 minutes',
 								  allowed_lateness => '2 hours', fingerprint_exclude => '{id}',
-								  type_column => 'url');
+								  type_column => 'url',
+								  measures => $$
+									  first(url) AS landing_page,
+									  last(url) AS exit_page,
+									  count(*) FILTER (WHERE url = '/product') AS product_views,
+									  bool_or(url = '/checkout') AS converted,
+									  approx_count_distinct(url) AS distinct_pages
+								  $$);
 SQL
 echo
 echo "== Streaming $(psql -X -qAt -c 'SELECT count(*) FROM demo.arrivals') events into demo.click_stream; the worker sessionizes them"
@@ -183,6 +190,17 @@ FROM (SELECT * FROM sessionize.clicks_sessions_live UNION ALL SELECT * FROM sess
 GROUP BY status ORDER BY status;
 
 \echo
+\echo == Session measures the pipeline keeps: a few sessions of user 42
+SELECT session_start, events, landing_page, exit_page, product_views, converted, distinct_pages
+FROM sessionize.clicks_sessions WHERE key = 42 ORDER BY session_start LIMIT 5;
+
+\echo
+\echo == Conversion by landing page, read from the measures
+SELECT landing_page, count(*) AS sessions, round(100.0 * count(*) FILTER (WHERE converted) / count(*), 1) AS converted_pct,
+	   round(avg(product_views), 2) AS avg_product_views
+FROM sessionize.clicks_sessions GROUP BY landing_page ORDER BY sessions DESC;
+
+\echo
 \echo == Late events, set aside with their reason (not lost)
 SELECT event ->> 'user_id' AS user_id, event ->> 'ts' AS ts, reason FROM sessionize.clicks_late ORDER BY id LIMIT 3;
 
@@ -217,6 +235,16 @@ SELECT CASE WHEN NOT EXISTS (
 	 EXCEPT
 	 SELECT key, session_start, last_event_at, events FROM sessionize.clicks_sessions))
 	THEN 'agree' ELSE 'DISAGREE' END AS stream_vs_batch_after_replay;
+SELECT CASE WHEN NOT EXISTS (
+	SELECT key, session_start, landing_page, exit_page, product_views, converted, distinct_pages
+	FROM sessionize.clicks_sessions
+	EXCEPT
+	SELECT user_id, min(ts), sessionize.first(url, ts), sessionize.last(url, ts),
+		   count(*) FILTER (WHERE url = '/product'), bool_or(url = '/checkout'), sessionize.approx_count_distinct(url)
+	FROM (SELECT *, sessionize.session_id(ts, '30 minutes') OVER (PARTITION BY user_id ORDER BY ts) AS session
+		  FROM (SELECT DISTINCT user_id, ts, url FROM demo.arrivals) e) s
+	GROUP BY user_id, session)
+	THEN 'agree' ELSE 'DISAGREE' END AS measures_vs_batch_after_replay;
 SQL
 
 cluster_stop

@@ -115,7 +115,7 @@ SELECT sessionize.create_pipeline('plays_stored', 'plays_in', 'listener', 'playe
 -- the source by default, or run_as; the creator must be a member of it.
 CREATE ROLE regress_sessionize_admin;
 CREATE ROLE regress_sessionize_other;
-GRANT EXECUTE ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name, text, boolean, name, boolean, text) TO regress_sessionize_admin;
+GRANT EXECUTE ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name, text, boolean, name, boolean, text, text) TO regress_sessionize_admin;
 SET ROLE regress_sessionize_admin;
 SELECT sessionize.create_pipeline('p2', 'plays_in', 'listener', 'played_at', '30 minutes');
 SELECT sessionize.create_pipeline('p2', 'plays_in', 'listener', 'played_at', '30 minutes', run_as => 'regress_sessionize_other');
@@ -124,7 +124,7 @@ SELECT sessionize.create_pipeline('p2', 'plays_in', 'listener', 'played_at', '30
 ALTER TABLE plays_in OWNER TO regress_sessionize_other;
 SELECT sessionize.create_pipeline('p2', 'plays_in', 'listener', 'played_at', '30 minutes', run_as => current_user);
 ALTER TABLE plays_in OWNER TO CURRENT_USER;
-REVOKE ALL ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name, text, boolean, name, boolean, text) FROM regress_sessionize_admin;
+REVOKE ALL ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name, text, boolean, name, boolean, text, text) FROM regress_sessionize_admin;
 DROP ROLE regress_sessionize_admin, regress_sessionize_other;
 BEGIN;
 INSERT INTO plays_in (listener, played_at) VALUES (1, '2024-06-02 10:00');
@@ -143,7 +143,7 @@ SELECT sessionize.replay_late('plays', 0);
 
 -- Creating pipelines is for the roles an administrator grants it to; the
 -- other pipeline functions are everybody's, and check the caller's rights.
-SELECT has_function_privilege('public', 'sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name, text, boolean, name, boolean, text)', 'EXECUTE') AS public_may_create,
+SELECT has_function_privilege('public', 'sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name, text, boolean, name, boolean, text, text)', 'EXECUTE') AS public_may_create,
 	   has_function_privilege('public', 'sessionize.drop_pipeline(text)', 'EXECUTE') AS public_may_drop,
 	   has_function_privilege('public', 'sessionize.replay_late(text, integer)', 'EXECUTE') AS public_may_replay;
 CREATE ROLE regress_sessionize_stranger;

@@ -96,48 +96,6 @@ qualified_table(const char *pipeline, const char *suffix)
 	return quote_qualified_identifier("sessionize", psprintf("%s%s", pipeline, suffix));
 }
 
-static const char *
-text_attribute(HeapTupleHeader pipeline, const char *name)
-{
-	bool		isnull;
-	Datum		value = GetAttributeByName(pipeline, name, &isnull);
-
-	return isnull ? NULL : TextDatumGetCString(value);
-}
-
-static const char *
-name_attribute(HeapTupleHeader pipeline, const char *name)
-{
-	bool		isnull;
-	Datum		value = GetAttributeByName(pipeline, name, &isnull);
-
-	return isnull ? NULL : pstrdup(NameStr(*DatumGetName(value)));
-}
-
-/* What the source's query needs of a row of sessionize.pipelines. */
-static void
-read_source(SourcePipeline *source, HeapTupleHeader pipeline, const char *key_type)
-{
-	bool		isnull;
-	Oid			relation = DatumGetObjectId(GetAttributeByName(pipeline, "source", &isnull));
-	bool		exclude_null;
-	Datum		exclude = GetAttributeByName(pipeline, "fingerprint_exclude", &exclude_null);
-	Oid			output;
-	bool		varlena;
-
-	source->source = DatumGetCString(DirectFunctionCall1(regclassout, ObjectIdGetDatum(relation)));
-	source->key_column = name_attribute(pipeline, "key_column");
-	source->time_column = name_attribute(pipeline, "time_column");
-	source->type_column = name_attribute(pipeline, "type_column");
-	source->payload_column = name_attribute(pipeline, "payload_column");
-	source->time_zone = text_attribute(pipeline, "time_zone");
-	getTypeOutputInfo(TEXTARRAYOID, &output, &varlena);
-	source->fingerprint_exclude = exclude_null ? "{}" : OidOutputFunctionCall(output, exclude);
-	source->key_type = key_type;
-	source->time_without_zone = source->payload_column == NULL &&
-		get_atttype(relation, get_attnum(relation, source->time_column)) == TIMESTAMPOID;
-}
-
 /*
  * Reads what the batch needs of a row of sessionize.pipelines, and the type
  * of the key in the pipeline's tables.
@@ -147,7 +105,6 @@ read_pipeline(PipelineBatch *batch, HeapTupleHeader pipeline)
 {
 	bool		isnull;
 	Datum		value;
-	Oid			stored;
 	int32		key_typmod;
 	TypeCacheEntry *key_type;
 
@@ -160,15 +117,7 @@ read_pipeline(PipelineBatch *batch, HeapTupleHeader pipeline)
 	batch->late_events = (char *) qualified_table(batch->name, "_late");
 	batch->changes = (char *) qualified_table(batch->name, "_changes");
 
-	stored = get_relname_relid(psprintf("%s_stored_sessions", batch->name), get_namespace_oid("sessionize", false));
-	if (!OidIsValid(stored))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("the sessions table of pipeline \"%s\" does not exist", batch->name),
-				 errhint("Drop the pipeline and create it again.")));
-	get_atttypetypmodcoll(stored, get_attnum(stored, "key"), &batch->key_type, &key_typmod,
-						  &batch->key_collation);
-	read_source(&batch->source, pipeline, format_type_with_typemod(batch->key_type, key_typmod));
+	sink_key_type(batch->name, &batch->key_type, &key_typmod, &batch->key_collation);
 	get_typlenbyvalalign(batch->key_type, &batch->key_length, &batch->key_byval, &batch->key_align);
 	key_type = lookup_type_cache(batch->key_type, TYPECACHE_CMP_PROC_FINFO);
 	if (!OidIsValid(key_type->cmp_proc))
@@ -335,6 +284,85 @@ read_times(PipelineBatch *batch, int first, int last, BatchCounts *counts)
 /* A time that cannot be read makes its event a dead letter. */
 static void
 time_unreadable(PipelineBatch *batch, int index, const char *message, BatchCounts *counts)
+{
+	batch->events[index].problem = pstrdup(message);
+}
+
+/*
+ * Reads the measures' arguments and FILTER conditions of the events that
+ * have no problem yet, as the pipeline's owner.
+ */
+static void
+read_measures(PipelineBatch *batch, int first, int last, BatchCounts *counts)
+{
+	int			measure_count = batch->measures->count;
+	int		   *index = palloc(sizeof(int) * (last - first + 1));
+	Datum	   *events = palloc(sizeof(Datum) * (last - first + 1));
+	int			count = 0;
+	TupleDesc	expected = CreateTemplateTupleDesc(1 + 2 * measure_count);
+	Datum	   *values = palloc(sizeof(Datum) * (1 + 2 * measure_count));
+	bool	   *nulls = palloc(sizeof(bool) * (1 + 2 * measure_count));
+	int16		length;
+	bool		byval;
+	char		align;
+	SPITupleTable *rows;
+
+	for (int i = first; i <= last; i++)
+		if (batch->events[i].problem == NULL)
+		{
+			index[count] = i;
+			events[count++] = PointerGetDatum(batch->events[i].event);
+		}
+	if (count == 0)
+		return;
+	TupleDescInitEntry(expected, 1, "position", INT8OID, -1, 0);
+	for (int m = 0; m < measure_count; m++)
+	{
+		const MeasureInput *input = &batch->measures->items[m].input;
+
+		TupleDescInitEntry(expected, 2 + 2 * m, "value", input->kind == MEASURE_COUNT_ROWS ? BOOLOID : input->type,
+						   -1, 0);
+		TupleDescInitEntry(expected, 3 + 2 * m, "filter", BOOLOID, -1, 0);
+	}
+	get_typlenbyvalalign(JSONBOID, &length, &byval, &align);
+	if (sessionize_execute_as(batch->owner, batch->measures_query, JSONBARRAYOID,
+							  PointerGetDatum(construct_array(events, count, JSONBOID, length, byval, align)),
+							  false) != SPI_OK_SELECT)
+		elog(ERROR, "the measures of pipeline \"%s\" could not be read", batch->name);
+	rows = SPI_tuptable;
+	sessionize_check_columns(rows->tupdesc, expected);
+	if (SPI_processed != (uint64) count)
+		elog(ERROR, "the measures of pipeline \"%s\" were read for %d events, not %d", batch->name,
+			 (int) SPI_processed, count);
+	for (int r = 0; r < count; r++)
+	{
+		BatchEvent *event;
+		int64		position;
+
+		heap_deform_tuple(rows->vals[r], rows->tupdesc, values, nulls);
+		position = DatumGetInt64(values[0]);
+		if (position < 1 || position > count)
+			elog(ERROR, "the measures of pipeline \"%s\" were read for an unknown event", batch->name);
+		event = &batch->events[index[position - 1]];
+		event->measure_values = palloc(sizeof(Datum) * measure_count);
+		event->measure_skips = palloc(sizeof(bool) * measure_count);
+		for (int m = 0; m < measure_count; m++)
+		{
+			const MeasureInput *input = &batch->measures->items[m].input;
+			int			value = 1 + 2 * m;
+			bool		filtered_out = nulls[value + 1] || !DatumGetBool(values[value + 1]);
+
+			event->measure_skips[m] = filtered_out || (nulls[value] && input->kind != MEASURE_COUNT_ROWS);
+			event->measure_values[m] = event->measure_skips[m] || nulls[value] ? (Datum) 0
+				: datumCopy(values[value], input->byval, input->length);
+		}
+	}
+	SPI_freetuptable(rows);
+}
+
+/* A measure that cannot be read makes its event a dead letter. */
+static void
+measure_unreadable(PipelineBatch *batch, int index, const char *message, BatchCounts *counts)
 {
 	batch->events[index].problem = pstrdup(message);
 }
@@ -634,6 +662,7 @@ merge_key(PipelineBatch *batch, KeyGroup *group, SessionSet *set, MergedSession 
 		result->session = sessions[m];
 		result->revision = 1;
 		result->replaced = 0;
+		result->measures = palloc0(sizeof(MeasureState) * Max(batch->measures->count, 1));
 
 		for (; next_stored < group->stored_count &&
 			 group->stored[next_stored].session.started_at <= sessions[m].ended_at; next_stored++)
@@ -646,13 +675,22 @@ merge_key(PipelineBatch *batch, KeyGroup *group, SessionSet *set, MergedSession 
 			result->revision = Max(result->revision, stored->revision + 1);
 			if (stored->type_counts != NULL)
 				add_stored_type_counts(stored->type_counts, &types, &type_count, &type_capacity);
+			for (int i = 0; i < batch->measures->count; i++)
+				measure_combine(&batch->measures->items[i].input, &result->measures[i], &stored->measures[i],
+								CurrentMemoryContext);
 		}
 		for (; next_event < group->event_count && group->events[next_event]->ts <= sessions[m].ended_at;
 			 next_event++)
 		{
 			BatchEvent *event = group->events[next_event];
 
-			if (event->fate != EVENT_MERGED || event->event_type == NULL)
+			if (event->fate != EVENT_MERGED)
+				continue;
+			for (int i = 0; i < batch->measures->count; i++)
+				if (!event->measure_skips[i])
+					measure_add(&batch->measures->items[i].input, &result->measures[i], event->measure_values[i],
+								false, event->ts, CurrentMemoryContext);
+			if (event->event_type == NULL)
 				continue;
 			if (type_count == type_capacity)
 			{
@@ -738,8 +776,8 @@ event_failed(PipelineBatch *batch, int index, const char *message, BatchCounts *
 }
 
 /*
- * Runs the query of a source of the given kind (sources.c) as the pipeline's
- * owner, with argument as $1, and applies its rows as one batch.  Events
+ * Runs a source's query (sources.c) as the pipeline's owner, with argument
+ * as $1, and applies its rows as one batch.  Events
  * whose positions are in incomplete (may be NULL) are dead letters: an
  * update that left out a value.  Without a watermark no event is late.  A
  * replay merges late events whatever the watermark, without dedup, and
@@ -747,8 +785,7 @@ event_failed(PipelineBatch *batch, int index, const char *message, BatchCounts *
  */
 void
 sessionize_consume_events(HeapTupleHeader pipeline, bool has_watermark, TimestampTz watermark, bool replay,
-						  SourceKind kind, Oid argument_type, Datum argument, ArrayType *incomplete,
-						  BatchResult *result)
+						  const BatchSource *source, BatchResult *result)
 {
 	MemoryContext batch_context;
 	MemoryContext old_context;
@@ -762,17 +799,19 @@ sessionize_consume_events(HeapTupleHeader pipeline, bool has_watermark, Timestam
 	batch.has_watermark = has_watermark;
 	batch.watermark = watermark;
 	batch.replay = replay;
+	batch.measures = source->measures;
+	batch.measures_query = source->measures_query;
 
 	SPI_connect();
-	read_events(&batch, sessionize_source_query(&batch.source, kind), argument_type, argument, false,
+	read_events(&batch, source->query, source->argument_type, source->argument, false,
 				&result->has_last_ts, &result->last_ts);
-	if (incomplete != NULL)
+	if (source->incomplete != NULL)
 	{
 		Datum	   *positions;
 		bool	   *position_nulls;
 		int			position_count;
 
-		deconstruct_array(incomplete, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+		deconstruct_array(source->incomplete, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
 						  &positions, &position_nulls, &position_count);
 		for (int p = 0; p < position_count; p++)
 			for (int i = 0; !position_nulls[p] && i < batch.count; i++)
@@ -785,11 +824,15 @@ sessionize_consume_events(HeapTupleHeader pipeline, bool has_watermark, Timestam
 		if (batch.replay)
 		{
 			read_times(&batch, 0, batch.count - 1, &counts);
+			if (batch.measures->count > 0)
+				read_measures(&batch, 0, batch.count - 1, &counts);
 			apply_events(&batch, 0, batch.count - 1, &counts);
 		}
 		else
 		{
 			run_isolating_bad_events(&batch, 0, batch.count - 1, read_times, time_unreadable, &counts);
+			if (batch.measures->count > 0)
+				run_isolating_bad_events(&batch, 0, batch.count - 1, read_measures, measure_unreadable, &counts);
 			run_isolating_bad_events(&batch, 0, batch.count - 1, apply_events, event_failed, &counts);
 		}
 	}

@@ -49,6 +49,8 @@ typedef struct Pipeline
 	Datum		row;
 	Oid			row_type;
 	HeapTupleHeader header;
+	SourcePipeline source_events;	/* how its events are read */
+	PipelineMeasures *measures;
 	char	   *name;
 	Oid			source;
 	bool		logical;
@@ -119,6 +121,40 @@ read_pipeline(Pipeline *pipeline, NullableDatum caller, NullableDatum name)
 	run_on_pipeline(pipeline, "sessionize_use_time_zone");
 }
 
+/* An LSN column of a row read by SPI; null is the invalid LSN. */
+static XLogRecPtr
+lsn_column(HeapTuple row, TupleDesc columns, int column)
+{
+	bool		isnull;
+	Datum		value = SPI_getbinval(row, columns, column, &isnull);
+
+	return isnull ? InvalidXLogRecPtr : DatumGetLSN(value);
+}
+
+/* How the pipeline's events are read from its source, and measured. */
+static void
+read_events_of(Pipeline *pipeline)
+{
+	sessionize_read_source(&pipeline->source_events, pipeline->header);
+	pipeline->measures = sessionize_read_measures(pipeline->name);
+	pipeline->source_events.measures = pipeline->measures;
+}
+
+/* What a batch of the pipeline is given, for a source of the kind. */
+static BatchSource
+batch_source(const Pipeline *pipeline, SourceKind kind, Oid argument_type, Datum argument)
+{
+	BatchSource source = {0};
+
+	source.query = sessionize_source_query(&pipeline->source_events, kind);
+	source.argument_type = argument_type;
+	source.argument = argument;
+	source.measures = pipeline->measures;
+	if (pipeline->measures->count > 0)
+		source.measures_query = sessionize_measures_query(&pipeline->source_events);
+	return source;
+}
+
 static void
 read_state(const Pipeline *pipeline, PipelineState *state)
 {
@@ -139,12 +175,9 @@ read_state(const Pipeline *pipeline, PipelineState *state)
 	column = SPI_getbinval(row, columns, 1, &isnull);
 	state->has_watermark = !isnull;
 	state->watermark = isnull ? 0 : DatumGetTimestampTz(column);
-	column = SPI_getbinval(row, columns, 2, &isnull);
-	state->slot_advance_to = isnull ? InvalidXLogRecPtr : DatumGetLSN(column);
-	column = SPI_getbinval(row, columns, 3, &isnull);
-	state->checkpoint.commit_lsn = isnull ? InvalidXLogRecPtr : DatumGetLSN(column);
-	column = SPI_getbinval(row, columns, 4, &isnull);
-	state->checkpoint.lsn = isnull ? InvalidXLogRecPtr : DatumGetLSN(column);
+	state->slot_advance_to = lsn_column(row, columns, 2);
+	state->checkpoint.commit_lsn = lsn_column(row, columns, 3);
+	state->checkpoint.lsn = lsn_column(row, columns, 4);
 	column = SPI_getbinval(row, columns, 5, &isnull);
 	state->checkpoint.lsn_row = isnull ? 0 : DatumGetInt64(column);
 }
@@ -210,16 +243,12 @@ peek_changes(const Pipeline *pipeline, Datum slot, const PipelineState *state, i
 	changes->taken = isnull ? 0 : ArrayGetNItems(ARR_NDIM(changes->messages), ARR_DIMS(changes->messages)) / 2;
 	column = SPI_getbinval(row, columns, 2, &isnull);
 	changes->incomplete = isnull ? NULL : DatumGetArrayTypeP(column);
-	column = SPI_getbinval(row, columns, 3, &isnull);
-	changes->last.commit_lsn = isnull ? InvalidXLogRecPtr : DatumGetLSN(column);
-	column = SPI_getbinval(row, columns, 4, &isnull);
-	changes->last.lsn = isnull ? InvalidXLogRecPtr : DatumGetLSN(column);
+	changes->last.commit_lsn = lsn_column(row, columns, 3);
+	changes->last.lsn = lsn_column(row, columns, 4);
 	column = SPI_getbinval(row, columns, 5, &isnull);
 	changes->last.lsn_row = isnull ? 0 : DatumGetInt64(column);
-	column = SPI_getbinval(row, columns, 6, &isnull);
-	changes->advance = isnull ? InvalidXLogRecPtr : DatumGetLSN(column);
-	column = SPI_getbinval(row, columns, 7, &isnull);
-	changes->restart_lsn = isnull ? InvalidXLogRecPtr : DatumGetLSN(column);
+	changes->advance = lsn_column(row, columns, 6);
+	changes->restart_lsn = lsn_column(row, columns, 7);
 	column = SPI_getbinval(row, columns, 8, &isnull);
 	changes->peek_full = !isnull && DatumGetBool(column);
 }
@@ -246,9 +275,12 @@ consume_changes(const Pipeline *pipeline, const PipelineState *state, int max_ev
 		peek_changes(pipeline, slot, state, max_events, changes);
 
 	if (changes->taken > 0)
-		sessionize_consume_events(pipeline->header, state->has_watermark, state->watermark, false,
-								  SOURCE_CHANGES, BYTEAARRAYOID, PointerGetDatum(changes->messages),
-								  changes->incomplete, result);
+	{
+		BatchSource source = batch_source(pipeline, SOURCE_CHANGES, BYTEAARRAYOID, PointerGetDatum(changes->messages));
+
+		source.incomplete = changes->incomplete;
+		sessionize_consume_events(pipeline->header, state->has_watermark, state->watermark, false, &source, result);
+	}
 
 	if (!XLogRecPtrIsInvalid(changes->advance) &&
 		(XLogRecPtrIsInvalid(state->slot_advance_to) || changes->advance > state->slot_advance_to) &&
@@ -387,12 +419,16 @@ run_pipeline_batch(PG_FUNCTION_ARGS)
 					 DatumGetCString(DirectFunctionCall1(regclassout, ObjectIdGetDatum(pipeline.source)))),
 			0, NULL, NULL, NULL, NULL);
 	run_on_pipeline(&pipeline, "sessionize_check_owner_cached");
+	read_events_of(&pipeline);
 
 	if (pipeline.logical)
 		consume_changes(&pipeline, &state, max_events, &result, &changes);
 	else
-		sessionize_consume_events(pipeline.header, state.has_watermark, state.watermark, false,
-								  SOURCE_STAGING, INT4OID, Int32GetDatum(max_events), NULL, &result);
+	{
+		BatchSource source = batch_source(&pipeline, SOURCE_STAGING, INT4OID, Int32GetDatum(max_events));
+
+		sessionize_consume_events(pipeline.header, state.has_watermark, state.watermark, false, &source, &result);
+	}
 
 	if (result.consumed > 0)
 	{
@@ -440,6 +476,7 @@ replay_late_events(PG_FUNCTION_ARGS)
 	SPI_connect();
 	read_pipeline(&pipeline, fcinfo->args[0], fcinfo->args[1]);
 	run_on_pipeline(&pipeline, "sessionize_check_owner_cached");
+	read_events_of(&pipeline);
 
 	late_table = quote_qualified_identifier("sessionize", psprintf("%s_late", pipeline.name));
 	events = run(psprintf("WITH taken AS ("
@@ -454,8 +491,9 @@ replay_late_events(PG_FUNCTION_ARGS)
 		Datum		values[4];
 
 		/* a late event is its source row as jsonb, read back as the owner */
-		sessionize_consume_events(pipeline.header, false, 0, true, SOURCE_LATE, JSONBARRAYOID, events, NULL,
-								  &result);
+		BatchSource source = batch_source(&pipeline, SOURCE_LATE, JSONBARRAYOID, events);
+
+		sessionize_consume_events(pipeline.header, false, 0, true, &source, &result);
 		values[0] = CStringGetTextDatum(pipeline.name);
 		values[1] = Int64GetDatum(result.merged);
 		values[2] = Int64GetDatum(result.dead_lettered);

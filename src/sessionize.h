@@ -16,6 +16,7 @@
 
 #include "datatype/timestamp.h"
 #include "fmgr.h"
+#include "nodes/pg_list.h"
 #include "access/htup.h"
 #include "access/tupdesc.h"
 #include "access/xlogdefs.h"
@@ -125,9 +126,87 @@ typedef struct BatchEvent
 	pg_uuid_t	fingerprint;
 	bool		fingerprint_null;
 	char	   *problem;		/* why the source could not use it, or NULL */
+	Datum	   *measure_values; /* per measure: the argument's value */
+	bool	   *measure_skips;	/* per measure: filtered out, or null */
 	EventFate	fate;
 	char	   *reason;			/* why late or dead */
 } BatchEvent;
+
+/*
+ * measures.c: the mergeable states of session measures, shared by the
+ * pipelines and the SQL aggregates first, last and approx_count_distinct.
+ */
+typedef enum MeasureKind
+{
+	MEASURE_COUNT_ROWS,			/* count(*) */
+	MEASURE_COUNT,
+	MEASURE_SUM,
+	MEASURE_MIN,
+	MEASURE_MAX,
+	MEASURE_FIRST,
+	MEASURE_LAST,
+	MEASURE_BOOL_OR,
+	MEASURE_BOOL_AND,
+	MEASURE_APPROX_COUNT_DISTINCT
+} MeasureKind;
+
+typedef struct DistinctSketch DistinctSketch;
+
+/* What adding values of one type to a measure takes. */
+typedef struct MeasureInput
+{
+	MeasureKind kind;
+	Oid			type;			/* of the values */
+	Oid			collation;
+	int16		length;
+	bool		byval;
+	char		align;
+	FmgrInfo	compare;		/* btree order: min, max, first, last */
+	FmgrInfo	hash;			/* extended hash: approx_count_distinct */
+} MeasureInput;
+
+typedef struct MeasureState
+{
+	bool		has_value;		/* false: nothing added yet */
+	Datum		value;			/* int8 count or sum, numeric sum, bool, or a value */
+	TimestampTz at;				/* first, last: the time of the value */
+	DistinctSketch *sketch;		/* approx_count_distinct */
+} MeasureState;
+
+extern const char *measure_kind_name(MeasureKind kind);
+extern Oid	measure_result_type(MeasureKind kind, Oid argument_type);
+extern void measure_input_init(MeasureInput *input, MeasureKind kind, Oid type, Oid collation);
+extern void measure_add(const MeasureInput *input, MeasureState *state, Datum value, bool isnull,
+						TimestampTz at, MemoryContext context);
+extern void measure_combine(const MeasureInput *input, MeasureState *state, const MeasureState *other,
+							MemoryContext context);
+extern Datum measure_result(const MeasureInput *input, const MeasureState *state, bool *isnull);
+extern DistinctSketch *distinct_sketch_create(void);
+extern void distinct_sketch_add(DistinctSketch *sketch, uint64 hash);
+extern void distinct_sketch_merge(DistinctSketch *sketch, const DistinctSketch *other);
+extern int64 distinct_sketch_estimate(const DistinctSketch *sketch);
+extern bytea *distinct_sketch_serialize(const DistinctSketch *sketch);
+extern DistinctSketch *distinct_sketch_deserialize(const bytea *serialized);
+
+/* measure_list.c: a pipeline's measures, as its batches read them */
+typedef struct PipelineMeasure
+{
+	char	   *name;
+	char	   *argument;		/* SQL over measure_row; NULL for count(*) */
+	char	   *filter;			/* NULL: none */
+	Oid			result_type;
+	MeasureInput input;
+} PipelineMeasure;
+
+typedef struct PipelineMeasures
+{
+	int			count;
+	PipelineMeasure *items;
+	List	   *fields;			/* payload fields the measures read */
+} PipelineMeasures;
+
+extern PipelineMeasures *sessionize_read_measures(const char *pipeline);
+extern char *sessionize_measure_row(const char *row, const char *payload_column, List *names);
 
 /*
  * sources.c: the query a batch reads its events with, per kind of source,
@@ -151,9 +230,23 @@ typedef struct SourcePipeline
 	const char *fingerprint_exclude;	/* a text[] literal */
 	const char *key_type;		/* of the key in the pipeline's tables */
 	bool		time_without_zone;	/* the time column is a timestamp */
+	const PipelineMeasures *measures;	/* their arguments and filters */
 } SourcePipeline;
 
+extern void sessionize_read_source(SourcePipeline *source, HeapTupleHeader pipeline);
 extern char *sessionize_source_query(const SourcePipeline *pipeline, SourceKind kind);
+extern char *sessionize_measures_query(const SourcePipeline *pipeline);
+
+/* What a batch is given: its source's query and argument, its measures. */
+typedef struct BatchSource
+{
+	const char *query;
+	Oid			argument_type;	/* of $1 */
+	Datum		argument;
+	ArrayType  *incomplete;		/* positions of updates that miss values */
+	const PipelineMeasures *measures;
+	const char *measures_query; /* NULL without measures */
+} BatchSource;
 
 typedef struct PipelineBatch
 {
@@ -170,7 +263,8 @@ typedef struct PipelineBatch
 	bool		key_byval;
 	char		key_align;
 	FmgrInfo	key_compare;	/* btree order of keys */
-	SourcePipeline source;
+	const PipelineMeasures *measures;
+	const char *measures_query;
 	char	   *stored_sessions;	/* qualified, quoted names of its tables */
 	char	   *late_events;
 	char	   *changes;
@@ -185,6 +279,7 @@ typedef struct StoredSession
 	SessionInterval session;
 	Jsonb	   *type_counts;	/* NULL: none */
 	int32		revision;
+	MeasureState *measures;
 	bool		touched;		/* an event of the batch reaches it */
 } StoredSession;
 
@@ -207,6 +302,7 @@ typedef struct MergedSession
 	SessionInterval session;
 	Jsonb	   *type_counts;
 	int32		revision;
+	MeasureState *measures;
 	int			replaced;		/* stored sessions it replaces */
 } MergedSession;
 
@@ -225,10 +321,10 @@ typedef struct BatchResult
 } BatchResult;
 
 extern void sessionize_consume_events(HeapTupleHeader pipeline, bool has_watermark, TimestampTz watermark,
-									  bool replay, SourceKind kind, Oid argument_type, Datum argument,
-									  ArrayType *incomplete, BatchResult *result);
+									  bool replay, const BatchSource *source, BatchResult *result);
 
 /* sink_sessions.c: the pipeline's tables, written as one batch */
+extern void sink_key_type(const char *pipeline, Oid *type, int32 *typmod, Oid *collation);
 extern void sink_read_sessions(PipelineBatch *batch, KeyGroup *groups, int group_count);
 extern void sink_write_sessions(PipelineBatch *batch, KeyGroup *groups, int group_count,
 								MergedSession *merged, int merged_count);

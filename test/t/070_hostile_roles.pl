@@ -84,7 +84,7 @@ still_safe('squatting');
 $node->safe_psql('shared', q{
 	CREATE EXTENSION sessionize;
 	GRANT EXECUTE ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval,
-														 text[], name, interval, name, text, boolean, name, boolean, text)
+														 text[], name, interval, name, text, boolean, name, boolean, text, text)
 		TO alice, bob, mallory;
 	GRANT CREATE ON SCHEMA public TO alice, bob, mallory;
 	CREATE TABLE bob_expected (user_id int, ts timestamptz);
@@ -320,7 +320,7 @@ still_safe('a slot table changed by its owner');
 $node->safe_psql('shared', q{
 	CREATE ROLE "Carol";
 	GRANT EXECUTE ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval,
-														 text[], name, interval, name, text, boolean, name, boolean, text)
+														 text[], name, interval, name, text, boolean, name, boolean, text, text)
 		TO "Carol";
 	GRANT CREATE ON SCHEMA public TO "Carol";
 	SET ROLE "Carol";

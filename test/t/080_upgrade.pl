@@ -37,6 +37,7 @@ ok(scalar(@versions) >= 2, 'earlier versions are installed beside the current on
 $node->safe_psql('postgres', q{
 	CREATE ROLE runner LOGIN;
 	CREATE ROLE tenant;
+	CREATE ROLE creator;
 });
 
 # What a user of any version makes: tables, pipelines of both source kinds,
@@ -55,6 +56,16 @@ my $setup = q{
 	SELECT sessionize.slot_upsert('sends', 1, 1, 10);
 	SELECT sessionize.first_seen('mine', sessionize.fingerprint_bytes('{"a": "b"}'));
 };
+# An administrator lets a role create pipelines.  0.1.0 -> 0.2.0 shipped
+# without carrying such grants over; later updates do.
+my $grant = q{
+	DO $$
+	BEGIN
+		EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO creator',
+					   (SELECT oid::regprocedure FROM pg_proc
+						WHERE proname = 'create_pipeline' AND pronamespace = 'sessionize'::regnamespace));
+	END $$;
+};
 my $logical = q{SELECT sessionize.create_pipeline('logged', 'logged_in', 'user_id', 'ts', '30 minutes', source_kind => 'logical')};
 my $events = q{
 	INSERT INTO clicks_in VALUES (1, '2024-01-01 10:00'), (1, '2024-01-01 10:20'), (2, '2024-01-01 11:00');
@@ -71,6 +82,7 @@ for my $from (grep { $_ ne $current } @versions)
 	$node->safe_psql('postgres', "CREATE DATABASE $database");
 	$node->safe_psql($database, "CREATE EXTENSION sessionize VERSION '$from'");
 	$node->safe_psql($database, $setup);
+	$node->safe_psql($database, $grant) if $from ne '0.1.0';
 	$node->safe_psql($database, $logical);
 	$node->safe_psql($database, $events);
 	$node->safe_psql($database, 'ALTER EXTENSION sessionize UPDATE');
@@ -81,6 +93,7 @@ for my $from (grep { $_ ne $current } @versions)
 	$node->safe_psql('postgres', "CREATE DATABASE $fresh");
 	$node->safe_psql($fresh, 'CREATE EXTENSION sessionize');
 	$node->safe_psql($fresh, $setup);
+	$node->safe_psql($fresh, $grant) if $from ne '0.1.0';
 	$node->safe_psql($fresh, $logical);
 	$node->safe_psql($fresh, $events);
 
@@ -91,6 +104,13 @@ for my $from (grep { $_ ne $current } @versions)
 	ok($upgraded_objects eq $fresh_objects, "$from: an upgraded database has the objects of a fresh install")
 	  or diag(object_differences($fresh_objects, $upgraded_objects));
 
+	if ($from ne '0.1.0')
+	{
+		is($node->safe_psql($database, q{
+			SELECT bool_and(has_function_privilege('creator', oid, 'EXECUTE')) FROM pg_proc
+			WHERE proname = 'create_pipeline' AND pronamespace = 'sessionize'::regnamespace}),
+			't', "$from: a role granted create_pipeline() keeps it");
+	}
 	is($node->safe_psql($database, 'SELECT string_agg(name || \'=\' || owner, \',\' ORDER BY name) FROM sessionize.pipelines'),
 		'clicks=runner,logged=postgres,tenant=tenant',
 		"$from: pipelines belong to their run_as role, or to the source's owner instead of a superuser");
