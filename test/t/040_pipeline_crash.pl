@@ -41,7 +41,10 @@ $node->start;
 $node->safe_psql('postgres', qq{
 	CREATE EXTENSION sessionize;
 	CREATE TABLE clicks_in (user_id int, ts timestamptz);
-	SELECT sessionize.create_pipeline('clicks', 'clicks_in', 'user_id', 'ts', '15 minutes');
+	SELECT sessionize.create_pipeline('clicks', 'clicks_in', 'user_id', 'ts', '15 minutes',
+		measures => 'first(ts) AS first_ts, last(ts) AS last_ts, count(*) FILTER (WHERE user_id % 2 = 0) AS even,
+					 sum(extract(second FROM ts)::int) AS seconds, approx_count_distinct(ts) AS distinct_ts,
+					 bool_or(extract(second FROM ts) = 0) AS on_the_minute');
 	SELECT setseed($seed / 2147483648.0);
 	CREATE TABLE distinct_events AS
 	SELECT DISTINCT (random() * 99)::int AS user_id,
@@ -148,6 +151,19 @@ is( $node->safe_psql('postgres', qq{
 			UNION ALL
 			($expected EXCEPT SELECT key, session_start, last_event_at, events FROM sessionize.clicks_sessions)) d}),
 	'0', 'the sessions equal sessions() over the distinct events, as without crashes');
+my $measures_expected = q{
+	SELECT user_id, min(ts), sessionize.first(ts, ts), sessionize.last(ts, ts),
+		   count(*) FILTER (WHERE user_id % 2 = 0), sum(extract(second FROM ts)::int),
+		   sessionize.approx_count_distinct(ts), bool_or(extract(second FROM ts) = 0)
+	FROM (SELECT *, sessionize.session_id(ts, '15 minutes') OVER (PARTITION BY user_id ORDER BY ts) AS session
+		  FROM distinct_events) e
+	GROUP BY user_id, session};
+my $measures_actual = q{
+	SELECT key, session_start, first_ts, last_ts, even, seconds, distinct_ts, on_the_minute FROM sessionize.clicks_sessions};
+is( $node->safe_psql('postgres', qq{
+		SELECT count(*) FROM (($measures_actual EXCEPT $measures_expected)
+							  UNION ALL ($measures_expected EXCEPT $measures_actual)) d}),
+	'0', 'the session measures equal the batch query over the distinct events, as without crashes');
 is($node->safe_psql('postgres', 'SELECT upto FROM fed'), $planned, 'the producer fed every planned row');
 is( $node->safe_psql('postgres',
 		"SELECT consumed, merged, duplicates, late, dead_lettered FROM sessionize.pipeline_state WHERE pipeline = 'clicks'"),
