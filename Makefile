@@ -11,12 +11,10 @@ PGFILEDESC = "sessionize - sessions, dedup and exactly-once pipelines"
 # assembled from its own steps and the fragments that define what it
 # (re)creates, so that an upgraded and a fresh install share one text.
 INSTALL_PARTS = $(sort $(wildcard sql/install/*.sql))
-UPGRADE_0.2.0--0.3.0 = sql/upgrade/0.2.0--0.3.0.sql sql/install/12_measures.sql sql/install/21_dedup_batches.sql \
-	sql/install/41_pipeline_functions.sql sql/install/42_pipeline_measures.sql \
-	sql/upgrade/0.2.0--0.3.0-pipelines.sql \
-	sql/install/90_privileges.sql sql/upgrade/0.2.0--0.3.0-grants.sql
-DATA_built = $(EXTENSION)--$(EXTVERSION).sql $(EXTENSION)--0.2.0--0.3.0.sql
-DATA = $(EXTENSION)--0.1.0.sql $(EXTENSION)--0.2.0.sql $(EXTENSION)--0.1.0--0.2.0.sql
+UPGRADE_0.3.0--0.4.0 = sql/upgrade/0.3.0--0.4.0.sql sql/install/90_privileges.sql
+DATA_built = $(EXTENSION)--$(EXTVERSION).sql $(EXTENSION)--0.3.0--0.4.0.sql
+DATA = $(EXTENSION)--0.1.0.sql $(EXTENSION)--0.2.0.sql $(EXTENSION)--0.3.0.sql \
+	$(EXTENSION)--0.1.0--0.2.0.sql $(EXTENSION)--0.2.0--0.3.0.sql
 
 # pg_regress suites: every sql/*.sql (install fragments live in sql/install/).
 REGRESS = $(basename $(notdir $(sort $(wildcard sql/*.sql))))
@@ -36,7 +34,7 @@ $(OBJS): src/sessionize.h
 $(EXTENSION)--$(EXTVERSION).sql: $(INSTALL_PARTS) $(EXTENSION).control
 	cat $(INSTALL_PARTS) > $@
 
-$(EXTENSION)--0.2.0--0.3.0.sql: $(UPGRADE_0.2.0--0.3.0)
+$(EXTENSION)--0.3.0--0.4.0.sql: $(UPGRADE_0.3.0--0.4.0)
 	cat $^ > $@
 
 # The two commands of the README quick start, and their parts.

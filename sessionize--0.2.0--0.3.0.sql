@@ -1,0 +1,1328 @@
+-- sessionize 0.2.0 -> 0.3.0: the batch engine in C.  This script is
+-- assembled with the install fragments that define what 0.3.0 makes anew
+-- (see Makefile), so an upgraded database has the objects of a fresh one.
+\echo Use "ALTER EXTENSION sessionize UPDATE TO '0.3.0'" to load this file. \quit
+
+-- Functions are made anew below, create_pipeline() with a new argument: the
+-- grants of roles on them (an administrator's of create_pipeline(), say)
+-- are noted here and given again at the end.
+CREATE TABLE sessionize.upgrade_function_grants AS
+SELECT p.proname, a.grantee::regrole::text AS grantee, a.is_grantable
+FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+WHERE p.pronamespace OPERATOR(pg_catalog.=) 'sessionize'::regnamespace
+  AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE'
+  AND a.grantee OPERATOR(pg_catalog.<>) 0 AND a.grantee OPERATOR(pg_catalog.<>) p.proowner;
+
+-- The dedup of a batch is C code that the pipelines call too.
+DROP FUNCTION sessionize.first_seen_many(text, uuid[], interval),
+	sessionize.sessionize_first_seen_many(text, uuid[], interval),
+	sessionize.sessionize_check_user_namespace(text);
+
+-- Every pipeline function is made anew, except those that decode a logical
+-- source's rows: their owners hold grants on them.
+DROP VIEW sessionize.pipeline_status, sessionize.pipeline_dead_letters;
+DROP FUNCTION
+	sessionize.alter_pipeline(text,interval,interval,text[],boolean,boolean),
+	sessionize.create_pipeline(text,regclass,name,name,interval,interval,interval,text[],name,interval,name,text,boolean,name,boolean,text),
+	sessionize.drop_pipeline(text),
+	sessionize.pause_pipeline(text),
+	sessionize.pipeline_backlog(text),
+	sessionize.replay_late(text,integer),
+	sessionize.resume_pipeline(text),
+	sessionize.run_pipeline(text,integer),
+	sessionize.sessionize_alter_pipeline(regrole,text,interval,interval,text[],boolean,boolean),
+	sessionize.sessionize_apply_batch(sessionize.pipelines,timestamp with time zone,bigint,bigint,boolean),
+	sessionize.sessionize_apply_range(sessionize.pipelines,timestamp with time zone,bigint,bigint),
+	sessionize.sessionize_check_owner(sessionize.pipelines),
+	sessionize.sessionize_check_pipeline_name(text),
+	sessionize.sessionize_check_time_zone(text),
+	sessionize.sessionize_close_sessions(sessionize.pipelines,timestamp with time zone,timestamp with time zone),
+	sessionize.sessionize_create_pipeline(regrole,text,regclass,name,name,interval,interval,interval,text[],name,interval,name,text,boolean,name,boolean,text),
+	sessionize.sessionize_drop_pipeline(regrole,text),
+	sessionize.sessionize_event_expressions(sessionize.pipelines,text,text),
+	sessionize.sessionize_fill_batch(sessionize.pipelines,text,anyelement),
+	sessionize.sessionize_index_source_time(sessionize.pipelines),
+	sessionize.sessionize_key_type(sessionize.pipelines),
+	sessionize.sessionize_lock_pipeline_batch(text),
+	sessionize.sessionize_make_pipeline(text,regclass,name,name,interval,interval,interval,text[],name,regrole,boolean,text,boolean,name,text,text),
+	sessionize.sessionize_make_pipeline_views(text,regrole),
+	sessionize.sessionize_pause_pipeline(regrole,text),
+	sessionize.sessionize_pipeline_backlog(regrole,text),
+	sessionize.sessionize_publish_source(regclass),
+	sessionize.sessionize_read_pipeline(regrole,text,boolean),
+	sessionize.sessionize_record_failure(text,text),
+	sessionize.sessionize_replay_late(regrole,text,integer),
+	sessionize.sessionize_resume_pipeline(regrole,text),
+	sessionize.sessionize_rows_as(regrole,text,anyelement),
+	sessionize.sessionize_run_pipeline(regrole,text,integer),
+	sessionize.sessionize_set_pipeline_state(regrole,text,text),
+	sessionize.sessionize_slot_name(text),
+	sessionize.sessionize_untrusted_code(sessionize.pipelines),
+	sessionize.sessionize_use_time_zone(sessionize.pipelines);
+-- Measures a session can carry that PostgreSQL has no aggregate for: the
+-- value at the first (last) event, and an approximate distinct count.  The
+-- states are those the pipelines keep (src/measures.c), so that a pipeline's
+-- measures equal these aggregates over its events.
+
+CREATE FUNCTION sessionize.sessionize_first_transition(internal, anyelement, timestamptz)
+RETURNS internal
+AS 'MODULE_PATHNAME', 'first_transition'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.sessionize_last_transition(internal, anyelement, timestamptz)
+RETURNS internal
+AS 'MODULE_PATHNAME', 'last_transition'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.sessionize_timed_value_combine(internal, internal)
+RETURNS internal
+AS 'MODULE_PATHNAME', 'timed_value_combine'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.sessionize_timed_value_serialize(internal)
+RETURNS bytea
+AS 'MODULE_PATHNAME', 'timed_value_serialize'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.sessionize_timed_value_deserialize(bytea, internal)
+RETURNS internal
+AS 'MODULE_PATHNAME', 'timed_value_deserialize'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.sessionize_timed_value_final(internal, anyelement, timestamptz)
+RETURNS anyelement
+AS 'MODULE_PATHNAME', 'timed_value_final'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+CREATE AGGREGATE sessionize.first(value anyelement, ts timestamptz) (
+	SFUNC = sessionize.sessionize_first_transition,
+	STYPE = internal,
+	FINALFUNC = sessionize.sessionize_timed_value_final,
+	FINALFUNC_EXTRA,
+	COMBINEFUNC = sessionize.sessionize_timed_value_combine,
+	SERIALFUNC = sessionize.sessionize_timed_value_serialize,
+	DESERIALFUNC = sessionize.sessionize_timed_value_deserialize,
+	PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE sessionize.first(anyelement, timestamptz) IS
+	'the value at the earliest time (nulls ignored); among values of that time, the least';
+
+CREATE AGGREGATE sessionize.last(value anyelement, ts timestamptz) (
+	SFUNC = sessionize.sessionize_last_transition,
+	STYPE = internal,
+	FINALFUNC = sessionize.sessionize_timed_value_final,
+	FINALFUNC_EXTRA,
+	COMBINEFUNC = sessionize.sessionize_timed_value_combine,
+	SERIALFUNC = sessionize.sessionize_timed_value_serialize,
+	DESERIALFUNC = sessionize.sessionize_timed_value_deserialize,
+	PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE sessionize.last(anyelement, timestamptz) IS
+	'the value at the latest time (nulls ignored); among values of that time, the greatest';
+
+CREATE FUNCTION sessionize.sessionize_distinct_transition(internal, anyelement)
+RETURNS internal
+AS 'MODULE_PATHNAME', 'distinct_transition'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.sessionize_distinct_combine(internal, internal)
+RETURNS internal
+AS 'MODULE_PATHNAME', 'distinct_combine'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.sessionize_distinct_serialize(internal)
+RETURNS bytea
+AS 'MODULE_PATHNAME', 'distinct_serialize'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.sessionize_distinct_deserialize(bytea, internal)
+RETURNS internal
+AS 'MODULE_PATHNAME', 'distinct_deserialize'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.sessionize_distinct_final(internal)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'distinct_final'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+CREATE AGGREGATE sessionize.approx_count_distinct(value anyelement) (
+	SFUNC = sessionize.sessionize_distinct_transition,
+	STYPE = internal,
+	FINALFUNC = sessionize.sessionize_distinct_final,
+	COMBINEFUNC = sessionize.sessionize_distinct_combine,
+	SERIALFUNC = sessionize.sessionize_distinct_serialize,
+	DESERIALFUNC = sessionize.sessionize_distinct_deserialize,
+	PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE sessionize.approx_count_distinct(anyelement) IS
+	'distinct non-null values: exact up to 128, then a HyperLogLog estimate of 4,096 registers (standard error 1.6%)';
+-- Dedup of a whole batch in one statement: first_seen_many() for users, and
+-- the same function under it for pipelines, whose namespaces users may not
+-- name.
+
+CREATE FUNCTION sessionize.sessionize_check_user_namespace(namespace text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'check_user_namespace'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+-- One statement for a whole batch (src/dedup.c, which the pipelines' batches
+-- call too).  Element i of the result says whether fingerprint i is new; of
+-- repeated fingerprints in the batch only the first is.
+CREATE FUNCTION sessionize.sessionize_first_seen_many(namespace text, fingerprints uuid[], ttl interval)
+RETURNS boolean[]
+AS 'MODULE_PATHNAME', 'first_seen_many'
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION sessionize.sessionize_first_seen_many(text, uuid[], interval) IS
+	'first_seen_many() for users and pipelines alike';
+
+CREATE FUNCTION sessionize.first_seen_many(namespace text, fingerprints uuid[], ttl interval DEFAULT '1 hour')
+RETURNS boolean[]
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+RETURN sessionize.sessionize_first_seen_many(sessionize.sessionize_check_user_namespace(namespace), fingerprints, ttl);
+COMMENT ON FUNCTION sessionize.first_seen_many(text, uuid[], interval) IS
+	'first_seen() for a batch in one statement: element i is true iff fingerprint i is new';
+-- Pipeline functions.  Every function through which a role acts on a
+-- pipeline is a front door (C, call_as_extension in src/privileges.c) that
+-- calls its body, sessionize_<name>(caller, ...), as the extension's owner
+-- with the calling role as first argument.  Bodies check that the caller has
+-- the rights of the pipeline's owner; the owner's own rights are what the
+-- batch has when it touches the source (sessionize_rows_as()).
+
+-- Set-up ----------------------------------------------------------------------
+
+-- Checks a pipeline name: it becomes part of table names.
+CREATE FUNCTION sessionize.sessionize_check_pipeline_name(name text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF name IS NULL OR name !~ '^[a-z_][a-z0-9_]{0,39}$' THEN
+		RAISE EXCEPTION 'invalid pipeline name "%"', name
+			USING ERRCODE = 'invalid_name',
+				  DETAIL = 'A pipeline name names its tables, so it must be 1 to 40 lowercase letters, digits or underscores, not starting with a digit.';
+	END IF;
+	RETURN name;
+END $$;
+
+-- Checks a pipeline's time zone: times a pipeline reads without an offset,
+-- and the days of its intervals, are in it, whoever runs the batch.
+CREATE FUNCTION sessionize.sessionize_check_time_zone(time_zone text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+AS $$
+BEGIN
+	IF time_zone IS NULL THEN
+		RAISE EXCEPTION 'time_zone must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	-- what a batch does with it: the function's SET undoes it on return
+	PERFORM set_config('TimeZone', time_zone, true);
+	RETURN time_zone;
+EXCEPTION WHEN invalid_parameter_value THEN
+	RAISE EXCEPTION 'invalid time zone "%"', time_zone
+		USING ERRCODE = 'invalid_parameter_value',
+			  HINT = 'Use a name from pg_timezone_names, such as ''UTC'' or ''Europe/Paris''.';
+END $$;
+
+-- Makes the pipeline's time zone the one of this transaction's batch: the
+-- functions that call it reset the setting when they return.
+CREATE FUNCTION sessionize.sessionize_use_time_zone(pipeline sessionize.pipelines)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	SELECT set_config('TimeZone', (pipeline).time_zone, true);
+END;
+
+CREATE FUNCTION sessionize.sessionize_lock_pipeline_batch(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'lock_pipeline_batch'
+LANGUAGE C;
+COMMENT ON FUNCTION sessionize.sessionize_lock_pipeline_batch(text) IS
+	'waits for the lock that serializes a pipeline''s batches, alter and drop; held until the transaction ends';
+
+CREATE FUNCTION sessionize.sessionize_rows_as(role regrole, query text, argument anyelement)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'rows_as'
+LANGUAGE C;
+COMMENT ON FUNCTION sessionize.sessionize_rows_as(regrole, text, anyelement) IS
+	'rows of a query run as a role, in a security-restricted operation with a pinned search_path';
+
+-- Reads a pipeline for a caller, who must have the rights of its owner; with
+-- lock, takes the pipeline's lock first.  One batch at a time per pipeline,
+-- and no alter or drop while a batch runs (a batch of a logical source holds
+-- its slot).  The rights are checked before the lock is taken, so that a
+-- role with no rights on a pipeline cannot hold it up, and the pipeline is
+-- read again once the lock is held, so that a drop or an alter that
+-- committed meanwhile is seen.
+CREATE FUNCTION sessionize.sessionize_read_pipeline(caller regrole, name text, lock boolean)
+RETURNS sessionize.pipelines
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	pipeline sessionize.pipelines;
+BEGIN
+	FOR attempt IN 1..2 LOOP
+		SELECT * INTO pipeline FROM sessionize.pipelines p WHERE p.name = sessionize_read_pipeline.name;
+		IF NOT FOUND THEN
+			RAISE EXCEPTION 'pipeline "%" does not exist', name USING ERRCODE = 'undefined_object';
+		END IF;
+		IF caller IS NULL OR NOT pg_has_role(caller, pipeline.owner, 'USAGE') THEN
+			RAISE EXCEPTION 'permission denied for pipeline "%"', name
+				USING ERRCODE = 'insufficient_privilege',
+					  DETAIL = format('Only roles with the rights of its owner, %s, may use it.', pipeline.owner);
+		END IF;
+		EXIT WHEN NOT lock OR attempt = 2;
+		PERFORM sessionize.sessionize_lock_pipeline_batch(name);
+	END LOOP;
+	RETURN pipeline;
+END $$;
+
+-- The replication slot of a logical source; slots belong to the whole
+-- server, so the name carries the database.
+CREATE FUNCTION sessionize.sessionize_slot_name(name text)
+RETURNS name
+LANGUAGE sql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+RETURN pg_catalog.format('sessionize_%s_%s',
+						 (SELECT oid FROM pg_catalog.pg_database WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database()),
+						 name);
+
+-- Puts a source table into the publications its logical pipelines need, and
+-- takes it out of those no pipeline needs any more.
+CREATE FUNCTION sessionize.sessionize_publish_source(source regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	publication record;
+BEGIN
+	FOR publication IN
+		SELECT p.pubname,
+			   EXISTS (SELECT FROM pg_publication_rel pr WHERE pr.prpubid = p.oid AND pr.prrelid = source) AS member,
+			   EXISTS (SELECT FROM sessionize.pipelines pl
+					   WHERE pl.source = sessionize_publish_source.source AND pl.source_kind = 'logical'
+						 AND (pl.updates_as_events OR p.pubname = 'sessionize_pipelines')) AS needed
+		FROM pg_publication p
+		WHERE p.pubname IN ('sessionize_pipelines', 'sessionize_pipeline_updates')
+	LOOP
+		IF publication.needed AND NOT publication.member THEN
+			EXECUTE format('ALTER PUBLICATION %I ADD TABLE %s', publication.pubname, source);
+		ELSIF publication.member AND NOT publication.needed THEN
+			EXECUTE format('ALTER PUBLICATION %I DROP TABLE %s', publication.pubname, source);
+		END IF;
+	END LOOP;
+END $$;
+
+-- Privileges ------------------------------------------------------------------
+
+-- The first piece of code that a batch of the pipeline would run as its
+-- owner although another role wrote it, and that role lacks the owner's
+-- rights; NULL when there is none.  A batch runs the code of others when it
+-- claims from a staging table (DELETE triggers, rules and row security
+-- policies, written by the table's owner or, for triggers, a role granted
+-- TRIGGER, and the functions they call), when it reads a logical change or a
+-- late event (domain checks and input functions of the source's column
+-- types, through arrays, composites and ranges) and when it reads the type
+-- column as text (a cast, written by the owner of the type).  Code is safe
+-- to run when it is SECURITY DEFINER or its author has the owner's rights.
+CREATE FUNCTION sessionize.sessionize_untrusted_code(pipeline sessionize.pipelines)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	WITH RECURSIVE column_types(type_id) AS (
+		SELECT a.atttypid FROM pg_attribute a
+		WHERE a.attrelid = (pipeline).source AND a.attnum > 0 AND NOT a.attisdropped
+		UNION
+		SELECT n.type_id
+		FROM column_types c
+		JOIN pg_type t ON t.oid = c.type_id
+		CROSS JOIN LATERAL (
+			SELECT t.typbasetype WHERE t.typtype = 'd'
+			UNION ALL
+			SELECT t.typelem WHERE t.typelem <> 0
+			UNION ALL
+			SELECT a.atttypid FROM pg_attribute a
+			WHERE a.attrelid = t.typrelid AND t.typrelid <> 0 AND a.attnum > 0 AND NOT a.attisdropped
+			UNION ALL
+			SELECT r.rngsubtype FROM pg_range r WHERE r.rngtypid = t.oid
+			UNION ALL
+			SELECT r.rngtypid FROM pg_range r WHERE r.rngmultitypid = t.oid) n(type_id)),
+	claim_objects(classid, objid) AS (
+		SELECT 'pg_trigger'::regclass, tg.oid FROM pg_trigger tg
+		WHERE tg.tgrelid = (pipeline).source AND NOT tg.tgisinternal AND (tg.tgtype::integer & 8) <> 0
+		UNION ALL
+		SELECT 'pg_rewrite'::regclass, r.oid FROM pg_rewrite r
+		WHERE r.ev_class = (pipeline).source AND r.ev_type = '4'
+		UNION ALL
+		SELECT 'pg_policy'::regclass, po.oid FROM pg_policy po
+		WHERE po.polrelid = (pipeline).source),
+	code(author, object) AS (
+		SELECT w.author, pg_describe_object(o.classid, o.objid, 0)
+		FROM claim_objects o
+		CROSS JOIN LATERAL (
+			SELECT c.relowner FROM pg_class c WHERE c.oid = (pipeline).source
+			UNION ALL
+			SELECT a.grantee FROM pg_class c, aclexplode(c.relacl) a
+			WHERE c.oid = (pipeline).source AND o.classid = 'pg_trigger'::regclass
+			  AND a.privilege_type = 'TRIGGER') w(author)
+		WHERE (pipeline).source_kind = 'table'
+		UNION ALL
+		SELECT CASE WHEN p.prosecdef THEN NULL ELSE p.proowner END,
+			   format('function %s, called by %s', p.oid::regprocedure, pg_describe_object(o.classid, o.objid, 0))
+		FROM claim_objects o
+		JOIN pg_depend d ON d.classid = o.classid AND d.objid = o.objid AND d.refclassid = 'pg_proc'::regclass
+		JOIN pg_proc p ON p.oid = d.refobjid
+		WHERE (pipeline).source_kind = 'table'
+		UNION ALL
+		SELECT t.typowner, format('constraint %s on domain %s', co.conname, t.oid::regtype)
+		FROM column_types ct
+		JOIN pg_type t ON t.oid = ct.type_id
+		JOIN pg_constraint co ON co.contypid = t.oid
+		UNION ALL
+		SELECT CASE WHEN p.prosecdef THEN NULL ELSE p.proowner END,
+			   format('function %s, called by constraint %s on domain %s', p.oid::regprocedure, co.conname, co.contypid::regtype)
+		FROM column_types ct
+		JOIN pg_constraint co ON co.contypid = ct.type_id
+		JOIN pg_depend d ON d.classid = 'pg_constraint'::regclass AND d.objid = co.oid AND d.refclassid = 'pg_proc'::regclass
+		JOIN pg_proc p ON p.oid = d.refobjid
+		UNION ALL
+		SELECT p.proowner, format('function %s, input of type %s', p.oid::regprocedure, t.oid::regtype)
+		FROM column_types ct
+		JOIN pg_type t ON t.oid = ct.type_id
+		JOIN pg_proc p ON p.oid IN (t.typinput, t.typreceive)
+		UNION ALL
+		-- casts that reading an event runs: to text (the type column), to
+		-- json (a row made jsonb); a cast is written by its type's owner
+		SELECT x.author, format('%s', pg_describe_object('pg_cast'::regclass, ca.oid, 0))
+		FROM column_types ct
+		JOIN pg_type t ON t.oid = ct.type_id
+		JOIN pg_cast ca ON ca.castsource = t.oid AND ca.casttarget IN ('text'::regtype, 'json'::regtype, 'jsonb'::regtype)
+		LEFT JOIN pg_proc p ON p.oid = ca.castfunc
+		CROSS JOIN LATERAL (VALUES (t.typowner), (CASE WHEN p.prosecdef THEN NULL ELSE p.proowner END)) x(author))
+	SELECT format('%s was written by %s, who lacks the rights of the pipeline''s owner %s',
+				  c.object, CASE WHEN c.author = 0 THEN 'PUBLIC' ELSE c.author::regrole::text END, (pipeline).owner)
+	FROM code c
+	WHERE c.author IS NOT NULL AND (c.author = 0 OR NOT pg_has_role(c.author, (pipeline).owner, 'USAGE'))
+	ORDER BY c.object
+	LIMIT 1;
+END;
+
+-- Refuses to run a batch that would give someone rights they do not have:
+-- the owner is gone, or a superuser over a table a non-superuser owns
+-- (unless allowed when the pipeline was made), or code another role wrote.
+CREATE FUNCTION sessionize.sessionize_check_owner(pipeline sessionize.pipelines)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	source_owner oid;
+	untrusted text;
+BEGIN
+	IF NOT EXISTS (SELECT FROM pg_roles WHERE oid = pipeline.owner) THEN
+		RAISE EXCEPTION 'the owner of pipeline "%" does not exist', pipeline.name
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Drop the pipeline and create it again.';
+	END IF;
+	SELECT relowner INTO source_owner FROM pg_class WHERE oid = pipeline.source;
+	IF NOT pipeline.allow_superuser
+	   AND (SELECT rolsuper FROM pg_roles WHERE oid = pipeline.owner)
+	   AND NOT (SELECT rolsuper FROM pg_roles WHERE oid = source_owner) THEN
+		RAISE EXCEPTION 'pipeline "%" would run with superuser rights over table %, which % owns',
+						pipeline.name, pipeline.source, source_owner::regrole
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = 'The owner of the table could run any code as a superuser through its triggers.',
+				  HINT = 'Let the pipeline run as the table''s owner (the default), or create it with allow_superuser => true if every role that can change the table is trusted.';
+	END IF;
+	-- Changes decoded from WAL know nothing of row security: a logical
+	-- pipeline may only read a table whose rows its owner sees whole.
+	IF pipeline.source_kind = 'logical'
+	   AND (SELECT relrowsecurity FROM pg_class WHERE oid = pipeline.source)
+	   AND NOT (SELECT rolbypassrls OR rolsuper FROM pg_roles WHERE oid = pipeline.owner)
+	   AND NOT (pg_has_role(pipeline.owner, source_owner, 'USAGE')
+				AND NOT (SELECT relforcerowsecurity FROM pg_class WHERE oid = pipeline.source)) THEN
+		RAISE EXCEPTION 'pipeline "%" cannot follow table % through its WAL: the table has row security', pipeline.name, pipeline.source
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = format('Decoded changes hold every row, and %s may not see every row.', pipeline.owner),
+				  HINT = 'Use a staging table, or a role that owns the table or bypasses row security.';
+	END IF;
+	-- The key is stored as the type it had when the pipeline was made: a
+	-- changed key column would be cut to that type or fail every batch.
+	IF pipeline.payload_column IS NULL AND (
+		SELECT format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END,
+						   CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END)
+		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+		WHERE a.attrelid = pipeline.source AND a.attname = pipeline.key_column AND NOT a.attisdropped)
+	   IS DISTINCT FROM sessionize.sessionize_key_type(pipeline) THEN
+		RAISE EXCEPTION 'the key column "%" of pipeline "%" changed type', pipeline.key_column, pipeline.name
+			USING ERRCODE = 'datatype_mismatch',
+				  DETAIL = format('The pipeline stores keys as %s.', sessionize.sessionize_key_type(pipeline)),
+				  HINT = 'Drop the pipeline and create it again, or give the column its type back.';
+	END IF;
+	untrusted := sessionize.sessionize_untrusted_code(pipeline);
+	IF untrusted IS NOT NULL THEN
+		RAISE EXCEPTION 'pipeline "%" refuses to run code that another role wrote', pipeline.name
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = untrusted || '.',
+				  HINT = 'A batch runs as the pipeline''s owner: make the code SECURITY DEFINER, or owned by a role with the owner''s rights, or run the pipeline as a role that wrote it.';
+	END IF;
+END $$;
+
+-- Creating, changing and dropping pipelines -------------------------------------
+
+-- sessionize_check_owner(), skipped while nothing it reads has changed since
+-- it passed in this backend (src/privileges.c): what each batch calls.
+CREATE FUNCTION sessionize.sessionize_check_owner_cached(pipeline sessionize.pipelines)
+RETURNS void
+AS 'MODULE_PATHNAME', 'check_owner_cached'
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION sessionize.create_pipeline(
+	name text,
+	source regclass,
+	key_column name,
+	time_column name,
+	gap interval,
+	allowed_lateness interval DEFAULT NULL,
+	dedup_window interval DEFAULT '1 hour',
+	fingerprint_exclude text[] DEFAULT '{}',
+	type_column name DEFAULT NULL,
+	max_duration interval DEFAULT NULL,
+	run_as name DEFAULT NULL,
+	source_kind text DEFAULT 'table',
+	updates_as_events boolean DEFAULT false,
+	payload_column name DEFAULT NULL,
+	allow_superuser boolean DEFAULT false,
+	time_zone text DEFAULT 'UTC',
+	measures text DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'call_as_extension'
+LANGUAGE C;
+COMMENT ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name, text, boolean, name, boolean, text, text) IS
+	'creates a pipeline that sessionizes the events landing in a staging table, or inserted into a table it follows through a logical replication slot';
+
+-- The owner of a pipeline is the owner of its source, or run_as; the caller
+-- must be a member of it.  A superuser owner over a table a non-superuser
+-- owns must be asked for with allow_superuser.
+CREATE FUNCTION sessionize.sessionize_create_pipeline(
+	caller regrole, name text, source regclass, key_column name, time_column name, gap interval,
+	allowed_lateness interval, dedup_window interval, fingerprint_exclude text[], type_column name,
+	max_duration interval, run_as name, source_kind text, updates_as_events boolean, payload_column name,
+	allow_superuser boolean, time_zone text, measures text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	key_type text;
+	time_type oid;
+	payload_type oid;
+	taken_names text;
+	owner regrole;
+	needed_rights text;
+BEGIN
+	IF source_kind IS NULL OR source_kind NOT IN ('table', 'logical') THEN
+		RAISE EXCEPTION 'unknown source kind "%"', source_kind
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'A pipeline''s source is a staging table (''table'') or a table followed through a logical replication slot (''logical'').';
+	END IF;
+	IF updates_as_events AND source_kind <> 'logical' THEN
+		RAISE EXCEPTION 'updates_as_events needs a logical source'
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'A staging table''s rows are consumed when they are inserted.';
+	END IF;
+	PERFORM sessionize.sessionize_check_pipeline_name(name);
+	PERFORM sessionize.sessionize_check_time_zone(time_zone);
+	IF EXISTS (SELECT FROM sessionize.pipelines p WHERE p.name = sessionize_create_pipeline.name) THEN
+		RAISE EXCEPTION 'pipeline "%" already exists', name USING ERRCODE = 'duplicate_object';
+	END IF;
+	IF source IS NULL OR key_column IS NULL OR time_column IS NULL THEN
+		RAISE EXCEPTION 'source, key_column and time_column must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF gap IS NULL THEN
+		RAISE EXCEPTION 'gap must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	PERFORM sessionize.sessionize_check_interval(gap, 'gap');
+	IF allowed_lateness IS NOT NULL AND allowed_lateness <> interval '0' THEN
+		PERFORM sessionize.sessionize_check_interval(allowed_lateness, 'allowed_lateness');
+	END IF;
+	IF dedup_window IS NOT NULL THEN
+		PERFORM sessionize.sessionize_check_interval(dedup_window, 'dedup_window');
+	END IF;
+	IF max_duration IS NOT NULL THEN
+		RAISE EXCEPTION 'pipelines do not support max_duration'
+			USING ERRCODE = 'feature_not_supported',
+				  DETAIL = 'With max_duration a session''s end depends on where it started, so merging a late event would need every stored event.',
+				  HINT = 'Use sessionize.sessions(ts, gap, max_duration) over the events in SQL.';
+	END IF;
+	IF (SELECT relkind FROM pg_class WHERE oid = source) <> 'r' THEN
+		RAISE EXCEPTION '"%" is not a table', source
+			USING ERRCODE = 'wrong_object_type',
+				  HINT = 'A pipeline consumes a plain table; partitioned tables and views are not supported.';
+	END IF;
+	IF payload_column IS NOT NULL THEN
+		-- Events are jsonb documents: key, time and type are fields of them,
+		-- checked for each event (a wrong one is a dead letter), and the key
+		-- is text.
+		SELECT atttypid INTO payload_type
+		FROM pg_attribute WHERE attrelid = source AND attname = payload_column AND attnum > 0 AND NOT attisdropped;
+		IF payload_type IS NULL THEN
+			RAISE EXCEPTION 'column "%" of "%" does not exist', payload_column, source USING ERRCODE = 'undefined_column';
+		ELSIF payload_type <> 'jsonb'::regtype THEN
+			RAISE EXCEPTION 'payload column "%" must be of type jsonb', payload_column
+				USING ERRCODE = 'datatype_mismatch',
+					  DETAIL = format('It is of type %s.', payload_type::regtype);
+		END IF;
+		key_type := 'text';
+	ELSE
+		-- a domain's base type: the extension's tables run no domain checks
+		-- and the column's collation: keys compare as in the source
+		SELECT format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END,
+						   CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END)
+			   || CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation
+					   THEN format(' COLLATE %I.%I', cn.nspname, c.collname) ELSE '' END
+		INTO key_type
+		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+		LEFT JOIN pg_collation c ON c.oid = a.attcollation
+		LEFT JOIN pg_namespace cn ON cn.oid = c.collnamespace
+		WHERE a.attrelid = source AND a.attname = key_column AND a.attnum > 0 AND NOT a.attisdropped;
+		IF key_type IS NULL THEN
+			RAISE EXCEPTION 'column "%" of "%" does not exist', key_column, source USING ERRCODE = 'undefined_column';
+		END IF;
+		SELECT atttypid INTO time_type
+		FROM pg_attribute WHERE attrelid = source AND attname = time_column AND attnum > 0 AND NOT attisdropped;
+		IF time_type IS NULL THEN
+			RAISE EXCEPTION 'column "%" of "%" does not exist', time_column, source USING ERRCODE = 'undefined_column';
+		ELSIF time_type NOT IN ('timestamptz'::regtype, 'timestamp'::regtype) THEN
+			RAISE EXCEPTION 'time column "%" must be of type timestamp with time zone or timestamp', time_column
+				USING ERRCODE = 'datatype_mismatch',
+					  DETAIL = format('It is of type %s.', time_type::regtype),
+					  HINT = 'A timestamp without time zone is read in the pipeline''s time_zone.';
+		END IF;
+		IF type_column IS NOT NULL AND NOT EXISTS (
+			SELECT FROM pg_attribute WHERE attrelid = source AND attname = type_column AND attnum > 0 AND NOT attisdropped) THEN
+			RAISE EXCEPTION 'column "%" of "%" does not exist', type_column, source USING ERRCODE = 'undefined_column';
+		END IF;
+	END IF;
+	IF run_as IS NULL THEN
+		SELECT relowner INTO owner FROM pg_class WHERE oid = source;
+	ELSIF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = run_as) THEN
+		RAISE EXCEPTION 'role "%" does not exist', run_as USING ERRCODE = 'undefined_object';
+	ELSE
+		SELECT oid INTO owner FROM pg_roles WHERE rolname = run_as;
+	END IF;
+	IF caller IS NULL OR NOT pg_has_role(caller, owner, 'MEMBER') THEN
+		RAISE EXCEPTION 'must be a member of role "%" to create a pipeline that runs as it', owner
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = 'A pipeline runs as the owner of its source table, or as the role run_as names.';
+	END IF;
+	needed_rights := CASE source_kind WHEN 'table' THEN 'SELECT, UPDATE, DELETE' ELSE 'SELECT' END;
+	IF NOT has_table_privilege(owner, source, needed_rights) THEN
+		RAISE EXCEPTION 'role "%" cannot consume table %', owner, source
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = format('A pipeline''s owner needs %s on its source.', needed_rights),
+				  HINT = format('GRANT %s ON %s TO %s', needed_rights, source, owner);
+	END IF;
+	IF NOT coalesce(allow_superuser, false)
+	   AND (SELECT rolsuper FROM pg_roles WHERE oid = owner)
+	   AND NOT (SELECT r.rolsuper FROM pg_roles r JOIN pg_class c ON c.relowner = r.oid WHERE c.oid = source) THEN
+		RAISE EXCEPTION 'pipeline "%" would run with superuser rights over table %, which % owns', name, source,
+						(SELECT relowner::regrole FROM pg_class WHERE oid = source)
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = 'The owner of the table could run any code as a superuser through its triggers.',
+				  HINT = 'Let the pipeline run as the table''s owner (leave out run_as), or pass allow_superuser => true if every role that can change the table is trusted.';
+	END IF;
+	-- every name the pipeline will take, before anything (a slot) is made
+	SELECT string_agg(format('%I', name || suffix), ', ') INTO taken_names
+	FROM unnest(ARRAY['_stored_sessions', '_sessions', '_sessions_live', '_sessions_final', '_late',
+					  '_changes', '_late_id_seq', '_changes_change_id_seq']) suffix
+	WHERE to_regclass(format('sessionize.%I', name || suffix)) IS NOT NULL;
+	IF taken_names IS NOT NULL THEN
+		RAISE EXCEPTION 'pipeline "%" cannot have the names it needs', name
+			USING ERRCODE = 'duplicate_table',
+				  DETAIL = format('Schema sessionize already has %s.', taken_names),
+				  HINT = 'Choose another pipeline name.';
+	END IF;
+
+	-- A logical source: the slot is made first, while this transaction has
+	-- written nothing (PostgreSQL requires it).  Changes committed after this
+	-- transaction are the pipeline's events; rows already in the table are not.
+	IF source_kind = 'logical' THEN
+		IF txid_current_if_assigned() IS NOT NULL THEN
+			RAISE EXCEPTION 'a logical pipeline must be created before its transaction writes anything'
+				USING ERRCODE = 'active_sql_transaction',
+					  HINT = 'Call create_pipeline() in a transaction of its own.';
+		END IF;
+		IF current_setting('wal_level') <> 'logical' THEN
+			RAISE EXCEPTION 'a logical pipeline needs wal_level = logical'
+				USING ERRCODE = 'object_not_in_prerequisite_state',
+					  DETAIL = format('wal_level is %s.', current_setting('wal_level')),
+					  HINT = 'Set wal_level = logical in postgresql.conf and restart the server.';
+		END IF;
+		IF EXISTS (SELECT FROM pg_attribute
+				   WHERE attrelid = source AND attgenerated <> ''
+					 AND attname IN (key_column, time_column, type_column, payload_column)) THEN
+			RAISE EXCEPTION 'a logical pipeline cannot read generated columns'
+				USING ERRCODE = 'feature_not_supported',
+					  DETAIL = 'Logical replication does not send the values of generated columns.';
+		END IF;
+		IF updates_as_events AND (SELECT relreplident FROM pg_class WHERE oid = source) <> 'f' THEN
+			RAISE EXCEPTION 'updates_as_events needs REPLICA IDENTITY FULL on "%"', source
+				USING ERRCODE = 'object_not_in_prerequisite_state',
+					  DETAIL = 'An UPDATE does not write to the WAL a value stored out of line that it leaves unchanged; only the whole old row, logged under REPLICA IDENTITY FULL, has it.',
+					  HINT = format('ALTER TABLE %s REPLICA IDENTITY FULL', source);
+		END IF;
+		IF (SELECT count(*) FROM pg_publication
+			WHERE pubname IN ('sessionize_pipelines', 'sessionize_pipeline_updates')) < 2 THEN
+			RAISE EXCEPTION 'the publications of sessionize are missing'
+				USING ERRCODE = 'undefined_object',
+					  HINT = 'Recreate the extension: DROP EXTENSION sessionize CASCADE; CREATE EXTENSION sessionize.';
+		END IF;
+		PERFORM pg_create_logical_replication_slot(sessionize.sessionize_slot_name(name), 'pgoutput');
+		-- A slot is not undone by a rollback: should anything below fail, drop it.
+		BEGIN
+			PERFORM sessionize.sessionize_make_pipeline(name, source, key_column, time_column, gap, allowed_lateness, dedup_window, fingerprint_exclude, type_column, owner, coalesce(allow_superuser, false), source_kind, updates_as_events, payload_column, key_type,
+														 time_zone, measures);
+		EXCEPTION WHEN OTHERS THEN
+			PERFORM pg_drop_replication_slot(sessionize.sessionize_slot_name(name));
+			RAISE;
+		END;
+	ELSE
+		PERFORM sessionize.sessionize_make_pipeline(name, source, key_column, time_column, gap, allowed_lateness, dedup_window, fingerprint_exclude, type_column, owner, coalesce(allow_superuser, false), source_kind, updates_as_events, payload_column, key_type,
+														 time_zone, measures);
+	END IF;
+END $$;
+
+-- A batch claims a staging table's oldest events first: an index on the
+-- time column serves it.  Made, in the source's schema and for its owner,
+-- when no index of the table starts with that column and the pipeline's
+-- owner has the rights of the table's owner (who alone may index it).
+CREATE FUNCTION sessionize.sessionize_index_source_time(pipeline sessionize.pipelines)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF pipeline.source_kind = 'table' AND pipeline.payload_column IS NULL
+	   AND pg_has_role(pipeline.owner, (SELECT relowner FROM pg_class WHERE oid = pipeline.source), 'USAGE')
+	   AND NOT EXISTS (
+		SELECT FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+		WHERE i.indrelid = pipeline.source AND a.attname = pipeline.time_column AND i.indpred IS NULL) THEN
+		EXECUTE format('CREATE INDEX ON %s (%I)', pipeline.source, pipeline.time_column);
+	END IF;
+END $$;
+
+-- The views of a pipeline's sessions, readable by its owner, who may let
+-- others read them.
+CREATE FUNCTION sessionize.sessionize_make_pipeline_views(name text, owner regrole)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	measure_columns text;
+BEGIN
+	SELECT coalesce(string_agg(format(', s.%I', m.name), '' ORDER BY m.position), '') INTO measure_columns
+	FROM sessionize.pipeline_measures m WHERE m.pipeline = sessionize_make_pipeline_views.name;
+	-- A session's status follows the pipeline's progress, not its own writes,
+	-- so it is computed when read: open while it expires at or after the
+	-- greatest event time, idle after that, final once it expires before the
+	-- watermark.  The live and final views filter on expires_at, which the
+	-- index serves.
+	EXECUTE format($view$
+		CREATE VIEW sessionize.%1$I AS
+		SELECT s.key, s.session_start, s.last_event_at, s.expires_at, s.events, s.type_counts, s.revision, s.updated_at%4$s,
+			   CASE WHEN s.expires_at < st.watermark THEN 'final'
+					WHEN s.expires_at >= st.max_event_time THEN 'open' ELSE 'idle' END AS status
+		FROM sessionize.%2$I s, sessionize.pipeline_state st
+		WHERE st.pipeline = %3$L$view$,
+		name || '_sessions', name || '_stored_sessions', name, measure_columns);
+	EXECUTE format($view$
+		CREATE VIEW sessionize.%1$I AS
+		SELECT s.key, s.session_start, s.last_event_at, s.expires_at, s.events, s.type_counts, s.revision, s.updated_at%4$s,
+			   CASE WHEN s.expires_at >= st.max_event_time THEN 'open' ELSE 'idle' END AS status
+		FROM sessionize.%2$I s, sessionize.pipeline_state st
+		WHERE st.pipeline = %3$L AND (st.watermark IS NULL OR s.expires_at >= st.watermark)$view$,
+		name || '_sessions_live', name || '_stored_sessions', name, measure_columns);
+	EXECUTE format($view$
+		CREATE VIEW sessionize.%1$I AS
+		SELECT s.key, s.session_start, s.last_event_at, s.expires_at, s.events, s.type_counts, s.revision, s.updated_at%4$s,
+			   'final'::text AS status
+		FROM sessionize.%2$I s, sessionize.pipeline_state st
+		WHERE st.pipeline = %3$L AND s.expires_at < st.watermark$view$,
+		name || '_sessions_final', name || '_stored_sessions', name, measure_columns);
+	EXECUTE format('COMMENT ON VIEW sessionize.%I IS %L', name || '_sessions', 'sessions of pipeline ' || name || ' with their status: open, idle or final');
+	EXECUTE format('COMMENT ON VIEW sessionize.%I IS %L', name || '_sessions_live', 'open and idle sessions of pipeline ' || name);
+	EXECUTE format('COMMENT ON VIEW sessionize.%I IS %L', name || '_sessions_final', 'sessions of pipeline ' || name || ' that can no longer change');
+	EXECUTE format('GRANT SELECT ON sessionize.%I, sessionize.%I, sessionize.%I TO %s WITH GRANT OPTION',
+				   name || '_sessions', name || '_sessions_live', name || '_sessions_final', owner);
+END $$;
+
+-- The catalog rows, tables, views and grants of a pipeline that
+-- create_pipeline() has checked.
+CREATE FUNCTION sessionize.sessionize_make_pipeline(name text, source regclass, key_column name, time_column name,
+													gap interval, allowed_lateness interval, dedup_window interval,
+													fingerprint_exclude text[], type_column name, owner regrole,
+													allow_superuser boolean, source_kind text, updates_as_events boolean,
+													payload_column name, key_type text, time_zone text, measures text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	made sessionize.pipelines;
+	parsed record;
+	stored_columns text := '';
+	change_columns text := '';
+BEGIN
+	INSERT INTO sessionize.pipelines (name, source, key_column, time_column, gap, allowed_lateness,
+									  dedup_window, fingerprint_exclude, type_column, owner, allow_superuser,
+									  source_kind, updates_as_events, payload_column, time_zone)
+	VALUES (name, source, key_column, time_column, gap, allowed_lateness, dedup_window,
+			coalesce(fingerprint_exclude, '{}'), type_column, owner, allow_superuser, source_kind,
+			coalesce(updates_as_events, false), payload_column, time_zone)
+	RETURNING * INTO made;
+	INSERT INTO sessionize.pipeline_state (pipeline) VALUES (name);
+	IF measures IS NOT NULL THEN
+		parsed := sessionize.sessionize_parse_measures(source, payload_column, owner, measures);
+		INSERT INTO sessionize.pipeline_measures (pipeline, position, name, aggregate, argument, filter,
+												  argument_type, result_type)
+		SELECT sessionize_make_pipeline.name, m.position, m.name, m.aggregate, m.argument, m.filter,
+			   m.argument_type, m.result_type
+		FROM unnest(parsed.names, parsed.aggregates, parsed.arguments, parsed.filters, parsed.argument_types,
+					parsed.result_types) WITH ORDINALITY
+			 AS m(name, aggregate, argument, filter, argument_type, result_type, position);
+		SELECT coalesce(string_agg(format(', %I %s', m.name, m.result_type)
+								   || CASE m.aggregate WHEN 'first' THEN format(', %I timestamptz', m.name || '__at')
+													   WHEN 'last' THEN format(', %I timestamptz', m.name || '__at')
+													   WHEN 'approx_count_distinct' THEN format(', %I bytea', m.name || '__sketch')
+													   ELSE '' END, '' ORDER BY m.position), ''),
+			   coalesce(string_agg(format(', %I %s', m.name, m.result_type), '' ORDER BY m.position), '')
+		INTO stored_columns, change_columns
+		FROM sessionize.pipeline_measures m WHERE m.pipeline = sessionize_make_pipeline.name;
+	END IF;
+	IF source_kind = 'logical' THEN
+		PERFORM sessionize.sessionize_publish_source(source);
+	ELSE
+		PERFORM sessionize.sessionize_index_source_time(made);
+	END IF;
+	EXECUTE format('CREATE TABLE sessionize.%I (key %s NOT NULL, session_start timestamptz NOT NULL,'
+				   ' last_event_at timestamptz NOT NULL, expires_at timestamptz NOT NULL, events bigint NOT NULL,'
+				   ' type_counts jsonb, revision integer NOT NULL, updated_at timestamptz NOT NULL%s,'
+				   ' PRIMARY KEY (key, session_start))', name || '_stored_sessions', key_type, stored_columns);
+	EXECUTE format('CREATE INDEX ON sessionize.%I (expires_at)', name || '_stored_sessions');
+	EXECUTE format('CREATE TABLE sessionize.%I (id bigserial PRIMARY KEY, event jsonb NOT NULL, reason text NOT NULL,'
+				   ' received_at timestamptz NOT NULL DEFAULT now())', name || '_late');
+	EXECUTE format('CREATE TABLE sessionize.%I (change_id bigserial PRIMARY KEY, key %s NOT NULL,'
+				   ' session_start timestamptz NOT NULL, change text NOT NULL, revision integer NOT NULL,'
+				   ' last_event_at timestamptz NOT NULL, events bigint NOT NULL%s,'
+				   ' changed_at timestamptz NOT NULL DEFAULT now())', name || '_changes', key_type, change_columns);
+	PERFORM sessionize.sessionize_make_pipeline_views(name, owner);
+	-- what a batch would refuse is refused now: row security, code another role wrote
+	PERFORM sessionize.sessionize_check_owner(made);
+	EXECUTE format('COMMENT ON TABLE sessionize.%I IS %L', name || '_stored_sessions',
+				   'sessions of pipeline ' || name || ', as the pipeline writes them; read them through the views');
+	EXECUTE format('COMMENT ON TABLE sessionize.%I IS %L', name || '_late', 'events that came later than the allowed lateness of pipeline ' || name);
+	EXECUTE format('COMMENT ON TABLE sessionize.%I IS %L', name || '_changes', 'session changes made by pipeline ' || name);
+
+	-- The owner reads the pipeline's results and may let others read them;
+	-- only the extension writes them.  A logical pipeline's owner decodes
+	-- its source's rows.
+	EXECUTE format('GRANT SELECT ON sessionize.%I, sessionize.%I TO %s WITH GRANT OPTION',
+				   name || '_late', name || '_changes', owner);
+	IF source_kind = 'logical' THEN
+		EXECUTE format('GRANT EXECUTE ON FUNCTION sessionize.sessionize_pgoutput_row(bytea, anyelement, bytea),'
+					   ' sessionize.sessionize_pgoutput_problem(bytea, anyelement, bytea) TO %s', owner);
+	END IF;
+END $$;
+
+-- Writes one "closed" change for each session that a watermark moving from
+-- old_watermark to new_watermark makes final: it can no longer change.
+CREATE FUNCTION sessionize.sessionize_close_sessions(pipeline sessionize.pipelines, old_watermark timestamptz,
+													 new_watermark timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	measure_columns text;
+BEGIN
+	IF new_watermark > old_watermark OR (old_watermark IS NULL AND new_watermark IS NOT NULL) THEN
+		SELECT coalesce(string_agg(format(', %I', m.name), '' ORDER BY m.position), '') INTO measure_columns
+		FROM sessionize.pipeline_measures m WHERE m.pipeline = (sessionize_close_sessions.pipeline).name;
+		EXECUTE format($q$
+			INSERT INTO sessionize.%1$I (key, session_start, change, revision, last_event_at, events%3$s)
+			SELECT key, session_start, 'closed', revision, last_event_at, events%3$s FROM sessionize.%2$I
+			WHERE expires_at < $2 AND ($1 IS NULL OR expires_at >= $1)
+			ORDER BY key, session_start$q$,
+			pipeline.name || '_changes', pipeline.name || '_stored_sessions', measure_columns)
+		USING old_watermark, new_watermark;
+	END IF;
+END $$;
+
+CREATE FUNCTION sessionize.alter_pipeline(
+	name text,
+	allowed_lateness interval DEFAULT NULL,
+	dedup_window interval DEFAULT NULL,
+	fingerprint_exclude text[] DEFAULT NULL,
+	reset_allowed_lateness boolean DEFAULT false,
+	reset_dedup_window boolean DEFAULT false)
+RETURNS void
+AS 'MODULE_PATHNAME', 'call_as_extension'
+LANGUAGE C;
+COMMENT ON FUNCTION sessionize.alter_pipeline(text, interval, interval, text[], boolean, boolean) IS
+	'changes the lateness, dedup window or fingerprint exclusions of a pipeline (reset_* back to unbounded)';
+
+CREATE FUNCTION sessionize.sessionize_alter_pipeline(caller regrole, name text, allowed_lateness interval,
+													 dedup_window interval, fingerprint_exclude text[],
+													 reset_allowed_lateness boolean, reset_dedup_window boolean)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, MDY'
+SET IntervalStyle = 'postgres'
+SET extra_float_digits = 1
+SET bytea_output = 'hex'
+SET timezone_abbreviations = 'Default'
+AS $$
+DECLARE
+	pipeline sessionize.pipelines;
+	old_watermark timestamptz;
+	new_watermark timestamptz;
+BEGIN
+	IF allowed_lateness IS NOT NULL AND allowed_lateness <> interval '0' THEN
+		PERFORM sessionize.sessionize_check_interval(allowed_lateness, 'allowed_lateness');
+	END IF;
+	IF dedup_window IS NOT NULL THEN
+		PERFORM sessionize.sessionize_check_interval(dedup_window, 'dedup_window');
+	END IF;
+	-- between batches, so that a batch never commits the watermark of the old lateness
+	pipeline := sessionize.sessionize_read_pipeline(caller, name, true);
+	PERFORM sessionize.sessionize_use_time_zone(pipeline);
+	SELECT s.watermark INTO old_watermark FROM sessionize.pipeline_state s WHERE s.pipeline = pipeline.name;
+	UPDATE sessionize.pipelines p
+	SET allowed_lateness = CASE WHEN reset_allowed_lateness THEN NULL
+								ELSE coalesce(sessionize_alter_pipeline.allowed_lateness, p.allowed_lateness) END,
+		dedup_window = CASE WHEN reset_dedup_window THEN NULL
+							ELSE coalesce(sessionize_alter_pipeline.dedup_window, p.dedup_window) END,
+		fingerprint_exclude = coalesce(sessionize_alter_pipeline.fingerprint_exclude, p.fingerprint_exclude)
+	WHERE p.name = sessionize_alter_pipeline.name;
+	-- the watermark follows the new lateness at once
+	UPDATE sessionize.pipeline_state s
+	SET watermark = s.max_event_time - p.allowed_lateness
+	FROM sessionize.pipelines p
+	WHERE p.name = sessionize_alter_pipeline.name AND s.pipeline = p.name
+	RETURNING s.watermark INTO new_watermark;
+	PERFORM sessionize.sessionize_close_sessions(pipeline, old_watermark, new_watermark);
+END $$;
+
+CREATE FUNCTION sessionize.sessionize_set_pipeline_state(caller regrole, name text, new_state text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM sessionize.sessionize_read_pipeline(caller, name, false);
+	UPDATE sessionize.pipelines p SET state = new_state WHERE p.name = sessionize_set_pipeline_state.name;
+END $$;
+
+CREATE FUNCTION sessionize.pause_pipeline(name text) RETURNS void
+AS 'MODULE_PATHNAME', 'call_as_extension'
+LANGUAGE C;
+COMMENT ON FUNCTION sessionize.pause_pipeline(text) IS 'stops the worker of a pipeline; events wait in the staging table';
+
+CREATE FUNCTION sessionize.sessionize_pause_pipeline(caller regrole, name text) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	SELECT sessionize.sessionize_set_pipeline_state(caller, name, 'paused');
+END;
+
+CREATE FUNCTION sessionize.resume_pipeline(name text) RETURNS void
+AS 'MODULE_PATHNAME', 'call_as_extension'
+LANGUAGE C;
+COMMENT ON FUNCTION sessionize.resume_pipeline(text) IS 'lets the worker run a paused pipeline again';
+
+CREATE FUNCTION sessionize.sessionize_resume_pipeline(caller regrole, name text) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	SELECT sessionize.sessionize_set_pipeline_state(caller, name, 'active');
+END;
+
+CREATE FUNCTION sessionize.drop_pipeline(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'call_as_extension'
+LANGUAGE C;
+COMMENT ON FUNCTION sessionize.drop_pipeline(text) IS
+	'drops a pipeline and its tables (and the replication slot of a logical source); the source table stays';
+
+CREATE FUNCTION sessionize.sessionize_drop_pipeline(caller regrole, name text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	dropped sessionize.pipelines;
+BEGIN
+	-- after a batch in progress (it holds the slot of a logical source)
+	dropped := sessionize.sessionize_read_pipeline(caller, name, true);
+	DELETE FROM sessionize.pipelines p WHERE p.name = sessionize_drop_pipeline.name;
+	-- IF EXISTS: dropping the key's type with CASCADE takes the views along
+	EXECUTE format('DROP VIEW IF EXISTS sessionize.%I, sessionize.%I, sessionize.%I',
+				   name || '_sessions', name || '_sessions_live', name || '_sessions_final');
+	EXECUTE format('DROP TABLE IF EXISTS sessionize.%I, sessionize.%I, sessionize.%I',
+				   name || '_stored_sessions', name || '_late', name || '_changes');
+	DELETE FROM sessionize.seen_fingerprints WHERE namespace = 'pipeline:' || name;
+	-- a pipeline made later under this name belongs to someone else perhaps
+	DELETE FROM sessionize.dead_letter d WHERE d.pipeline = sessionize_drop_pipeline.name;
+	-- the grants the tables took with them; the owner's right to decode
+	-- goes with its last logical pipeline
+	IF dropped.source_kind = 'logical' AND NOT EXISTS (
+		SELECT FROM sessionize.pipelines p WHERE p.owner = dropped.owner AND p.source_kind = 'logical') THEN
+		EXECUTE format('REVOKE EXECUTE ON FUNCTION sessionize.sessionize_pgoutput_row(bytea, anyelement, bytea),'
+					   ' sessionize.sessionize_pgoutput_problem(bytea, anyelement, bytea) FROM %s', dropped.owner);
+	END IF;
+	IF dropped.source_kind = 'logical' THEN
+		PERFORM sessionize.sessionize_publish_source(dropped.source);
+		-- last: dropping a slot cannot be rolled back
+		PERFORM pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+		WHERE slot_name = sessionize.sessionize_slot_name(name);
+	END IF;
+END $$;
+-- One batch -------------------------------------------------------------------
+
+-- The type of the key in a pipeline's tables.
+CREATE FUNCTION sessionize.sessionize_key_type(pipeline sessionize.pipelines)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+	WHERE a.attrelid = to_regclass(format('sessionize.%I', (pipeline).name || '_stored_sessions')) AND a.attname = 'key';
+END;
+
+-- The next changes of a logical source after its checkpoint, peeked from
+-- its slot: what run_pipeline() takes anywhere but in the pipeline's worker,
+-- which streams them (src/source_logical.c).  Each peek decodes from the
+-- slot's restart point (the slot does not move), up to the WAL flushed now
+-- and a bounded number of changes; pgoutput sends whole transactions in
+-- commit order, so (commit LSN, change LSN, row at that LSN) orders the
+-- stream, and a large transaction is taken over several batches.  Returns
+-- [relation message, change] pairs, the positions of updates that miss
+-- values, the place of the last change taken, and how far the slot may pass
+-- once the batch commits: past every transaction whose changes are all
+-- taken, or past all the WAL peeked when the peek reached its end and left
+-- nothing.
+CREATE FUNCTION sessionize.sessionize_peek_changes(pipeline sessionize.pipelines, slot name,
+												   slot_advance_to pg_lsn, checkpoint_commit_lsn pg_lsn,
+												   checkpoint_lsn pg_lsn, checkpoint_lsn_row bigint,
+												   max_events integer,
+												   OUT messages bytea[], OUT incomplete bigint[],
+												   OUT commit_lsn pg_lsn, OUT lsn pg_lsn, OUT lsn_row bigint,
+												   OUT advance pg_lsn, OUT restart_lsn pg_lsn, OUT peek_full boolean)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+	peek_end pg_lsn;
+	peek_limit bigint := 3 * max_events::bigint + 3;
+	peeked bigint;
+BEGIN
+	-- Only now that earlier batches are committed may the slot pass them.
+	PERFORM pg_replication_slot_advance(s.slot_name, slot_advance_to) FROM pg_replication_slots s
+	WHERE s.slot_name = slot AND s.confirmed_flush_lsn < slot_advance_to;
+	SELECT s.restart_lsn INTO restart_lsn FROM pg_replication_slots s WHERE s.slot_name = slot;
+	peek_end := pg_current_wal_flush_lsn();
+	WITH peeked AS (
+		SELECT p.position, p.lsn, p.data, m.kind, m.relation, m.missing_values,
+			   max(m.commit_lsn) OVER (ORDER BY p.position) AS commit_lsn,
+			   -- the relation message that gives the change its columns
+			   max(p.position) FILTER (WHERE m.kind = 'R' AND m.relation = pipeline.source::oid)
+				   OVER (ORDER BY p.position) AS relation_position
+		FROM pg_logical_slot_peek_binary_changes(slot, peek_end, least(peek_limit, 2147483647)::integer,
+												 'proto_version', '1',
+												 'publication_names', 'sessionize_pipelines,sessionize_pipeline_updates')
+			 WITH ORDINALITY AS p(lsn, xid, data, position),
+			 sessionize.sessionize_pgoutput_message(p.data) m),
+	relevant AS (
+		SELECT *, row_number() OVER (PARTITION BY peeked.commit_lsn, peeked.lsn ORDER BY position) AS lsn_row
+		FROM peeked
+		WHERE relation = pipeline.source::oid AND (kind = 'I' OR (kind = 'U' AND pipeline.updates_as_events))),
+	pending AS (
+		SELECT * FROM relevant r
+		WHERE (r.commit_lsn, r.lsn, r.lsn_row) > (coalesce(checkpoint_commit_lsn, '0/0'),
+												  coalesce(checkpoint_lsn, '0/0'),
+												  coalesce(checkpoint_lsn_row, 0))),
+	taken AS (
+		SELECT *, row_number() OVER (ORDER BY position) AS taken_row FROM pending ORDER BY position LIMIT max_events),
+	last_taken AS (
+		SELECT t.commit_lsn, t.lsn, t.lsn_row FROM taken t ORDER BY position DESC LIMIT 1),
+	first_left AS (
+		SELECT min(p.commit_lsn) AS commit_lsn FROM pending p
+		WHERE position > coalesce((SELECT max(position) FROM taken), 0))
+	SELECT (SELECT array_agg(ARRAY[r.data, t.data] ORDER BY t.position)
+			FROM taken t LEFT JOIN peeked r ON r.position = t.relation_position),
+		   (SELECT array_agg(t.taken_row ORDER BY t.position) FILTER (WHERE t.missing_values) FROM taken t),
+		   (SELECT l.commit_lsn FROM last_taken l),
+		   (SELECT l.lsn FROM last_taken l),
+		   (SELECT l.lsn_row FROM last_taken l),
+		   (SELECT count(*) FROM peeked),
+		   CASE WHEN (SELECT count(*) FROM peeked) < peek_limit AND (SELECT f.commit_lsn FROM first_left f) IS NULL
+				THEN peek_end
+				ELSE (SELECT max(p.lsn) FROM peeked p, first_left f
+					  WHERE p.kind = 'C' AND (f.commit_lsn IS NULL OR p.commit_lsn < f.commit_lsn)) END
+	INTO messages, incomplete, commit_lsn, lsn, lsn_row, peeked, advance;
+	peek_full := peeked >= peek_limit;
+END $$;
+
+CREATE FUNCTION sessionize.run_pipeline(name text, max_events integer DEFAULT 10000,
+										OUT consumed bigint, OUT merged bigint, OUT duplicates bigint,
+										OUT late bigint, OUT dead_lettered bigint)
+AS 'MODULE_PATHNAME', 'call_as_extension'
+LANGUAGE C;
+COMMENT ON FUNCTION sessionize.run_pipeline(text, integer) IS
+	'consumes one batch of a pipeline''s staging table in the calling transaction, with the rights of the pipeline''s owner; what the worker and pg_cron call';
+
+-- One batch, in C (src/pipeline.c), with the settings that make the text of
+-- times and values the same whatever the caller's.
+CREATE FUNCTION sessionize.sessionize_run_pipeline(caller regrole, name text, max_events integer,
+												   OUT consumed bigint, OUT merged bigint, OUT duplicates bigint,
+												   OUT late bigint, OUT dead_lettered bigint)
+AS 'MODULE_PATHNAME', 'run_pipeline_batch'
+LANGUAGE C SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, MDY'
+SET IntervalStyle = 'postgres'
+SET extra_float_digits = 1
+SET bytea_output = 'hex'
+SET timezone_abbreviations = 'Default';
+COMMENT ON FUNCTION sessionize.sessionize_run_pipeline(regrole, text, integer) IS
+	'body of run_pipeline(), called with the calling role';
+
+-- Late events are kept, not dropped: once allowed_lateness is raised (or to
+-- accept them anyway), an operator merges them into the sessions.
+CREATE FUNCTION sessionize.replay_late(name text, max_events integer DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'call_as_extension'
+LANGUAGE C;
+COMMENT ON FUNCTION sessionize.replay_late(text, integer) IS
+	'merges events of a pipeline''s late table into its sessions, whatever the watermark (all, or the oldest max_events)';
+
+CREATE FUNCTION sessionize.sessionize_replay_late(caller regrole, name text, max_events integer)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'replay_late_events'
+LANGUAGE C SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, MDY'
+SET IntervalStyle = 'postgres'
+SET extra_float_digits = 1
+SET bytea_output = 'hex'
+SET timezone_abbreviations = 'Default';
+COMMENT ON FUNCTION sessionize.sessionize_replay_late(regrole, text, integer) IS
+	'body of replay_late(), called with the calling role';
+
+-- Records a failed batch; the worker calls it in a fresh transaction.
+CREATE FUNCTION sessionize.sessionize_record_failure(name text, error text)
+RETURNS integer
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	UPDATE sessionize.pipeline_state
+	SET last_error = error, last_error_at = clock_timestamp(), failures = failures + 1
+	WHERE pipeline = name
+	RETURNING failures;
+END;
+
+-- Observability ---------------------------------------------------------------
+
+CREATE FUNCTION sessionize.pipeline_backlog(name text)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'call_as_extension'
+LANGUAGE C STABLE;
+COMMENT ON FUNCTION sessionize.pipeline_backlog(text) IS
+	'events waiting in the staging table of a pipeline (counts them); NULL for a logical source';
+
+-- Counts as the pipeline's owner: whatever the table runs (row security,
+-- a rule that made it a view) runs with the owner's rights.
+CREATE FUNCTION sessionize.sessionize_pipeline_backlog(caller regrole, name text)
+RETURNS bigint
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	pipeline sessionize.pipelines;
+	waiting bigint;
+BEGIN
+	pipeline := sessionize.sessionize_read_pipeline(caller, name, false);
+	IF pipeline.source_kind IS DISTINCT FROM 'table'
+	   OR NOT EXISTS (SELECT FROM pg_class WHERE oid = pipeline.source AND relkind = 'r') THEN
+		RETURN NULL;
+	END IF;
+	BEGIN
+		SELECT r.waiting INTO waiting
+		FROM sessionize.sessionize_rows_as(pipeline.owner, format('SELECT count(*) FROM ONLY %s', pipeline.source), NULL::integer)
+			 AS r(waiting bigint);
+	EXCEPTION WHEN insufficient_privilege OR undefined_table OR raise_exception OR query_canceled THEN
+		-- one owner's table cannot make pipeline_status fail for everyone
+		RETURN NULL;
+	END;
+	RETURN waiting;
+END $$;
+
+-- A role sees the pipelines whose owner's rights it has; security_barrier,
+-- so that no function of the reader's sees the rows it may not.
+CREATE VIEW sessionize.pipeline_status WITH (security_barrier) AS
+SELECT p.name, p.state, p.source_kind,
+	   (SELECT a.pid FROM pg_catalog.pg_stat_activity a
+		WHERE a.backend_type OPERATOR(pg_catalog.=) 'sessionize pipeline'
+		  AND a.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()
+		  AND a.application_name OPERATOR(pg_catalog.=) ('sessionize pipeline ' OPERATOR(pg_catalog.||) p.name)
+		LIMIT 1) AS worker_pid,
+	   s.consumed, s.merged, s.duplicates, s.late, s.dead_lettered, s.batches,
+	   sessionize.pipeline_backlog(p.name) AS backlog,
+	   s.max_event_time, s.watermark,
+	   pg_catalog.now() OPERATOR(pg_catalog.-) s.last_event_time AS lag,
+	   s.last_batch_at, s.last_error, s.last_error_at, s.failures,
+	   s.checkpoint_lsn,
+	   -- WAL the slot of a logical source keeps from being recycled
+	   pg_catalog.pg_wal_lsn_diff(
+		   CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn()
+				ELSE pg_catalog.pg_current_wal_lsn() END, r.restart_lsn)::bigint AS retained_wal_bytes,
+	   p.owner
+FROM sessionize.pipelines p
+JOIN sessionize.pipeline_state s ON s.pipeline OPERATOR(pg_catalog.=) p.name
+LEFT JOIN pg_catalog.pg_replication_slots r
+	   ON p.source_kind OPERATOR(pg_catalog.=) 'logical'
+	  AND r.slot_name OPERATOR(pg_catalog.=) pg_catalog.format('sessionize_%s_%s',
+			(SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()),
+			p.name)
+WHERE pg_catalog.pg_has_role(p.owner, 'USAGE');
+COMMENT ON VIEW sessionize.pipeline_status IS 'one row per pipeline the current role may use: state, worker, counts, backlog, watermark, lag, last error';
+
+-- A role sees the dead letters of the pipelines whose owner's rights it has.
+CREATE VIEW sessionize.pipeline_dead_letters WITH (security_barrier) AS
+SELECT d.id, d.pipeline, d.event, d.error, d.failed_at
+FROM sessionize.dead_letter d
+JOIN sessionize.pipelines p ON p.name OPERATOR(pg_catalog.=) d.pipeline
+WHERE pg_catalog.pg_has_role(p.owner, 'USAGE');
+COMMENT ON VIEW sessionize.pipeline_dead_letters IS 'the dead letters of the pipelines the current role may use';
+-- Session measures: aggregate calls a pipeline declares over its events
+-- ("first(url) AS landing_page").  src/measure_list.c reads and checks the
+-- list; src/measures.c keeps each measure's state in the pipeline's tables:
+-- a column of the measure's name holds its value, and first/last keep the
+-- time of the value in <name>__at, approx_count_distinct its sketch in
+-- <name>__sketch.
+
+CREATE TABLE sessionize.pipeline_measures (
+	pipeline text NOT NULL REFERENCES sessionize.pipelines ON DELETE CASCADE ON UPDATE CASCADE,
+	position integer NOT NULL,
+	name name NOT NULL,
+	aggregate text NOT NULL,
+	-- SQL over the event's row, measure_row; NULL for count(*)
+	argument text,
+	filter text,
+	argument_type regtype,
+	result_type regtype NOT NULL,
+	PRIMARY KEY (pipeline, name),
+	UNIQUE (pipeline, position)
+);
+COMMENT ON TABLE sessionize.pipeline_measures IS 'the measures each pipeline keeps per session';
+SELECT pg_catalog.pg_extension_config_dump('sessionize.pipeline_measures', '');
+
+CREATE FUNCTION sessionize.sessionize_parse_measures(source regclass, payload_column name, owner regrole, measures text,
+													 OUT names text[], OUT aggregates text[], OUT arguments text[],
+													 OUT filters text[], OUT argument_types regtype[],
+													 OUT result_types regtype[])
+AS 'MODULE_PATHNAME', 'parse_measures'
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION sessionize.sessionize_parse_measures(regclass, name, regrole, text) IS
+	'the measures of a list of aggregate calls, checked against the source as its owner';
+
+-- A batch lives in memory now: the batch tables of 0.2.0 go.
+DO $$
+DECLARE
+	pipeline record;
+BEGIN
+	FOR pipeline IN SELECT p.name FROM sessionize.pipelines p LOOP
+		EXECUTE pg_catalog.format('DROP TABLE IF EXISTS sessionize.%I', pipeline.name OPERATOR(pg_catalog.||) '_batch');
+	END LOOP;
+END $$;
+
+-- Privileges.  Every function of sessionize starts out not executable by
+-- PUBLIC; what README documents for users is granted back.  Aggregates check
+-- their support functions against their owner, so the support functions
+-- need no grant.  create_pipeline() and prune_seen() are for the roles an
+-- administrator grants them to; every pipeline function checks that its
+-- caller has the rights of the pipeline's owner.
+
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA sessionize FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION
+	sessionize.session_id(timestamptz, interval),
+	sessionize.session_id(timestamptz, interval, interval),
+	sessionize.session_id(timestamp, interval),
+	sessionize.session_id(timestamp, interval, interval),
+	sessionize.session_start(timestamptz, interval),
+	sessionize.session_start(timestamptz, interval, interval),
+	sessionize.session_start(timestamp, interval),
+	sessionize.session_start(timestamp, interval, interval),
+	sessionize.sessions(timestamptz, interval),
+	sessionize.sessions(timestamptz, interval, interval),
+	sessionize.sessions(timestamp, interval),
+	sessionize.sessions(timestamp, interval, interval),
+	sessionize.first(anyelement, timestamptz),
+	sessionize.last(anyelement, timestamptz),
+	sessionize.approx_count_distinct(anyelement),
+	sessionize.fingerprint(jsonb, text[], text),
+	sessionize.fingerprint(record, text[], text),
+	sessionize.fingerprint(text, text[], text),
+	sessionize.fingerprint_bytes(jsonb, text[]),
+	sessionize.first_seen(text, uuid, interval),
+	sessionize.first_seen(text, text, interval),
+	sessionize.first_seen_many(text, uuid[], interval),
+	sessionize.classify_duplicate(text, text, uuid, interval),
+	sessionize.create_slot_table(text, text[], regtype[], regtype, regtype, integer, text, text, text, text),
+	sessionize.slot_upsert(regclass, "any", "any", "any"),
+	sessionize.slot_upsert_many(regclass, "any", "any", "any"),
+	sessionize.run_pipeline(text, integer),
+	sessionize.alter_pipeline(text, interval, interval, text[], boolean, boolean),
+	sessionize.pause_pipeline(text),
+	sessionize.resume_pipeline(text),
+	sessionize.drop_pipeline(text),
+	sessionize.replay_late(text, integer),
+	sessionize.pipeline_backlog(text)
+TO PUBLIC;
+
+GRANT SELECT ON sessionize.pipeline_status, sessionize.pipeline_dead_letters TO PUBLIC;
+-- The grants noted at the start, given again to the functions of the same
+-- names.
+DO $$
+DECLARE
+	noted record;
+BEGIN
+	FOR noted IN
+		SELECT p.oid::regprocedure AS function, g.grantee, g.is_grantable
+		FROM sessionize.upgrade_function_grants g
+		JOIN pg_catalog.pg_proc p ON p.proname OPERATOR(pg_catalog.=) g.proname
+		WHERE p.pronamespace OPERATOR(pg_catalog.=) 'sessionize'::regnamespace
+		  AND p.prokind OPERATOR(pg_catalog.=) ANY ('{f,a}'::"char"[])
+	LOOP
+		EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s%s', noted.function, noted.grantee,
+								  CASE WHEN noted.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+	END LOOP;
+END $$;
+DROP TABLE sessionize.upgrade_function_grants;

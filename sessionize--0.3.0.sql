@@ -1,0 +1,1916 @@
+-- sessionize install script, assembled from sql/install/*.sql in name order.
+\echo Use "CREATE EXTENSION sessionize" to load this file. \quit
+
+-- CREATE EXTENSION makes schema sessionize when it does not exist, and
+-- otherwise installs into the one it finds: one that another role made
+-- beforehand, and may still control, would be adopted.  Only a schema that
+-- this transaction created (its row's xmin is a transaction id this backend
+-- holds) is accepted.
+DO $$
+BEGIN
+	IF NOT EXISTS (
+		SELECT FROM pg_catalog.pg_namespace n, pg_catalog.pg_locks l
+		WHERE n.nspname OPERATOR(pg_catalog.=) 'sessionize'
+		  AND l.locktype OPERATOR(pg_catalog.=) 'transactionid'
+		  AND l.transactionid OPERATOR(pg_catalog.=) n.xmin
+		  AND l.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()
+		  AND l.granted) THEN
+		RAISE EXCEPTION 'schema "sessionize" already exists'
+			USING ERRCODE = 'duplicate_schema',
+				  DETAIL = 'sessionize installs into a schema it creates itself and never adopts one that exists.',
+				  HINT = 'Drop or rename schema sessionize, then create the extension.';
+	END IF;
+END $$;
+
+COMMENT ON SCHEMA sessionize IS 'session windows, event dedup, idempotent slot upserts and pipelines';
+-- Everyone may use what the schema offers; each object says who may do what.
+GRANT USAGE ON SCHEMA sessionize TO PUBLIC;
+-- Session windows: window functions session_id() and session_start(), and the
+-- mergeable aggregate sessions().  All three call the one C implementation in
+-- src/sessions.c.
+
+CREATE TYPE sessionize.session AS (
+	started_at timestamptz,
+	ended_at timestamptz,
+	events bigint
+);
+COMMENT ON TYPE sessionize.session IS 'one session: first event time, last event time, number of events';
+
+CREATE TYPE sessionize.local_session AS (
+	started_at timestamp,
+	ended_at timestamp,
+	events bigint
+);
+COMMENT ON TYPE sessionize.local_session IS 'one session of timestamp (without time zone) events';
+
+-- Window functions -----------------------------------------------------------
+
+CREATE FUNCTION sessionize.session_id(ts timestamptz, gap interval)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'session_id'
+LANGUAGE C WINDOW IMMUTABLE PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.session_id(ts timestamptz, gap interval, max_duration interval)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'session_id'
+LANGUAGE C WINDOW IMMUTABLE PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.session_id(ts timestamp, gap interval)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'session_id'
+LANGUAGE C WINDOW IMMUTABLE PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.session_id(ts timestamp, gap interval, max_duration interval)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'session_id'
+LANGUAGE C WINDOW IMMUTABLE PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.session_start(ts timestamptz, gap interval)
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'session_start'
+LANGUAGE C WINDOW IMMUTABLE PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.session_start(ts timestamptz, gap interval, max_duration interval)
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'session_start'
+LANGUAGE C WINDOW IMMUTABLE PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.session_start(ts timestamp, gap interval)
+RETURNS timestamp
+AS 'MODULE_PATHNAME', 'session_start'
+LANGUAGE C WINDOW IMMUTABLE PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.session_start(ts timestamp, gap interval, max_duration interval)
+RETURNS timestamp
+AS 'MODULE_PATHNAME', 'session_start'
+LANGUAGE C WINDOW IMMUTABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION sessionize.session_id(timestamptz, interval) IS
+	'window function: 1-based number of the row''s session within the partition';
+COMMENT ON FUNCTION sessionize.session_id(timestamptz, interval, interval) IS
+	'window function: 1-based number of the row''s session, sessions cut at max_duration';
+COMMENT ON FUNCTION sessionize.session_id(timestamp, interval) IS
+	'window function: 1-based number of the row''s session within the partition';
+COMMENT ON FUNCTION sessionize.session_id(timestamp, interval, interval) IS
+	'window function: 1-based number of the row''s session, sessions cut at max_duration';
+COMMENT ON FUNCTION sessionize.session_start(timestamptz, interval) IS
+	'window function: first event time of the row''s session';
+COMMENT ON FUNCTION sessionize.session_start(timestamptz, interval, interval) IS
+	'window function: first event time of the row''s session, sessions cut at max_duration';
+COMMENT ON FUNCTION sessionize.session_start(timestamp, interval) IS
+	'window function: first event time of the row''s session';
+COMMENT ON FUNCTION sessionize.session_start(timestamp, interval, interval) IS
+	'window function: first event time of the row''s session, sessions cut at max_duration';
+
+-- The sessions() aggregate ---------------------------------------------------
+
+CREATE FUNCTION sessionize.sessionize_sessions_transition(internal, timestamptz, interval)
+RETURNS internal
+AS 'MODULE_PATHNAME', 'sessions_transition'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.sessionize_sessions_transition(internal, timestamptz, interval, interval)
+RETURNS internal
+AS 'MODULE_PATHNAME', 'sessions_transition'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.sessionize_sessions_transition(internal, timestamp, interval)
+RETURNS internal
+AS 'MODULE_PATHNAME', 'sessions_transition'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.sessionize_sessions_transition(internal, timestamp, interval, interval)
+RETURNS internal
+AS 'MODULE_PATHNAME', 'sessions_transition'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.sessionize_sessions_combine(internal, internal)
+RETURNS internal
+AS 'MODULE_PATHNAME', 'sessions_combine'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.sessionize_sessions_serialize(internal)
+RETURNS bytea
+AS 'MODULE_PATHNAME', 'sessions_serialize'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.sessionize_sessions_deserialize(bytea, internal)
+RETURNS internal
+AS 'MODULE_PATHNAME', 'sessions_deserialize'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.sessionize_sessions_final(internal)
+RETURNS sessionize.session[]
+AS 'MODULE_PATHNAME', 'sessions_final'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.sessionize_local_sessions_final(internal)
+RETURNS sessionize.local_session[]
+AS 'MODULE_PATHNAME', 'sessions_final'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+CREATE AGGREGATE sessionize.sessions(ts timestamptz, gap interval) (
+	SFUNC = sessionize.sessionize_sessions_transition,
+	STYPE = internal,
+	FINALFUNC = sessionize.sessionize_sessions_final,
+	COMBINEFUNC = sessionize.sessionize_sessions_combine,
+	SERIALFUNC = sessionize.sessionize_sessions_serialize,
+	DESERIALFUNC = sessionize.sessionize_sessions_deserialize,
+	PARALLEL = SAFE
+);
+
+CREATE AGGREGATE sessionize.sessions(ts timestamptz, gap interval, max_duration interval) (
+	SFUNC = sessionize.sessionize_sessions_transition,
+	STYPE = internal,
+	FINALFUNC = sessionize.sessionize_sessions_final,
+	COMBINEFUNC = sessionize.sessionize_sessions_combine,
+	SERIALFUNC = sessionize.sessionize_sessions_serialize,
+	DESERIALFUNC = sessionize.sessionize_sessions_deserialize,
+	PARALLEL = SAFE
+);
+
+CREATE AGGREGATE sessionize.sessions(ts timestamp, gap interval) (
+	SFUNC = sessionize.sessionize_sessions_transition,
+	STYPE = internal,
+	FINALFUNC = sessionize.sessionize_local_sessions_final,
+	COMBINEFUNC = sessionize.sessionize_sessions_combine,
+	SERIALFUNC = sessionize.sessionize_sessions_serialize,
+	DESERIALFUNC = sessionize.sessionize_sessions_deserialize,
+	PARALLEL = SAFE
+);
+
+CREATE AGGREGATE sessionize.sessions(ts timestamp, gap interval, max_duration interval) (
+	SFUNC = sessionize.sessionize_sessions_transition,
+	STYPE = internal,
+	FINALFUNC = sessionize.sessionize_local_sessions_final,
+	COMBINEFUNC = sessionize.sessionize_sessions_combine,
+	SERIALFUNC = sessionize.sessionize_sessions_serialize,
+	DESERIALFUNC = sessionize.sessionize_sessions_deserialize,
+	PARALLEL = SAFE
+);
+
+COMMENT ON AGGREGATE sessionize.sessions(timestamptz, interval) IS
+	'sessions of the group''s events, ordered by start; input order does not matter';
+COMMENT ON AGGREGATE sessionize.sessions(timestamptz, interval, interval) IS
+	'sessions of the group''s events cut at max_duration, ordered by start';
+COMMENT ON AGGREGATE sessionize.sessions(timestamp, interval) IS
+	'sessions of the group''s events, ordered by start; input order does not matter';
+COMMENT ON AGGREGATE sessionize.sessions(timestamp, interval, interval) IS
+	'sessions of the group''s events cut at max_duration, ordered by start';
+-- Measures a session can carry that PostgreSQL has no aggregate for: the
+-- value at the first (last) event, and an approximate distinct count.  The
+-- states are those the pipelines keep (src/measures.c), so that a pipeline's
+-- measures equal these aggregates over its events.
+
+CREATE FUNCTION sessionize.sessionize_first_transition(internal, anyelement, timestamptz)
+RETURNS internal
+AS 'MODULE_PATHNAME', 'first_transition'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.sessionize_last_transition(internal, anyelement, timestamptz)
+RETURNS internal
+AS 'MODULE_PATHNAME', 'last_transition'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.sessionize_timed_value_combine(internal, internal)
+RETURNS internal
+AS 'MODULE_PATHNAME', 'timed_value_combine'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.sessionize_timed_value_serialize(internal)
+RETURNS bytea
+AS 'MODULE_PATHNAME', 'timed_value_serialize'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.sessionize_timed_value_deserialize(bytea, internal)
+RETURNS internal
+AS 'MODULE_PATHNAME', 'timed_value_deserialize'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.sessionize_timed_value_final(internal, anyelement, timestamptz)
+RETURNS anyelement
+AS 'MODULE_PATHNAME', 'timed_value_final'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+CREATE AGGREGATE sessionize.first(value anyelement, ts timestamptz) (
+	SFUNC = sessionize.sessionize_first_transition,
+	STYPE = internal,
+	FINALFUNC = sessionize.sessionize_timed_value_final,
+	FINALFUNC_EXTRA,
+	COMBINEFUNC = sessionize.sessionize_timed_value_combine,
+	SERIALFUNC = sessionize.sessionize_timed_value_serialize,
+	DESERIALFUNC = sessionize.sessionize_timed_value_deserialize,
+	PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE sessionize.first(anyelement, timestamptz) IS
+	'the value at the earliest time (nulls ignored); among values of that time, the least';
+
+CREATE AGGREGATE sessionize.last(value anyelement, ts timestamptz) (
+	SFUNC = sessionize.sessionize_last_transition,
+	STYPE = internal,
+	FINALFUNC = sessionize.sessionize_timed_value_final,
+	FINALFUNC_EXTRA,
+	COMBINEFUNC = sessionize.sessionize_timed_value_combine,
+	SERIALFUNC = sessionize.sessionize_timed_value_serialize,
+	DESERIALFUNC = sessionize.sessionize_timed_value_deserialize,
+	PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE sessionize.last(anyelement, timestamptz) IS
+	'the value at the latest time (nulls ignored); among values of that time, the greatest';
+
+CREATE FUNCTION sessionize.sessionize_distinct_transition(internal, anyelement)
+RETURNS internal
+AS 'MODULE_PATHNAME', 'distinct_transition'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.sessionize_distinct_combine(internal, internal)
+RETURNS internal
+AS 'MODULE_PATHNAME', 'distinct_combine'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.sessionize_distinct_serialize(internal)
+RETURNS bytea
+AS 'MODULE_PATHNAME', 'distinct_serialize'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.sessionize_distinct_deserialize(bytea, internal)
+RETURNS internal
+AS 'MODULE_PATHNAME', 'distinct_deserialize'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.sessionize_distinct_final(internal)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'distinct_final'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+CREATE AGGREGATE sessionize.approx_count_distinct(value anyelement) (
+	SFUNC = sessionize.sessionize_distinct_transition,
+	STYPE = internal,
+	FINALFUNC = sessionize.sessionize_distinct_final,
+	COMBINEFUNC = sessionize.sessionize_distinct_combine,
+	SERIALFUNC = sessionize.sessionize_distinct_serialize,
+	DESERIALFUNC = sessionize.sessionize_distinct_deserialize,
+	PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE sessionize.approx_count_distinct(anyelement) IS
+	'distinct non-null values: exact up to 128, then a HyperLogLog estimate of 4,096 registers (standard error 1.6%)';
+-- Fingerprints and the dedup memory.  fingerprint() and fingerprint_bytes()
+-- call the one C implementation in src/fingerprint.c; the dedup functions
+-- are in src/dedup.c.
+
+CREATE FUNCTION sessionize.fingerprint(event jsonb, exclude text[] DEFAULT '{}', algorithm text DEFAULT 'md5')
+RETURNS text
+AS 'MODULE_PATHNAME', 'fingerprint_text'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION sessionize.fingerprint(jsonb, text[], text) IS
+	'content fingerprint (lowercase hex), equal to Snowplow''s event fingerprint for flat objects of strings';
+
+-- The settings that change how values are written as text are pinned, so
+-- that a row's fingerprint never depends on the session: times in UTC.
+CREATE FUNCTION sessionize.fingerprint(event record, exclude text[] DEFAULT '{}', algorithm text DEFAULT 'md5')
+RETURNS text
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, MDY'
+SET IntervalStyle = 'postgres'
+SET extra_float_digits = 1
+SET bytea_output = 'hex'
+AS $$
+BEGIN
+	RETURN sessionize.fingerprint(to_jsonb(event), exclude, algorithm);
+END $$;
+COMMENT ON FUNCTION sessionize.fingerprint(record, text[], text) IS
+	'content fingerprint of a table row, its columns taken as the keys of an object';
+
+-- A JSON literal written as a string resolves here rather than being
+-- ambiguous between jsonb and record.
+CREATE FUNCTION sessionize.fingerprint(event text, exclude text[] DEFAULT '{}', algorithm text DEFAULT 'md5')
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN sessionize.fingerprint(pg_catalog.jsonb(event), exclude, algorithm);
+COMMENT ON FUNCTION sessionize.fingerprint(text, text[], text) IS
+	'content fingerprint of JSON given as text';
+
+CREATE FUNCTION sessionize.fingerprint_bytes(event jsonb, exclude text[] DEFAULT '{}')
+RETURNS uuid
+AS 'MODULE_PATHNAME', 'fingerprint_uuid'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION sessionize.fingerprint_bytes(jsonb, text[]) IS
+	'the 16 bytes of the MD5 fingerprint as a uuid, compact for storage and indexes';
+
+-- The dedup memory ------------------------------------------------------------
+-- Its tables are written only through the functions below, which run as the
+-- extension's owner; namespaces starting with "pipeline:" are the pipelines'.
+
+CREATE TABLE sessionize.seen_fingerprints (
+	namespace text NOT NULL,
+	fingerprint uuid NOT NULL,
+	first_seen_at timestamptz NOT NULL,
+	expires_at timestamptz,
+	PRIMARY KEY (namespace, fingerprint)
+);
+CREATE INDEX seen_fingerprints_expires_at ON sessionize.seen_fingerprints (expires_at)
+	WHERE expires_at IS NOT NULL;
+COMMENT ON TABLE sessionize.seen_fingerprints IS
+	'dedup memory: fingerprints seen per namespace, until expires_at (NULL: forever)';
+SELECT pg_catalog.pg_extension_config_dump('sessionize.seen_fingerprints', '');
+
+CREATE TABLE sessionize.seen_event_ids (
+	namespace text NOT NULL,
+	event_id text NOT NULL,
+	fingerprint uuid NOT NULL,
+	first_seen_at timestamptz NOT NULL,
+	expires_at timestamptz,
+	PRIMARY KEY (namespace, event_id)
+);
+CREATE INDEX seen_event_ids_expires_at ON sessionize.seen_event_ids (expires_at)
+	WHERE expires_at IS NOT NULL;
+COMMENT ON TABLE sessionize.seen_event_ids IS
+	'first fingerprint seen per event id, to tell natural from synthetic duplicates';
+SELECT pg_catalog.pg_extension_config_dump('sessionize.seen_event_ids', '');
+
+CREATE FUNCTION sessionize.sessionize_check_interval(value interval, what text)
+RETURNS interval
+AS 'MODULE_PATHNAME', 'check_interval'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.sessionize_check_namespace(namespace text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'check_namespace'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.first_seen(namespace text, fingerprint uuid, ttl interval DEFAULT '1 hour')
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'first_seen'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION sessionize.first_seen(text, uuid, interval) IS
+	'true exactly once per fingerprint and namespace within ttl (NULL ttl: forever)';
+
+CREATE FUNCTION sessionize.first_seen(namespace text, fingerprint text, ttl interval DEFAULT '1 hour')
+RETURNS boolean
+LANGUAGE sql VOLATILE PARALLEL UNSAFE
+RETURN sessionize.first_seen(namespace, pg_catalog.uuid(fingerprint), ttl);
+COMMENT ON FUNCTION sessionize.first_seen(text, text, interval) IS
+	'first_seen() for an MD5 fingerprint in hex, as fingerprint() returns it';
+
+CREATE FUNCTION sessionize.classify_duplicate(namespace text, event_id text, fingerprint uuid,
+											  ttl interval DEFAULT '1 hour')
+RETURNS text
+AS 'MODULE_PATHNAME', 'classify_duplicate'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION sessionize.classify_duplicate(text, text, uuid, interval) IS
+	'new, natural_duplicate (same id, same content) or synthetic_duplicate (same id, other content)';
+
+-- Removes at most batch_size expired entries from each memory and returns how
+-- many it removed; schedule it (for example with pg_cron) to keep them small.
+CREATE FUNCTION sessionize.prune_seen(batch_size integer DEFAULT 10000)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	removed bigint;
+	removed_ids bigint;
+BEGIN
+	IF batch_size IS NULL OR batch_size < 1 THEN
+		RAISE EXCEPTION 'batch_size must be positive'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	DELETE FROM sessionize.seen_fingerprints
+	WHERE ctid = ANY (ARRAY(SELECT ctid FROM sessionize.seen_fingerprints
+							WHERE expires_at <= statement_timestamp()
+							LIMIT batch_size FOR UPDATE SKIP LOCKED));
+	GET DIAGNOSTICS removed = ROW_COUNT;
+	DELETE FROM sessionize.seen_event_ids
+	WHERE ctid = ANY (ARRAY(SELECT ctid FROM sessionize.seen_event_ids
+							WHERE expires_at <= statement_timestamp()
+							LIMIT batch_size FOR UPDATE SKIP LOCKED));
+	GET DIAGNOSTICS removed_ids = ROW_COUNT;
+	RETURN removed + removed_ids;
+END $$;
+COMMENT ON FUNCTION sessionize.prune_seen(integer) IS
+	'removes up to batch_size expired entries from the dedup memories; returns how many';
+REVOKE ALL ON FUNCTION sessionize.prune_seen(integer) FROM PUBLIC;
+-- Dedup of a whole batch in one statement: first_seen_many() for users, and
+-- the same function under it for pipelines, whose namespaces users may not
+-- name.
+
+CREATE FUNCTION sessionize.sessionize_check_user_namespace(namespace text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'check_user_namespace'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+-- One statement for a whole batch (src/dedup.c, which the pipelines' batches
+-- call too).  Element i of the result says whether fingerprint i is new; of
+-- repeated fingerprints in the batch only the first is.
+CREATE FUNCTION sessionize.sessionize_first_seen_many(namespace text, fingerprints uuid[], ttl interval)
+RETURNS boolean[]
+AS 'MODULE_PATHNAME', 'first_seen_many'
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION sessionize.sessionize_first_seen_many(text, uuid[], interval) IS
+	'first_seen_many() for users and pipelines alike';
+
+CREATE FUNCTION sessionize.first_seen_many(namespace text, fingerprints uuid[], ttl interval DEFAULT '1 hour')
+RETURNS boolean[]
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+RETURN sessionize.sessionize_first_seen_many(sessionize.sessionize_check_user_namespace(namespace), fingerprints, ttl);
+COMMENT ON FUNCTION sessionize.first_seen_many(text, uuid[], interval) IS
+	'first_seen() for a batch in one statement: element i is true iff fingerprint i is new';
+-- Idempotent multi-slot upserts.  A slot table keeps each contributing message
+-- in its own slot (slot key and value), ordered by slot key, plus a computed
+-- total, so re-delivered or reordered messages can never count twice.  The
+-- slot logic is in src/slots.c; this file creates the tables it works on.
+
+CREATE TABLE sessionize.slot_tables (
+	table_id regclass PRIMARY KEY,
+	overflow_table regclass NOT NULL,
+	conflicts_table regclass NOT NULL,
+	key_columns name[] NOT NULL,
+	slot_key_name name NOT NULL,
+	value_name name NOT NULL,
+	slots integer NOT NULL CHECK (slots >= 1),
+	combine text NOT NULL CHECK (combine IN ('sum', 'min', 'max', 'last')),
+	on_conflict text NOT NULL CHECK (on_conflict IN ('error', 'record'))
+);
+COMMENT ON TABLE sessionize.slot_tables IS 'the slot tables made by create_slot_table() and their shape';
+SELECT pg_catalog.pg_extension_config_dump('sessionize.slot_tables', '');
+-- slot_upsert() reads it as its caller; only create_slot_table() writes it
+GRANT SELECT ON sessionize.slot_tables TO PUBLIC;
+
+CREATE FUNCTION sessionize.sessionize_check_combine(value_type regtype, combine text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'slot_check_combine'
+LANGUAGE C STABLE STRICT;
+
+CREATE FUNCTION sessionize.slot_upsert(target regclass, key "any", slot_key "any", value "any")
+RETURNS text
+AS 'MODULE_PATHNAME', 'slot_upsert'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION sessionize.slot_upsert(regclass, "any", "any", "any") IS
+	'applies one message to a slot table: added, unchanged (a re-delivery) or conflict; key is a value or a ROW() of values';
+
+CREATE FUNCTION sessionize.slot_upsert_many(target regclass, keys "any", slot_keys "any", vals "any",
+											OUT added bigint, OUT unchanged bigint, OUT conflicts bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'slot_upsert_many'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION sessionize.slot_upsert_many(regclass, "any", "any", "any") IS
+	'applies arrays of messages (keys, slot keys, values) to a slot table in one call';
+-- Creating slot tables: the tables belong to the caller, their row in
+-- sessionize.slot_tables to the extension.
+
+CREATE FUNCTION sessionize.create_slot_table(
+	table_name text,
+	key_columns text[],
+	key_types regtype[],
+	slot_key_type regtype,
+	value_type regtype,
+	slots integer DEFAULT 2,
+	combine text DEFAULT 'sum',
+	value_name text DEFAULT 'value',
+	slot_key_name text DEFAULT 'slot_key',
+	on_conflict text DEFAULT 'error')
+RETURNS regclass
+AS 'MODULE_PATHNAME', 'call_as_extension_in_schema'
+LANGUAGE C;
+COMMENT ON FUNCTION sessionize.create_slot_table(text, text[], regtype[], regtype, regtype, integer, text, text, text, text) IS
+	'creates a slot table (key columns, slot_key_1, value_1, ..., computed) with its overflow and conflicts tables';
+
+-- The body of create_slot_table(), run as the extension's owner: the caller
+-- gets the three tables, made in its current schema (caller_schema) unless
+-- the name has one, and their row in the catalog, which it cannot write.
+CREATE FUNCTION sessionize.sessionize_create_slot_table(
+	caller regrole, caller_schema text, table_name text, key_columns text[], key_types regtype[],
+	slot_key_type regtype, value_type regtype, slots integer, combine text, value_name text,
+	slot_key_name text, on_conflict text)
+RETURNS regclass
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	name_parts text[];
+	schema_name text;
+	base_name text;
+	qualified text;
+	keys_sql text;
+	keys_nullable_sql text;
+	key_list text;
+	slot_columns text := '';
+	created regclass;
+	overflow regclass;
+	conflicts regclass;
+	unusable regtype;
+BEGIN
+	IF table_name IS NULL OR key_columns IS NULL OR key_types IS NULL OR slot_key_type IS NULL
+	   OR value_type IS NULL OR slots IS NULL OR combine IS NULL OR value_name IS NULL
+	   OR slot_key_name IS NULL OR on_conflict IS NULL THEN
+		RAISE EXCEPTION 'arguments of create_slot_table must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF slots < 1 THEN
+		RAISE EXCEPTION 'slots must be at least 1'
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = format('The table would have %s slots.', slots);
+	END IF;
+	IF combine NOT IN ('sum', 'min', 'max', 'last') THEN
+		RAISE EXCEPTION 'unknown combine "%"', combine
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use sum, min, max or last.';
+	END IF;
+	IF on_conflict NOT IN ('error', 'record') THEN
+		RAISE EXCEPTION 'unknown on_conflict "%"', on_conflict
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use error or record.';
+	END IF;
+	IF cardinality(key_columns) < 1 OR cardinality(key_columns) <> cardinality(key_types) THEN
+		RAISE EXCEPTION 'key_columns and key_types must name the same, non-zero number of columns'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	PERFORM sessionize.sessionize_check_combine(value_type, combine);
+
+	name_parts := parse_ident(table_name);
+	IF cardinality(name_parts) = 2 THEN
+		schema_name := name_parts[1];
+		base_name := name_parts[2];
+	ELSIF cardinality(name_parts) = 1 THEN
+		schema_name := caller_schema;
+		base_name := name_parts[1];
+	ELSE
+		RAISE EXCEPTION 'invalid table name "%"', table_name
+			USING ERRCODE = 'invalid_name', HINT = 'Use table or schema.table.';
+	END IF;
+	IF schema_name IS NULL THEN
+		RAISE EXCEPTION 'no schema has been selected to create in'
+			USING ERRCODE = 'invalid_schema_name', HINT = 'Qualify the table name with a schema.';
+	END IF;
+	IF to_regnamespace(quote_ident(schema_name)) IS NULL THEN
+		RAISE EXCEPTION 'schema "%" does not exist', schema_name USING ERRCODE = 'invalid_schema_name';
+	END IF;
+	IF caller IS NULL OR NOT has_schema_privilege(caller, to_regnamespace(quote_ident(schema_name)), 'CREATE') THEN
+		RAISE EXCEPTION 'permission denied for schema %', schema_name USING ERRCODE = 'insufficient_privilege';
+	END IF;
+	SELECT t INTO unusable
+	FROM unnest(key_types || slot_key_type || value_type) t
+	WHERE NOT coalesce(has_type_privilege(caller, t, 'USAGE'), false)
+	LIMIT 1;
+	IF unusable IS NOT NULL THEN
+		RAISE EXCEPTION 'permission denied for type %', unusable USING ERRCODE = 'insufficient_privilege';
+	END IF;
+	qualified := format('%I.%I', schema_name, base_name);
+
+	SELECT string_agg(format('%I %s NOT NULL', k.column_name, format_type(k.type_id, NULL)), ', ' ORDER BY k.position),
+		   string_agg(format('%I %s', k.column_name, format_type(k.type_id, NULL)), ', ' ORDER BY k.position),
+		   string_agg(format('%I', k.column_name), ', ' ORDER BY k.position)
+	INTO keys_sql, keys_nullable_sql, key_list
+	FROM ROWS FROM (unnest(key_columns), unnest(key_types::oid[]))
+		 WITH ORDINALITY AS k(column_name, type_id, position);
+
+	FOR i IN 1..slots LOOP
+		slot_columns := slot_columns || format(', %I %s, %I %s',
+			slot_key_name || '_' || i, format_type(slot_key_type, NULL),
+			value_name || '_' || i, format_type(value_type, NULL));
+	END LOOP;
+
+	EXECUTE format('CREATE TABLE %s (%s%s, computed %s, PRIMARY KEY (%s))',
+				   qualified, keys_sql, slot_columns, format_type(value_type, NULL), key_list);
+	created := qualified::regclass;
+	EXECUTE format('CREATE TABLE %I.%I (%s, %I %s NOT NULL, %I %s, PRIMARY KEY (%s, %I))',
+				   schema_name, base_name || '_overflow', keys_sql,
+				   slot_key_name, format_type(slot_key_type, NULL),
+				   value_name, format_type(value_type, NULL), key_list, slot_key_name);
+	overflow := format('%I.%I', schema_name, base_name || '_overflow')::regclass;
+	EXECUTE format('CREATE TABLE %I.%I (%s, %I %s NOT NULL, stored_value %s, offered_value %s,'
+				   ' reported_at timestamptz NOT NULL DEFAULT pg_catalog.now())',
+				   schema_name, base_name || '_conflicts', keys_nullable_sql,
+				   slot_key_name, format_type(slot_key_type, NULL),
+				   format_type(value_type, NULL), format_type(value_type, NULL));
+	conflicts := format('%I.%I', schema_name, base_name || '_conflicts')::regclass;
+	EXECUTE format('ALTER TABLE %s OWNER TO %s', created, caller);
+	EXECUTE format('ALTER TABLE %s OWNER TO %s', overflow, caller);
+	EXECUTE format('ALTER TABLE %s OWNER TO %s', conflicts, caller);
+
+	INSERT INTO sessionize.slot_tables
+	VALUES (created, overflow, conflicts, key_columns::name[], slot_key_name, value_name,
+			slots, combine, on_conflict);
+	RETURN created;
+END $$;
+-- Pipelines: events land in a staging table; run_pipeline() consumes a batch,
+-- dead-letters what cannot be used, drops duplicates, sets late events aside
+-- and merges the rest into the pipeline's sessions, all in the caller's one
+-- transaction, so that a batch is applied entirely or not at all.  The
+-- background worker (src/worker.c) calls run_pipeline() like any user or
+-- pg_cron job can.  Session merging is the C code of sessions(), through the
+-- aggregate sessionize_merge_sessions().
+
+CREATE TYPE sessionize.pipeline_session AS (
+	started_at timestamptz,
+	ended_at timestamptz,
+	expires_at timestamptz,
+	events bigint
+);
+COMMENT ON TYPE sessionize.pipeline_session IS 'a session as pipelines store it, with the time it expires';
+
+CREATE FUNCTION sessionize.sessionize_sessions_merge_transition(internal, timestamptz, timestamptz, timestamptz, bigint)
+RETURNS internal
+AS 'MODULE_PATHNAME', 'sessions_merge_transition'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+CREATE FUNCTION sessionize.sessionize_pipeline_sessions_final(internal)
+RETURNS sessionize.pipeline_session[]
+AS 'MODULE_PATHNAME', 'sessions_final'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+CREATE AGGREGATE sessionize.sessionize_merge_sessions(timestamptz, timestamptz, timestamptz, bigint) (
+	SFUNC = sessionize.sessionize_sessions_merge_transition,
+	STYPE = internal,
+	FINALFUNC = sessionize.sessionize_pipeline_sessions_final,
+	COMBINEFUNC = sessionize.sessionize_sessions_combine,
+	SERIALFUNC = sessionize.sessionize_sessions_serialize,
+	DESERIALFUNC = sessionize.sessionize_sessions_deserialize,
+	PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE sessionize.sessionize_merge_sessions(timestamptz, timestamptz, timestamptz, bigint) IS
+	'merges stored sessions and new events (as one-event sessions) of a key';
+
+-- Logical sources --------------------------------------------------------------
+
+CREATE FUNCTION sessionize.sessionize_pgoutput_message(data bytea, OUT kind "char", OUT relation oid,
+														OUT commit_lsn pg_lsn, OUT missing_values boolean)
+AS 'MODULE_PATHNAME', 'pgoutput_message'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION sessionize.sessionize_pgoutput_message(bytea) IS
+	'type, relation and (for BEGIN) commit LSN of a pgoutput message; whether an UPDATE''s new row misses values';
+
+-- Decoding a logical source's rows: as the pipeline's owner, whose rights
+-- the input functions and domain checks of its columns get.
+CREATE FUNCTION sessionize.sessionize_pgoutput_row(data bytea, template anyelement, relation bytea)
+RETURNS anyelement
+AS 'MODULE_PATHNAME', 'pgoutput_row_by_name'
+LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION sessionize.sessionize_pgoutput_row(bytea, anyelement, bytea) IS
+	'the new tuple of a pgoutput INSERT or UPDATE message as a row of the template''s type, columns matched by name to the relation message';
+
+CREATE FUNCTION sessionize.sessionize_pgoutput_problem(data bytea, template anyelement, relation bytea)
+RETURNS text
+AS 'MODULE_PATHNAME', 'pgoutput_problem'
+LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION sessionize.sessionize_pgoutput_problem(bytea, anyelement, bytea) IS
+	'why a pgoutput change cannot be read as a row of the template''s type (its columns do not match), or NULL';
+
+-- The source tables of logical pipelines are in two publications: one that
+-- publishes inserts, and one that also publishes updates, for pipelines that
+-- take updates as events.  Publishing updates makes PostgreSQL refuse UPDATE
+-- and DELETE on a table without a replica identity, so a table is in the
+-- second only when a pipeline asks for it.  Both must exist before any
+-- pipeline's slot: pgoutput looks publications up as of the transaction it
+-- decodes, and fails on one created after the slot.  A publication of these
+-- names that exists already belongs to someone else: it is never adopted.
+DO $$
+DECLARE
+	messages text := pg_catalog.current_setting('client_min_messages');
+	publication record;
+BEGIN
+	FOR publication IN
+		SELECT * FROM (VALUES ('sessionize_pipelines', 'insert'),
+							  ('sessionize_pipeline_updates', 'insert, update')) p(name, publish)
+	LOOP
+		IF EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname OPERATOR(pg_catalog.=) publication.name) THEN
+			RAISE EXCEPTION 'publication "%" already exists', publication.name
+				USING ERRCODE = 'duplicate_object',
+					  DETAIL = 'sessionize creates its publications itself and never adopts one that exists.',
+					  HINT = 'Drop the publication (it may be left from an earlier installation of sessionize), then create the extension.';
+		END IF;
+		-- without wal_level = logical PostgreSQL warns; that is for create_pipeline() to say
+		PERFORM pg_catalog.set_config('client_min_messages', 'error', true);
+		EXECUTE pg_catalog.format('CREATE PUBLICATION %I WITH (publish = %L)', publication.name, publication.publish);
+		PERFORM pg_catalog.set_config('client_min_messages', messages, true);
+	END LOOP;
+END $$;
+
+-- Catalog ---------------------------------------------------------------------
+
+CREATE TABLE sessionize.pipelines (
+	name text PRIMARY KEY,
+	source regclass NOT NULL,
+	key_column name NOT NULL,
+	time_column name NOT NULL,
+	gap interval NOT NULL,
+	allowed_lateness interval,
+	dedup_window interval,
+	fingerprint_exclude text[] NOT NULL DEFAULT '{}',
+	type_column name,
+	source_kind text NOT NULL DEFAULT 'table' CHECK (source_kind IN ('table', 'logical')),
+	updates_as_events boolean NOT NULL DEFAULT false,
+	-- a jsonb column of the source: key, time and type columns name its fields
+	payload_column name,
+	state text NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'paused')),
+	created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	-- a pipeline's incarnation: a pipeline dropped and created again is another
+	id bigint GENERATED BY DEFAULT AS IDENTITY UNIQUE NOT NULL,
+	-- the role whose rights every batch runs with
+	owner regrole NOT NULL,
+	-- the owner may be a superuser although the source's owner is not
+	allow_superuser boolean NOT NULL DEFAULT false,
+	-- the zone of times read without an offset and of the days of intervals
+	time_zone text NOT NULL DEFAULT 'UTC'
+);
+COMMENT ON TABLE sessionize.pipelines IS 'pipelines: where their events come from and how they are sessionized';
+SELECT pg_catalog.pg_extension_config_dump('sessionize.pipelines', '');
+SELECT pg_catalog.pg_extension_config_dump('sessionize.pipelines_id_seq', '');
+
+CREATE TABLE sessionize.pipeline_state (
+	pipeline text PRIMARY KEY REFERENCES sessionize.pipelines ON DELETE CASCADE ON UPDATE CASCADE,
+	max_event_time timestamptz,
+	watermark timestamptz,
+	last_event_time timestamptz,
+	consumed bigint NOT NULL DEFAULT 0,
+	merged bigint NOT NULL DEFAULT 0,
+	duplicates bigint NOT NULL DEFAULT 0,
+	late bigint NOT NULL DEFAULT 0,
+	dead_lettered bigint NOT NULL DEFAULT 0,
+	batches bigint NOT NULL DEFAULT 0,
+	last_batch_at timestamptz,
+	last_error text,
+	last_error_at timestamptz,
+	failures integer NOT NULL DEFAULT 0,
+	-- logical sources: the last change applied, as (commit LSN of its
+	-- transaction, LSN of the change), and how far the slot may be advanced
+	checkpoint_commit_lsn pg_lsn,
+	checkpoint_lsn pg_lsn,
+	-- the rows of one COPY share an LSN: how many at checkpoint_lsn are applied
+	checkpoint_lsn_row bigint,
+	slot_advance_to pg_lsn
+);
+COMMENT ON TABLE sessionize.pipeline_state IS 'progress of each pipeline, updated in the transaction of each batch';
+SELECT pg_catalog.pg_extension_config_dump('sessionize.pipeline_state', '');
+
+CREATE TABLE sessionize.dead_letter (
+	id bigserial PRIMARY KEY,
+	pipeline text NOT NULL,
+	event jsonb NOT NULL,
+	error text NOT NULL,
+	failed_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE INDEX dead_letter_pipeline ON sessionize.dead_letter (pipeline, failed_at);
+COMMENT ON TABLE sessionize.dead_letter IS 'events a pipeline could not use, with the reason';
+SELECT pg_catalog.pg_extension_config_dump('sessionize.dead_letter', '');
+
+-- Pipeline functions.  Every function through which a role acts on a
+-- pipeline is a front door (C, call_as_extension in src/privileges.c) that
+-- calls its body, sessionize_<name>(caller, ...), as the extension's owner
+-- with the calling role as first argument.  Bodies check that the caller has
+-- the rights of the pipeline's owner; the owner's own rights are what the
+-- batch has when it touches the source (sessionize_rows_as()).
+
+-- Set-up ----------------------------------------------------------------------
+
+-- Checks a pipeline name: it becomes part of table names.
+CREATE FUNCTION sessionize.sessionize_check_pipeline_name(name text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF name IS NULL OR name !~ '^[a-z_][a-z0-9_]{0,39}$' THEN
+		RAISE EXCEPTION 'invalid pipeline name "%"', name
+			USING ERRCODE = 'invalid_name',
+				  DETAIL = 'A pipeline name names its tables, so it must be 1 to 40 lowercase letters, digits or underscores, not starting with a digit.';
+	END IF;
+	RETURN name;
+END $$;
+
+-- Checks a pipeline's time zone: times a pipeline reads without an offset,
+-- and the days of its intervals, are in it, whoever runs the batch.
+CREATE FUNCTION sessionize.sessionize_check_time_zone(time_zone text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+AS $$
+BEGIN
+	IF time_zone IS NULL THEN
+		RAISE EXCEPTION 'time_zone must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	-- what a batch does with it: the function's SET undoes it on return
+	PERFORM set_config('TimeZone', time_zone, true);
+	RETURN time_zone;
+EXCEPTION WHEN invalid_parameter_value THEN
+	RAISE EXCEPTION 'invalid time zone "%"', time_zone
+		USING ERRCODE = 'invalid_parameter_value',
+			  HINT = 'Use a name from pg_timezone_names, such as ''UTC'' or ''Europe/Paris''.';
+END $$;
+
+-- Makes the pipeline's time zone the one of this transaction's batch: the
+-- functions that call it reset the setting when they return.
+CREATE FUNCTION sessionize.sessionize_use_time_zone(pipeline sessionize.pipelines)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	SELECT set_config('TimeZone', (pipeline).time_zone, true);
+END;
+
+CREATE FUNCTION sessionize.sessionize_lock_pipeline_batch(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'lock_pipeline_batch'
+LANGUAGE C;
+COMMENT ON FUNCTION sessionize.sessionize_lock_pipeline_batch(text) IS
+	'waits for the lock that serializes a pipeline''s batches, alter and drop; held until the transaction ends';
+
+CREATE FUNCTION sessionize.sessionize_rows_as(role regrole, query text, argument anyelement)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'rows_as'
+LANGUAGE C;
+COMMENT ON FUNCTION sessionize.sessionize_rows_as(regrole, text, anyelement) IS
+	'rows of a query run as a role, in a security-restricted operation with a pinned search_path';
+
+-- Reads a pipeline for a caller, who must have the rights of its owner; with
+-- lock, takes the pipeline's lock first.  One batch at a time per pipeline,
+-- and no alter or drop while a batch runs (a batch of a logical source holds
+-- its slot).  The rights are checked before the lock is taken, so that a
+-- role with no rights on a pipeline cannot hold it up, and the pipeline is
+-- read again once the lock is held, so that a drop or an alter that
+-- committed meanwhile is seen.
+CREATE FUNCTION sessionize.sessionize_read_pipeline(caller regrole, name text, lock boolean)
+RETURNS sessionize.pipelines
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	pipeline sessionize.pipelines;
+BEGIN
+	FOR attempt IN 1..2 LOOP
+		SELECT * INTO pipeline FROM sessionize.pipelines p WHERE p.name = sessionize_read_pipeline.name;
+		IF NOT FOUND THEN
+			RAISE EXCEPTION 'pipeline "%" does not exist', name USING ERRCODE = 'undefined_object';
+		END IF;
+		IF caller IS NULL OR NOT pg_has_role(caller, pipeline.owner, 'USAGE') THEN
+			RAISE EXCEPTION 'permission denied for pipeline "%"', name
+				USING ERRCODE = 'insufficient_privilege',
+					  DETAIL = format('Only roles with the rights of its owner, %s, may use it.', pipeline.owner);
+		END IF;
+		EXIT WHEN NOT lock OR attempt = 2;
+		PERFORM sessionize.sessionize_lock_pipeline_batch(name);
+	END LOOP;
+	RETURN pipeline;
+END $$;
+
+-- The replication slot of a logical source; slots belong to the whole
+-- server, so the name carries the database.
+CREATE FUNCTION sessionize.sessionize_slot_name(name text)
+RETURNS name
+LANGUAGE sql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+RETURN pg_catalog.format('sessionize_%s_%s',
+						 (SELECT oid FROM pg_catalog.pg_database WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database()),
+						 name);
+
+-- Puts a source table into the publications its logical pipelines need, and
+-- takes it out of those no pipeline needs any more.
+CREATE FUNCTION sessionize.sessionize_publish_source(source regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	publication record;
+BEGIN
+	FOR publication IN
+		SELECT p.pubname,
+			   EXISTS (SELECT FROM pg_publication_rel pr WHERE pr.prpubid = p.oid AND pr.prrelid = source) AS member,
+			   EXISTS (SELECT FROM sessionize.pipelines pl
+					   WHERE pl.source = sessionize_publish_source.source AND pl.source_kind = 'logical'
+						 AND (pl.updates_as_events OR p.pubname = 'sessionize_pipelines')) AS needed
+		FROM pg_publication p
+		WHERE p.pubname IN ('sessionize_pipelines', 'sessionize_pipeline_updates')
+	LOOP
+		IF publication.needed AND NOT publication.member THEN
+			EXECUTE format('ALTER PUBLICATION %I ADD TABLE %s', publication.pubname, source);
+		ELSIF publication.member AND NOT publication.needed THEN
+			EXECUTE format('ALTER PUBLICATION %I DROP TABLE %s', publication.pubname, source);
+		END IF;
+	END LOOP;
+END $$;
+
+-- Privileges ------------------------------------------------------------------
+
+-- The first piece of code that a batch of the pipeline would run as its
+-- owner although another role wrote it, and that role lacks the owner's
+-- rights; NULL when there is none.  A batch runs the code of others when it
+-- claims from a staging table (DELETE triggers, rules and row security
+-- policies, written by the table's owner or, for triggers, a role granted
+-- TRIGGER, and the functions they call), when it reads a logical change or a
+-- late event (domain checks and input functions of the source's column
+-- types, through arrays, composites and ranges) and when it reads the type
+-- column as text (a cast, written by the owner of the type).  Code is safe
+-- to run when it is SECURITY DEFINER or its author has the owner's rights.
+CREATE FUNCTION sessionize.sessionize_untrusted_code(pipeline sessionize.pipelines)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	WITH RECURSIVE column_types(type_id) AS (
+		SELECT a.atttypid FROM pg_attribute a
+		WHERE a.attrelid = (pipeline).source AND a.attnum > 0 AND NOT a.attisdropped
+		UNION
+		SELECT n.type_id
+		FROM column_types c
+		JOIN pg_type t ON t.oid = c.type_id
+		CROSS JOIN LATERAL (
+			SELECT t.typbasetype WHERE t.typtype = 'd'
+			UNION ALL
+			SELECT t.typelem WHERE t.typelem <> 0
+			UNION ALL
+			SELECT a.atttypid FROM pg_attribute a
+			WHERE a.attrelid = t.typrelid AND t.typrelid <> 0 AND a.attnum > 0 AND NOT a.attisdropped
+			UNION ALL
+			SELECT r.rngsubtype FROM pg_range r WHERE r.rngtypid = t.oid
+			UNION ALL
+			SELECT r.rngtypid FROM pg_range r WHERE r.rngmultitypid = t.oid) n(type_id)),
+	claim_objects(classid, objid) AS (
+		SELECT 'pg_trigger'::regclass, tg.oid FROM pg_trigger tg
+		WHERE tg.tgrelid = (pipeline).source AND NOT tg.tgisinternal AND (tg.tgtype::integer & 8) <> 0
+		UNION ALL
+		SELECT 'pg_rewrite'::regclass, r.oid FROM pg_rewrite r
+		WHERE r.ev_class = (pipeline).source AND r.ev_type = '4'
+		UNION ALL
+		SELECT 'pg_policy'::regclass, po.oid FROM pg_policy po
+		WHERE po.polrelid = (pipeline).source),
+	code(author, object) AS (
+		SELECT w.author, pg_describe_object(o.classid, o.objid, 0)
+		FROM claim_objects o
+		CROSS JOIN LATERAL (
+			SELECT c.relowner FROM pg_class c WHERE c.oid = (pipeline).source
+			UNION ALL
+			SELECT a.grantee FROM pg_class c, aclexplode(c.relacl) a
+			WHERE c.oid = (pipeline).source AND o.classid = 'pg_trigger'::regclass
+			  AND a.privilege_type = 'TRIGGER') w(author)
+		WHERE (pipeline).source_kind = 'table'
+		UNION ALL
+		SELECT CASE WHEN p.prosecdef THEN NULL ELSE p.proowner END,
+			   format('function %s, called by %s', p.oid::regprocedure, pg_describe_object(o.classid, o.objid, 0))
+		FROM claim_objects o
+		JOIN pg_depend d ON d.classid = o.classid AND d.objid = o.objid AND d.refclassid = 'pg_proc'::regclass
+		JOIN pg_proc p ON p.oid = d.refobjid
+		WHERE (pipeline).source_kind = 'table'
+		UNION ALL
+		SELECT t.typowner, format('constraint %s on domain %s', co.conname, t.oid::regtype)
+		FROM column_types ct
+		JOIN pg_type t ON t.oid = ct.type_id
+		JOIN pg_constraint co ON co.contypid = t.oid
+		UNION ALL
+		SELECT CASE WHEN p.prosecdef THEN NULL ELSE p.proowner END,
+			   format('function %s, called by constraint %s on domain %s', p.oid::regprocedure, co.conname, co.contypid::regtype)
+		FROM column_types ct
+		JOIN pg_constraint co ON co.contypid = ct.type_id
+		JOIN pg_depend d ON d.classid = 'pg_constraint'::regclass AND d.objid = co.oid AND d.refclassid = 'pg_proc'::regclass
+		JOIN pg_proc p ON p.oid = d.refobjid
+		UNION ALL
+		SELECT p.proowner, format('function %s, input of type %s', p.oid::regprocedure, t.oid::regtype)
+		FROM column_types ct
+		JOIN pg_type t ON t.oid = ct.type_id
+		JOIN pg_proc p ON p.oid IN (t.typinput, t.typreceive)
+		UNION ALL
+		-- casts that reading an event runs: to text (the type column), to
+		-- json (a row made jsonb); a cast is written by its type's owner
+		SELECT x.author, format('%s', pg_describe_object('pg_cast'::regclass, ca.oid, 0))
+		FROM column_types ct
+		JOIN pg_type t ON t.oid = ct.type_id
+		JOIN pg_cast ca ON ca.castsource = t.oid AND ca.casttarget IN ('text'::regtype, 'json'::regtype, 'jsonb'::regtype)
+		LEFT JOIN pg_proc p ON p.oid = ca.castfunc
+		CROSS JOIN LATERAL (VALUES (t.typowner), (CASE WHEN p.prosecdef THEN NULL ELSE p.proowner END)) x(author))
+	SELECT format('%s was written by %s, who lacks the rights of the pipeline''s owner %s',
+				  c.object, CASE WHEN c.author = 0 THEN 'PUBLIC' ELSE c.author::regrole::text END, (pipeline).owner)
+	FROM code c
+	WHERE c.author IS NOT NULL AND (c.author = 0 OR NOT pg_has_role(c.author, (pipeline).owner, 'USAGE'))
+	ORDER BY c.object
+	LIMIT 1;
+END;
+
+-- Refuses to run a batch that would give someone rights they do not have:
+-- the owner is gone, or a superuser over a table a non-superuser owns
+-- (unless allowed when the pipeline was made), or code another role wrote.
+CREATE FUNCTION sessionize.sessionize_check_owner(pipeline sessionize.pipelines)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	source_owner oid;
+	untrusted text;
+BEGIN
+	IF NOT EXISTS (SELECT FROM pg_roles WHERE oid = pipeline.owner) THEN
+		RAISE EXCEPTION 'the owner of pipeline "%" does not exist', pipeline.name
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Drop the pipeline and create it again.';
+	END IF;
+	SELECT relowner INTO source_owner FROM pg_class WHERE oid = pipeline.source;
+	IF NOT pipeline.allow_superuser
+	   AND (SELECT rolsuper FROM pg_roles WHERE oid = pipeline.owner)
+	   AND NOT (SELECT rolsuper FROM pg_roles WHERE oid = source_owner) THEN
+		RAISE EXCEPTION 'pipeline "%" would run with superuser rights over table %, which % owns',
+						pipeline.name, pipeline.source, source_owner::regrole
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = 'The owner of the table could run any code as a superuser through its triggers.',
+				  HINT = 'Let the pipeline run as the table''s owner (the default), or create it with allow_superuser => true if every role that can change the table is trusted.';
+	END IF;
+	-- Changes decoded from WAL know nothing of row security: a logical
+	-- pipeline may only read a table whose rows its owner sees whole.
+	IF pipeline.source_kind = 'logical'
+	   AND (SELECT relrowsecurity FROM pg_class WHERE oid = pipeline.source)
+	   AND NOT (SELECT rolbypassrls OR rolsuper FROM pg_roles WHERE oid = pipeline.owner)
+	   AND NOT (pg_has_role(pipeline.owner, source_owner, 'USAGE')
+				AND NOT (SELECT relforcerowsecurity FROM pg_class WHERE oid = pipeline.source)) THEN
+		RAISE EXCEPTION 'pipeline "%" cannot follow table % through its WAL: the table has row security', pipeline.name, pipeline.source
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = format('Decoded changes hold every row, and %s may not see every row.', pipeline.owner),
+				  HINT = 'Use a staging table, or a role that owns the table or bypasses row security.';
+	END IF;
+	-- The key is stored as the type it had when the pipeline was made: a
+	-- changed key column would be cut to that type or fail every batch.
+	IF pipeline.payload_column IS NULL AND (
+		SELECT format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END,
+						   CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END)
+		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+		WHERE a.attrelid = pipeline.source AND a.attname = pipeline.key_column AND NOT a.attisdropped)
+	   IS DISTINCT FROM sessionize.sessionize_key_type(pipeline) THEN
+		RAISE EXCEPTION 'the key column "%" of pipeline "%" changed type', pipeline.key_column, pipeline.name
+			USING ERRCODE = 'datatype_mismatch',
+				  DETAIL = format('The pipeline stores keys as %s.', sessionize.sessionize_key_type(pipeline)),
+				  HINT = 'Drop the pipeline and create it again, or give the column its type back.';
+	END IF;
+	untrusted := sessionize.sessionize_untrusted_code(pipeline);
+	IF untrusted IS NOT NULL THEN
+		RAISE EXCEPTION 'pipeline "%" refuses to run code that another role wrote', pipeline.name
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = untrusted || '.',
+				  HINT = 'A batch runs as the pipeline''s owner: make the code SECURITY DEFINER, or owned by a role with the owner''s rights, or run the pipeline as a role that wrote it.';
+	END IF;
+END $$;
+
+-- Creating, changing and dropping pipelines -------------------------------------
+
+-- sessionize_check_owner(), skipped while nothing it reads has changed since
+-- it passed in this backend (src/privileges.c): what each batch calls.
+CREATE FUNCTION sessionize.sessionize_check_owner_cached(pipeline sessionize.pipelines)
+RETURNS void
+AS 'MODULE_PATHNAME', 'check_owner_cached'
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION sessionize.create_pipeline(
+	name text,
+	source regclass,
+	key_column name,
+	time_column name,
+	gap interval,
+	allowed_lateness interval DEFAULT NULL,
+	dedup_window interval DEFAULT '1 hour',
+	fingerprint_exclude text[] DEFAULT '{}',
+	type_column name DEFAULT NULL,
+	max_duration interval DEFAULT NULL,
+	run_as name DEFAULT NULL,
+	source_kind text DEFAULT 'table',
+	updates_as_events boolean DEFAULT false,
+	payload_column name DEFAULT NULL,
+	allow_superuser boolean DEFAULT false,
+	time_zone text DEFAULT 'UTC',
+	measures text DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'call_as_extension'
+LANGUAGE C;
+COMMENT ON FUNCTION sessionize.create_pipeline(text, regclass, name, name, interval, interval, interval, text[], name, interval, name, text, boolean, name, boolean, text, text) IS
+	'creates a pipeline that sessionizes the events landing in a staging table, or inserted into a table it follows through a logical replication slot';
+
+-- The owner of a pipeline is the owner of its source, or run_as; the caller
+-- must be a member of it.  A superuser owner over a table a non-superuser
+-- owns must be asked for with allow_superuser.
+CREATE FUNCTION sessionize.sessionize_create_pipeline(
+	caller regrole, name text, source regclass, key_column name, time_column name, gap interval,
+	allowed_lateness interval, dedup_window interval, fingerprint_exclude text[], type_column name,
+	max_duration interval, run_as name, source_kind text, updates_as_events boolean, payload_column name,
+	allow_superuser boolean, time_zone text, measures text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	key_type text;
+	time_type oid;
+	payload_type oid;
+	taken_names text;
+	owner regrole;
+	needed_rights text;
+BEGIN
+	IF source_kind IS NULL OR source_kind NOT IN ('table', 'logical') THEN
+		RAISE EXCEPTION 'unknown source kind "%"', source_kind
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'A pipeline''s source is a staging table (''table'') or a table followed through a logical replication slot (''logical'').';
+	END IF;
+	IF updates_as_events AND source_kind <> 'logical' THEN
+		RAISE EXCEPTION 'updates_as_events needs a logical source'
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'A staging table''s rows are consumed when they are inserted.';
+	END IF;
+	PERFORM sessionize.sessionize_check_pipeline_name(name);
+	PERFORM sessionize.sessionize_check_time_zone(time_zone);
+	IF EXISTS (SELECT FROM sessionize.pipelines p WHERE p.name = sessionize_create_pipeline.name) THEN
+		RAISE EXCEPTION 'pipeline "%" already exists', name USING ERRCODE = 'duplicate_object';
+	END IF;
+	IF source IS NULL OR key_column IS NULL OR time_column IS NULL THEN
+		RAISE EXCEPTION 'source, key_column and time_column must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF gap IS NULL THEN
+		RAISE EXCEPTION 'gap must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	PERFORM sessionize.sessionize_check_interval(gap, 'gap');
+	IF allowed_lateness IS NOT NULL AND allowed_lateness <> interval '0' THEN
+		PERFORM sessionize.sessionize_check_interval(allowed_lateness, 'allowed_lateness');
+	END IF;
+	IF dedup_window IS NOT NULL THEN
+		PERFORM sessionize.sessionize_check_interval(dedup_window, 'dedup_window');
+	END IF;
+	IF max_duration IS NOT NULL THEN
+		RAISE EXCEPTION 'pipelines do not support max_duration'
+			USING ERRCODE = 'feature_not_supported',
+				  DETAIL = 'With max_duration a session''s end depends on where it started, so merging a late event would need every stored event.',
+				  HINT = 'Use sessionize.sessions(ts, gap, max_duration) over the events in SQL.';
+	END IF;
+	IF (SELECT relkind FROM pg_class WHERE oid = source) <> 'r' THEN
+		RAISE EXCEPTION '"%" is not a table', source
+			USING ERRCODE = 'wrong_object_type',
+				  HINT = 'A pipeline consumes a plain table; partitioned tables and views are not supported.';
+	END IF;
+	IF payload_column IS NOT NULL THEN
+		-- Events are jsonb documents: key, time and type are fields of them,
+		-- checked for each event (a wrong one is a dead letter), and the key
+		-- is text.
+		SELECT atttypid INTO payload_type
+		FROM pg_attribute WHERE attrelid = source AND attname = payload_column AND attnum > 0 AND NOT attisdropped;
+		IF payload_type IS NULL THEN
+			RAISE EXCEPTION 'column "%" of "%" does not exist', payload_column, source USING ERRCODE = 'undefined_column';
+		ELSIF payload_type <> 'jsonb'::regtype THEN
+			RAISE EXCEPTION 'payload column "%" must be of type jsonb', payload_column
+				USING ERRCODE = 'datatype_mismatch',
+					  DETAIL = format('It is of type %s.', payload_type::regtype);
+		END IF;
+		key_type := 'text';
+	ELSE
+		-- a domain's base type: the extension's tables run no domain checks
+		-- and the column's collation: keys compare as in the source
+		SELECT format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END,
+						   CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END)
+			   || CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation
+					   THEN format(' COLLATE %I.%I', cn.nspname, c.collname) ELSE '' END
+		INTO key_type
+		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+		LEFT JOIN pg_collation c ON c.oid = a.attcollation
+		LEFT JOIN pg_namespace cn ON cn.oid = c.collnamespace
+		WHERE a.attrelid = source AND a.attname = key_column AND a.attnum > 0 AND NOT a.attisdropped;
+		IF key_type IS NULL THEN
+			RAISE EXCEPTION 'column "%" of "%" does not exist', key_column, source USING ERRCODE = 'undefined_column';
+		END IF;
+		SELECT atttypid INTO time_type
+		FROM pg_attribute WHERE attrelid = source AND attname = time_column AND attnum > 0 AND NOT attisdropped;
+		IF time_type IS NULL THEN
+			RAISE EXCEPTION 'column "%" of "%" does not exist', time_column, source USING ERRCODE = 'undefined_column';
+		ELSIF time_type NOT IN ('timestamptz'::regtype, 'timestamp'::regtype) THEN
+			RAISE EXCEPTION 'time column "%" must be of type timestamp with time zone or timestamp', time_column
+				USING ERRCODE = 'datatype_mismatch',
+					  DETAIL = format('It is of type %s.', time_type::regtype),
+					  HINT = 'A timestamp without time zone is read in the pipeline''s time_zone.';
+		END IF;
+		IF type_column IS NOT NULL AND NOT EXISTS (
+			SELECT FROM pg_attribute WHERE attrelid = source AND attname = type_column AND attnum > 0 AND NOT attisdropped) THEN
+			RAISE EXCEPTION 'column "%" of "%" does not exist', type_column, source USING ERRCODE = 'undefined_column';
+		END IF;
+	END IF;
+	IF run_as IS NULL THEN
+		SELECT relowner INTO owner FROM pg_class WHERE oid = source;
+	ELSIF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = run_as) THEN
+		RAISE EXCEPTION 'role "%" does not exist', run_as USING ERRCODE = 'undefined_object';
+	ELSE
+		SELECT oid INTO owner FROM pg_roles WHERE rolname = run_as;
+	END IF;
+	IF caller IS NULL OR NOT pg_has_role(caller, owner, 'MEMBER') THEN
+		RAISE EXCEPTION 'must be a member of role "%" to create a pipeline that runs as it', owner
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = 'A pipeline runs as the owner of its source table, or as the role run_as names.';
+	END IF;
+	needed_rights := CASE source_kind WHEN 'table' THEN 'SELECT, UPDATE, DELETE' ELSE 'SELECT' END;
+	IF NOT has_table_privilege(owner, source, needed_rights) THEN
+		RAISE EXCEPTION 'role "%" cannot consume table %', owner, source
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = format('A pipeline''s owner needs %s on its source.', needed_rights),
+				  HINT = format('GRANT %s ON %s TO %s', needed_rights, source, owner);
+	END IF;
+	IF NOT coalesce(allow_superuser, false)
+	   AND (SELECT rolsuper FROM pg_roles WHERE oid = owner)
+	   AND NOT (SELECT r.rolsuper FROM pg_roles r JOIN pg_class c ON c.relowner = r.oid WHERE c.oid = source) THEN
+		RAISE EXCEPTION 'pipeline "%" would run with superuser rights over table %, which % owns', name, source,
+						(SELECT relowner::regrole FROM pg_class WHERE oid = source)
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = 'The owner of the table could run any code as a superuser through its triggers.',
+				  HINT = 'Let the pipeline run as the table''s owner (leave out run_as), or pass allow_superuser => true if every role that can change the table is trusted.';
+	END IF;
+	-- every name the pipeline will take, before anything (a slot) is made
+	SELECT string_agg(format('%I', name || suffix), ', ') INTO taken_names
+	FROM unnest(ARRAY['_stored_sessions', '_sessions', '_sessions_live', '_sessions_final', '_late',
+					  '_changes', '_late_id_seq', '_changes_change_id_seq']) suffix
+	WHERE to_regclass(format('sessionize.%I', name || suffix)) IS NOT NULL;
+	IF taken_names IS NOT NULL THEN
+		RAISE EXCEPTION 'pipeline "%" cannot have the names it needs', name
+			USING ERRCODE = 'duplicate_table',
+				  DETAIL = format('Schema sessionize already has %s.', taken_names),
+				  HINT = 'Choose another pipeline name.';
+	END IF;
+
+	-- A logical source: the slot is made first, while this transaction has
+	-- written nothing (PostgreSQL requires it).  Changes committed after this
+	-- transaction are the pipeline's events; rows already in the table are not.
+	IF source_kind = 'logical' THEN
+		IF txid_current_if_assigned() IS NOT NULL THEN
+			RAISE EXCEPTION 'a logical pipeline must be created before its transaction writes anything'
+				USING ERRCODE = 'active_sql_transaction',
+					  HINT = 'Call create_pipeline() in a transaction of its own.';
+		END IF;
+		IF current_setting('wal_level') <> 'logical' THEN
+			RAISE EXCEPTION 'a logical pipeline needs wal_level = logical'
+				USING ERRCODE = 'object_not_in_prerequisite_state',
+					  DETAIL = format('wal_level is %s.', current_setting('wal_level')),
+					  HINT = 'Set wal_level = logical in postgresql.conf and restart the server.';
+		END IF;
+		IF EXISTS (SELECT FROM pg_attribute
+				   WHERE attrelid = source AND attgenerated <> ''
+					 AND attname IN (key_column, time_column, type_column, payload_column)) THEN
+			RAISE EXCEPTION 'a logical pipeline cannot read generated columns'
+				USING ERRCODE = 'feature_not_supported',
+					  DETAIL = 'Logical replication does not send the values of generated columns.';
+		END IF;
+		IF updates_as_events AND (SELECT relreplident FROM pg_class WHERE oid = source) <> 'f' THEN
+			RAISE EXCEPTION 'updates_as_events needs REPLICA IDENTITY FULL on "%"', source
+				USING ERRCODE = 'object_not_in_prerequisite_state',
+					  DETAIL = 'An UPDATE does not write to the WAL a value stored out of line that it leaves unchanged; only the whole old row, logged under REPLICA IDENTITY FULL, has it.',
+					  HINT = format('ALTER TABLE %s REPLICA IDENTITY FULL', source);
+		END IF;
+		IF (SELECT count(*) FROM pg_publication
+			WHERE pubname IN ('sessionize_pipelines', 'sessionize_pipeline_updates')) < 2 THEN
+			RAISE EXCEPTION 'the publications of sessionize are missing'
+				USING ERRCODE = 'undefined_object',
+					  HINT = 'Recreate the extension: DROP EXTENSION sessionize CASCADE; CREATE EXTENSION sessionize.';
+		END IF;
+		PERFORM pg_create_logical_replication_slot(sessionize.sessionize_slot_name(name), 'pgoutput');
+		-- A slot is not undone by a rollback: should anything below fail, drop it.
+		BEGIN
+			PERFORM sessionize.sessionize_make_pipeline(name, source, key_column, time_column, gap, allowed_lateness, dedup_window, fingerprint_exclude, type_column, owner, coalesce(allow_superuser, false), source_kind, updates_as_events, payload_column, key_type,
+														 time_zone, measures);
+		EXCEPTION WHEN OTHERS THEN
+			PERFORM pg_drop_replication_slot(sessionize.sessionize_slot_name(name));
+			RAISE;
+		END;
+	ELSE
+		PERFORM sessionize.sessionize_make_pipeline(name, source, key_column, time_column, gap, allowed_lateness, dedup_window, fingerprint_exclude, type_column, owner, coalesce(allow_superuser, false), source_kind, updates_as_events, payload_column, key_type,
+														 time_zone, measures);
+	END IF;
+END $$;
+
+-- A batch claims a staging table's oldest events first: an index on the
+-- time column serves it.  Made, in the source's schema and for its owner,
+-- when no index of the table starts with that column and the pipeline's
+-- owner has the rights of the table's owner (who alone may index it).
+CREATE FUNCTION sessionize.sessionize_index_source_time(pipeline sessionize.pipelines)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF pipeline.source_kind = 'table' AND pipeline.payload_column IS NULL
+	   AND pg_has_role(pipeline.owner, (SELECT relowner FROM pg_class WHERE oid = pipeline.source), 'USAGE')
+	   AND NOT EXISTS (
+		SELECT FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+		WHERE i.indrelid = pipeline.source AND a.attname = pipeline.time_column AND i.indpred IS NULL) THEN
+		EXECUTE format('CREATE INDEX ON %s (%I)', pipeline.source, pipeline.time_column);
+	END IF;
+END $$;
+
+-- The views of a pipeline's sessions, readable by its owner, who may let
+-- others read them.
+CREATE FUNCTION sessionize.sessionize_make_pipeline_views(name text, owner regrole)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	measure_columns text;
+BEGIN
+	SELECT coalesce(string_agg(format(', s.%I', m.name), '' ORDER BY m.position), '') INTO measure_columns
+	FROM sessionize.pipeline_measures m WHERE m.pipeline = sessionize_make_pipeline_views.name;
+	-- A session's status follows the pipeline's progress, not its own writes,
+	-- so it is computed when read: open while it expires at or after the
+	-- greatest event time, idle after that, final once it expires before the
+	-- watermark.  The live and final views filter on expires_at, which the
+	-- index serves.
+	EXECUTE format($view$
+		CREATE VIEW sessionize.%1$I AS
+		SELECT s.key, s.session_start, s.last_event_at, s.expires_at, s.events, s.type_counts, s.revision, s.updated_at%4$s,
+			   CASE WHEN s.expires_at < st.watermark THEN 'final'
+					WHEN s.expires_at >= st.max_event_time THEN 'open' ELSE 'idle' END AS status
+		FROM sessionize.%2$I s, sessionize.pipeline_state st
+		WHERE st.pipeline = %3$L$view$,
+		name || '_sessions', name || '_stored_sessions', name, measure_columns);
+	EXECUTE format($view$
+		CREATE VIEW sessionize.%1$I AS
+		SELECT s.key, s.session_start, s.last_event_at, s.expires_at, s.events, s.type_counts, s.revision, s.updated_at%4$s,
+			   CASE WHEN s.expires_at >= st.max_event_time THEN 'open' ELSE 'idle' END AS status
+		FROM sessionize.%2$I s, sessionize.pipeline_state st
+		WHERE st.pipeline = %3$L AND (st.watermark IS NULL OR s.expires_at >= st.watermark)$view$,
+		name || '_sessions_live', name || '_stored_sessions', name, measure_columns);
+	EXECUTE format($view$
+		CREATE VIEW sessionize.%1$I AS
+		SELECT s.key, s.session_start, s.last_event_at, s.expires_at, s.events, s.type_counts, s.revision, s.updated_at%4$s,
+			   'final'::text AS status
+		FROM sessionize.%2$I s, sessionize.pipeline_state st
+		WHERE st.pipeline = %3$L AND s.expires_at < st.watermark$view$,
+		name || '_sessions_final', name || '_stored_sessions', name, measure_columns);
+	EXECUTE format('COMMENT ON VIEW sessionize.%I IS %L', name || '_sessions', 'sessions of pipeline ' || name || ' with their status: open, idle or final');
+	EXECUTE format('COMMENT ON VIEW sessionize.%I IS %L', name || '_sessions_live', 'open and idle sessions of pipeline ' || name);
+	EXECUTE format('COMMENT ON VIEW sessionize.%I IS %L', name || '_sessions_final', 'sessions of pipeline ' || name || ' that can no longer change');
+	EXECUTE format('GRANT SELECT ON sessionize.%I, sessionize.%I, sessionize.%I TO %s WITH GRANT OPTION',
+				   name || '_sessions', name || '_sessions_live', name || '_sessions_final', owner);
+END $$;
+
+-- The catalog rows, tables, views and grants of a pipeline that
+-- create_pipeline() has checked.
+CREATE FUNCTION sessionize.sessionize_make_pipeline(name text, source regclass, key_column name, time_column name,
+													gap interval, allowed_lateness interval, dedup_window interval,
+													fingerprint_exclude text[], type_column name, owner regrole,
+													allow_superuser boolean, source_kind text, updates_as_events boolean,
+													payload_column name, key_type text, time_zone text, measures text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	made sessionize.pipelines;
+	parsed record;
+	stored_columns text := '';
+	change_columns text := '';
+BEGIN
+	INSERT INTO sessionize.pipelines (name, source, key_column, time_column, gap, allowed_lateness,
+									  dedup_window, fingerprint_exclude, type_column, owner, allow_superuser,
+									  source_kind, updates_as_events, payload_column, time_zone)
+	VALUES (name, source, key_column, time_column, gap, allowed_lateness, dedup_window,
+			coalesce(fingerprint_exclude, '{}'), type_column, owner, allow_superuser, source_kind,
+			coalesce(updates_as_events, false), payload_column, time_zone)
+	RETURNING * INTO made;
+	INSERT INTO sessionize.pipeline_state (pipeline) VALUES (name);
+	IF measures IS NOT NULL THEN
+		parsed := sessionize.sessionize_parse_measures(source, payload_column, owner, measures);
+		INSERT INTO sessionize.pipeline_measures (pipeline, position, name, aggregate, argument, filter,
+												  argument_type, result_type)
+		SELECT sessionize_make_pipeline.name, m.position, m.name, m.aggregate, m.argument, m.filter,
+			   m.argument_type, m.result_type
+		FROM unnest(parsed.names, parsed.aggregates, parsed.arguments, parsed.filters, parsed.argument_types,
+					parsed.result_types) WITH ORDINALITY
+			 AS m(name, aggregate, argument, filter, argument_type, result_type, position);
+		SELECT coalesce(string_agg(format(', %I %s', m.name, m.result_type)
+								   || CASE m.aggregate WHEN 'first' THEN format(', %I timestamptz', m.name || '__at')
+													   WHEN 'last' THEN format(', %I timestamptz', m.name || '__at')
+													   WHEN 'approx_count_distinct' THEN format(', %I bytea', m.name || '__sketch')
+													   ELSE '' END, '' ORDER BY m.position), ''),
+			   coalesce(string_agg(format(', %I %s', m.name, m.result_type), '' ORDER BY m.position), '')
+		INTO stored_columns, change_columns
+		FROM sessionize.pipeline_measures m WHERE m.pipeline = sessionize_make_pipeline.name;
+	END IF;
+	IF source_kind = 'logical' THEN
+		PERFORM sessionize.sessionize_publish_source(source);
+	ELSE
+		PERFORM sessionize.sessionize_index_source_time(made);
+	END IF;
+	EXECUTE format('CREATE TABLE sessionize.%I (key %s NOT NULL, session_start timestamptz NOT NULL,'
+				   ' last_event_at timestamptz NOT NULL, expires_at timestamptz NOT NULL, events bigint NOT NULL,'
+				   ' type_counts jsonb, revision integer NOT NULL, updated_at timestamptz NOT NULL%s,'
+				   ' PRIMARY KEY (key, session_start))', name || '_stored_sessions', key_type, stored_columns);
+	EXECUTE format('CREATE INDEX ON sessionize.%I (expires_at)', name || '_stored_sessions');
+	EXECUTE format('CREATE TABLE sessionize.%I (id bigserial PRIMARY KEY, event jsonb NOT NULL, reason text NOT NULL,'
+				   ' received_at timestamptz NOT NULL DEFAULT now())', name || '_late');
+	EXECUTE format('CREATE TABLE sessionize.%I (change_id bigserial PRIMARY KEY, key %s NOT NULL,'
+				   ' session_start timestamptz NOT NULL, change text NOT NULL, revision integer NOT NULL,'
+				   ' last_event_at timestamptz NOT NULL, events bigint NOT NULL%s,'
+				   ' changed_at timestamptz NOT NULL DEFAULT now())', name || '_changes', key_type, change_columns);
+	PERFORM sessionize.sessionize_make_pipeline_views(name, owner);
+	-- what a batch would refuse is refused now: row security, code another role wrote
+	PERFORM sessionize.sessionize_check_owner(made);
+	EXECUTE format('COMMENT ON TABLE sessionize.%I IS %L', name || '_stored_sessions',
+				   'sessions of pipeline ' || name || ', as the pipeline writes them; read them through the views');
+	EXECUTE format('COMMENT ON TABLE sessionize.%I IS %L', name || '_late', 'events that came later than the allowed lateness of pipeline ' || name);
+	EXECUTE format('COMMENT ON TABLE sessionize.%I IS %L', name || '_changes', 'session changes made by pipeline ' || name);
+
+	-- The owner reads the pipeline's results and may let others read them;
+	-- only the extension writes them.  A logical pipeline's owner decodes
+	-- its source's rows.
+	EXECUTE format('GRANT SELECT ON sessionize.%I, sessionize.%I TO %s WITH GRANT OPTION',
+				   name || '_late', name || '_changes', owner);
+	IF source_kind = 'logical' THEN
+		EXECUTE format('GRANT EXECUTE ON FUNCTION sessionize.sessionize_pgoutput_row(bytea, anyelement, bytea),'
+					   ' sessionize.sessionize_pgoutput_problem(bytea, anyelement, bytea) TO %s', owner);
+	END IF;
+END $$;
+
+-- Writes one "closed" change for each session that a watermark moving from
+-- old_watermark to new_watermark makes final: it can no longer change.
+CREATE FUNCTION sessionize.sessionize_close_sessions(pipeline sessionize.pipelines, old_watermark timestamptz,
+													 new_watermark timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	measure_columns text;
+BEGIN
+	IF new_watermark > old_watermark OR (old_watermark IS NULL AND new_watermark IS NOT NULL) THEN
+		SELECT coalesce(string_agg(format(', %I', m.name), '' ORDER BY m.position), '') INTO measure_columns
+		FROM sessionize.pipeline_measures m WHERE m.pipeline = (sessionize_close_sessions.pipeline).name;
+		EXECUTE format($q$
+			INSERT INTO sessionize.%1$I (key, session_start, change, revision, last_event_at, events%3$s)
+			SELECT key, session_start, 'closed', revision, last_event_at, events%3$s FROM sessionize.%2$I
+			WHERE expires_at < $2 AND ($1 IS NULL OR expires_at >= $1)
+			ORDER BY key, session_start$q$,
+			pipeline.name || '_changes', pipeline.name || '_stored_sessions', measure_columns)
+		USING old_watermark, new_watermark;
+	END IF;
+END $$;
+
+CREATE FUNCTION sessionize.alter_pipeline(
+	name text,
+	allowed_lateness interval DEFAULT NULL,
+	dedup_window interval DEFAULT NULL,
+	fingerprint_exclude text[] DEFAULT NULL,
+	reset_allowed_lateness boolean DEFAULT false,
+	reset_dedup_window boolean DEFAULT false)
+RETURNS void
+AS 'MODULE_PATHNAME', 'call_as_extension'
+LANGUAGE C;
+COMMENT ON FUNCTION sessionize.alter_pipeline(text, interval, interval, text[], boolean, boolean) IS
+	'changes the lateness, dedup window or fingerprint exclusions of a pipeline (reset_* back to unbounded)';
+
+CREATE FUNCTION sessionize.sessionize_alter_pipeline(caller regrole, name text, allowed_lateness interval,
+													 dedup_window interval, fingerprint_exclude text[],
+													 reset_allowed_lateness boolean, reset_dedup_window boolean)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, MDY'
+SET IntervalStyle = 'postgres'
+SET extra_float_digits = 1
+SET bytea_output = 'hex'
+SET timezone_abbreviations = 'Default'
+AS $$
+DECLARE
+	pipeline sessionize.pipelines;
+	old_watermark timestamptz;
+	new_watermark timestamptz;
+BEGIN
+	IF allowed_lateness IS NOT NULL AND allowed_lateness <> interval '0' THEN
+		PERFORM sessionize.sessionize_check_interval(allowed_lateness, 'allowed_lateness');
+	END IF;
+	IF dedup_window IS NOT NULL THEN
+		PERFORM sessionize.sessionize_check_interval(dedup_window, 'dedup_window');
+	END IF;
+	-- between batches, so that a batch never commits the watermark of the old lateness
+	pipeline := sessionize.sessionize_read_pipeline(caller, name, true);
+	PERFORM sessionize.sessionize_use_time_zone(pipeline);
+	SELECT s.watermark INTO old_watermark FROM sessionize.pipeline_state s WHERE s.pipeline = pipeline.name;
+	UPDATE sessionize.pipelines p
+	SET allowed_lateness = CASE WHEN reset_allowed_lateness THEN NULL
+								ELSE coalesce(sessionize_alter_pipeline.allowed_lateness, p.allowed_lateness) END,
+		dedup_window = CASE WHEN reset_dedup_window THEN NULL
+							ELSE coalesce(sessionize_alter_pipeline.dedup_window, p.dedup_window) END,
+		fingerprint_exclude = coalesce(sessionize_alter_pipeline.fingerprint_exclude, p.fingerprint_exclude)
+	WHERE p.name = sessionize_alter_pipeline.name;
+	-- the watermark follows the new lateness at once
+	UPDATE sessionize.pipeline_state s
+	SET watermark = s.max_event_time - p.allowed_lateness
+	FROM sessionize.pipelines p
+	WHERE p.name = sessionize_alter_pipeline.name AND s.pipeline = p.name
+	RETURNING s.watermark INTO new_watermark;
+	PERFORM sessionize.sessionize_close_sessions(pipeline, old_watermark, new_watermark);
+END $$;
+
+CREATE FUNCTION sessionize.sessionize_set_pipeline_state(caller regrole, name text, new_state text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM sessionize.sessionize_read_pipeline(caller, name, false);
+	UPDATE sessionize.pipelines p SET state = new_state WHERE p.name = sessionize_set_pipeline_state.name;
+END $$;
+
+CREATE FUNCTION sessionize.pause_pipeline(name text) RETURNS void
+AS 'MODULE_PATHNAME', 'call_as_extension'
+LANGUAGE C;
+COMMENT ON FUNCTION sessionize.pause_pipeline(text) IS 'stops the worker of a pipeline; events wait in the staging table';
+
+CREATE FUNCTION sessionize.sessionize_pause_pipeline(caller regrole, name text) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	SELECT sessionize.sessionize_set_pipeline_state(caller, name, 'paused');
+END;
+
+CREATE FUNCTION sessionize.resume_pipeline(name text) RETURNS void
+AS 'MODULE_PATHNAME', 'call_as_extension'
+LANGUAGE C;
+COMMENT ON FUNCTION sessionize.resume_pipeline(text) IS 'lets the worker run a paused pipeline again';
+
+CREATE FUNCTION sessionize.sessionize_resume_pipeline(caller regrole, name text) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	SELECT sessionize.sessionize_set_pipeline_state(caller, name, 'active');
+END;
+
+CREATE FUNCTION sessionize.drop_pipeline(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'call_as_extension'
+LANGUAGE C;
+COMMENT ON FUNCTION sessionize.drop_pipeline(text) IS
+	'drops a pipeline and its tables (and the replication slot of a logical source); the source table stays';
+
+CREATE FUNCTION sessionize.sessionize_drop_pipeline(caller regrole, name text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	dropped sessionize.pipelines;
+BEGIN
+	-- after a batch in progress (it holds the slot of a logical source)
+	dropped := sessionize.sessionize_read_pipeline(caller, name, true);
+	DELETE FROM sessionize.pipelines p WHERE p.name = sessionize_drop_pipeline.name;
+	-- IF EXISTS: dropping the key's type with CASCADE takes the views along
+	EXECUTE format('DROP VIEW IF EXISTS sessionize.%I, sessionize.%I, sessionize.%I',
+				   name || '_sessions', name || '_sessions_live', name || '_sessions_final');
+	EXECUTE format('DROP TABLE IF EXISTS sessionize.%I, sessionize.%I, sessionize.%I',
+				   name || '_stored_sessions', name || '_late', name || '_changes');
+	DELETE FROM sessionize.seen_fingerprints WHERE namespace = 'pipeline:' || name;
+	-- a pipeline made later under this name belongs to someone else perhaps
+	DELETE FROM sessionize.dead_letter d WHERE d.pipeline = sessionize_drop_pipeline.name;
+	-- the grants the tables took with them; the owner's right to decode
+	-- goes with its last logical pipeline
+	IF dropped.source_kind = 'logical' AND NOT EXISTS (
+		SELECT FROM sessionize.pipelines p WHERE p.owner = dropped.owner AND p.source_kind = 'logical') THEN
+		EXECUTE format('REVOKE EXECUTE ON FUNCTION sessionize.sessionize_pgoutput_row(bytea, anyelement, bytea),'
+					   ' sessionize.sessionize_pgoutput_problem(bytea, anyelement, bytea) FROM %s', dropped.owner);
+	END IF;
+	IF dropped.source_kind = 'logical' THEN
+		PERFORM sessionize.sessionize_publish_source(dropped.source);
+		-- last: dropping a slot cannot be rolled back
+		PERFORM pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+		WHERE slot_name = sessionize.sessionize_slot_name(name);
+	END IF;
+END $$;
+-- One batch -------------------------------------------------------------------
+
+-- The type of the key in a pipeline's tables.
+CREATE FUNCTION sessionize.sessionize_key_type(pipeline sessionize.pipelines)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+	WHERE a.attrelid = to_regclass(format('sessionize.%I', (pipeline).name || '_stored_sessions')) AND a.attname = 'key';
+END;
+
+-- The next changes of a logical source after its checkpoint, peeked from
+-- its slot: what run_pipeline() takes anywhere but in the pipeline's worker,
+-- which streams them (src/source_logical.c).  Each peek decodes from the
+-- slot's restart point (the slot does not move), up to the WAL flushed now
+-- and a bounded number of changes; pgoutput sends whole transactions in
+-- commit order, so (commit LSN, change LSN, row at that LSN) orders the
+-- stream, and a large transaction is taken over several batches.  Returns
+-- [relation message, change] pairs, the positions of updates that miss
+-- values, the place of the last change taken, and how far the slot may pass
+-- once the batch commits: past every transaction whose changes are all
+-- taken, or past all the WAL peeked when the peek reached its end and left
+-- nothing.
+CREATE FUNCTION sessionize.sessionize_peek_changes(pipeline sessionize.pipelines, slot name,
+												   slot_advance_to pg_lsn, checkpoint_commit_lsn pg_lsn,
+												   checkpoint_lsn pg_lsn, checkpoint_lsn_row bigint,
+												   max_events integer,
+												   OUT messages bytea[], OUT incomplete bigint[],
+												   OUT commit_lsn pg_lsn, OUT lsn pg_lsn, OUT lsn_row bigint,
+												   OUT advance pg_lsn, OUT restart_lsn pg_lsn, OUT peek_full boolean)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+	peek_end pg_lsn;
+	peek_limit bigint := 3 * max_events::bigint + 3;
+	peeked bigint;
+BEGIN
+	-- Only now that earlier batches are committed may the slot pass them.
+	PERFORM pg_replication_slot_advance(s.slot_name, slot_advance_to) FROM pg_replication_slots s
+	WHERE s.slot_name = slot AND s.confirmed_flush_lsn < slot_advance_to;
+	SELECT s.restart_lsn INTO restart_lsn FROM pg_replication_slots s WHERE s.slot_name = slot;
+	peek_end := pg_current_wal_flush_lsn();
+	WITH peeked AS (
+		SELECT p.position, p.lsn, p.data, m.kind, m.relation, m.missing_values,
+			   max(m.commit_lsn) OVER (ORDER BY p.position) AS commit_lsn,
+			   -- the relation message that gives the change its columns
+			   max(p.position) FILTER (WHERE m.kind = 'R' AND m.relation = pipeline.source::oid)
+				   OVER (ORDER BY p.position) AS relation_position
+		FROM pg_logical_slot_peek_binary_changes(slot, peek_end, least(peek_limit, 2147483647)::integer,
+												 'proto_version', '1',
+												 'publication_names', 'sessionize_pipelines,sessionize_pipeline_updates')
+			 WITH ORDINALITY AS p(lsn, xid, data, position),
+			 sessionize.sessionize_pgoutput_message(p.data) m),
+	relevant AS (
+		SELECT *, row_number() OVER (PARTITION BY peeked.commit_lsn, peeked.lsn ORDER BY position) AS lsn_row
+		FROM peeked
+		WHERE relation = pipeline.source::oid AND (kind = 'I' OR (kind = 'U' AND pipeline.updates_as_events))),
+	pending AS (
+		SELECT * FROM relevant r
+		WHERE (r.commit_lsn, r.lsn, r.lsn_row) > (coalesce(checkpoint_commit_lsn, '0/0'),
+												  coalesce(checkpoint_lsn, '0/0'),
+												  coalesce(checkpoint_lsn_row, 0))),
+	taken AS (
+		SELECT *, row_number() OVER (ORDER BY position) AS taken_row FROM pending ORDER BY position LIMIT max_events),
+	last_taken AS (
+		SELECT t.commit_lsn, t.lsn, t.lsn_row FROM taken t ORDER BY position DESC LIMIT 1),
+	first_left AS (
+		SELECT min(p.commit_lsn) AS commit_lsn FROM pending p
+		WHERE position > coalesce((SELECT max(position) FROM taken), 0))
+	SELECT (SELECT array_agg(ARRAY[r.data, t.data] ORDER BY t.position)
+			FROM taken t LEFT JOIN peeked r ON r.position = t.relation_position),
+		   (SELECT array_agg(t.taken_row ORDER BY t.position) FILTER (WHERE t.missing_values) FROM taken t),
+		   (SELECT l.commit_lsn FROM last_taken l),
+		   (SELECT l.lsn FROM last_taken l),
+		   (SELECT l.lsn_row FROM last_taken l),
+		   (SELECT count(*) FROM peeked),
+		   CASE WHEN (SELECT count(*) FROM peeked) < peek_limit AND (SELECT f.commit_lsn FROM first_left f) IS NULL
+				THEN peek_end
+				ELSE (SELECT max(p.lsn) FROM peeked p, first_left f
+					  WHERE p.kind = 'C' AND (f.commit_lsn IS NULL OR p.commit_lsn < f.commit_lsn)) END
+	INTO messages, incomplete, commit_lsn, lsn, lsn_row, peeked, advance;
+	peek_full := peeked >= peek_limit;
+END $$;
+
+CREATE FUNCTION sessionize.run_pipeline(name text, max_events integer DEFAULT 10000,
+										OUT consumed bigint, OUT merged bigint, OUT duplicates bigint,
+										OUT late bigint, OUT dead_lettered bigint)
+AS 'MODULE_PATHNAME', 'call_as_extension'
+LANGUAGE C;
+COMMENT ON FUNCTION sessionize.run_pipeline(text, integer) IS
+	'consumes one batch of a pipeline''s staging table in the calling transaction, with the rights of the pipeline''s owner; what the worker and pg_cron call';
+
+-- One batch, in C (src/pipeline.c), with the settings that make the text of
+-- times and values the same whatever the caller's.
+CREATE FUNCTION sessionize.sessionize_run_pipeline(caller regrole, name text, max_events integer,
+												   OUT consumed bigint, OUT merged bigint, OUT duplicates bigint,
+												   OUT late bigint, OUT dead_lettered bigint)
+AS 'MODULE_PATHNAME', 'run_pipeline_batch'
+LANGUAGE C SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, MDY'
+SET IntervalStyle = 'postgres'
+SET extra_float_digits = 1
+SET bytea_output = 'hex'
+SET timezone_abbreviations = 'Default';
+COMMENT ON FUNCTION sessionize.sessionize_run_pipeline(regrole, text, integer) IS
+	'body of run_pipeline(), called with the calling role';
+
+-- Late events are kept, not dropped: once allowed_lateness is raised (or to
+-- accept them anyway), an operator merges them into the sessions.
+CREATE FUNCTION sessionize.replay_late(name text, max_events integer DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'call_as_extension'
+LANGUAGE C;
+COMMENT ON FUNCTION sessionize.replay_late(text, integer) IS
+	'merges events of a pipeline''s late table into its sessions, whatever the watermark (all, or the oldest max_events)';
+
+CREATE FUNCTION sessionize.sessionize_replay_late(caller regrole, name text, max_events integer)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'replay_late_events'
+LANGUAGE C SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, MDY'
+SET IntervalStyle = 'postgres'
+SET extra_float_digits = 1
+SET bytea_output = 'hex'
+SET timezone_abbreviations = 'Default';
+COMMENT ON FUNCTION sessionize.sessionize_replay_late(regrole, text, integer) IS
+	'body of replay_late(), called with the calling role';
+
+-- Records a failed batch; the worker calls it in a fresh transaction.
+CREATE FUNCTION sessionize.sessionize_record_failure(name text, error text)
+RETURNS integer
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	UPDATE sessionize.pipeline_state
+	SET last_error = error, last_error_at = clock_timestamp(), failures = failures + 1
+	WHERE pipeline = name
+	RETURNING failures;
+END;
+
+-- Observability ---------------------------------------------------------------
+
+CREATE FUNCTION sessionize.pipeline_backlog(name text)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'call_as_extension'
+LANGUAGE C STABLE;
+COMMENT ON FUNCTION sessionize.pipeline_backlog(text) IS
+	'events waiting in the staging table of a pipeline (counts them); NULL for a logical source';
+
+-- Counts as the pipeline's owner: whatever the table runs (row security,
+-- a rule that made it a view) runs with the owner's rights.
+CREATE FUNCTION sessionize.sessionize_pipeline_backlog(caller regrole, name text)
+RETURNS bigint
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	pipeline sessionize.pipelines;
+	waiting bigint;
+BEGIN
+	pipeline := sessionize.sessionize_read_pipeline(caller, name, false);
+	IF pipeline.source_kind IS DISTINCT FROM 'table'
+	   OR NOT EXISTS (SELECT FROM pg_class WHERE oid = pipeline.source AND relkind = 'r') THEN
+		RETURN NULL;
+	END IF;
+	BEGIN
+		SELECT r.waiting INTO waiting
+		FROM sessionize.sessionize_rows_as(pipeline.owner, format('SELECT count(*) FROM ONLY %s', pipeline.source), NULL::integer)
+			 AS r(waiting bigint);
+	EXCEPTION WHEN insufficient_privilege OR undefined_table OR raise_exception OR query_canceled THEN
+		-- one owner's table cannot make pipeline_status fail for everyone
+		RETURN NULL;
+	END;
+	RETURN waiting;
+END $$;
+
+-- A role sees the pipelines whose owner's rights it has; security_barrier,
+-- so that no function of the reader's sees the rows it may not.
+CREATE VIEW sessionize.pipeline_status WITH (security_barrier) AS
+SELECT p.name, p.state, p.source_kind,
+	   (SELECT a.pid FROM pg_catalog.pg_stat_activity a
+		WHERE a.backend_type OPERATOR(pg_catalog.=) 'sessionize pipeline'
+		  AND a.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()
+		  AND a.application_name OPERATOR(pg_catalog.=) ('sessionize pipeline ' OPERATOR(pg_catalog.||) p.name)
+		LIMIT 1) AS worker_pid,
+	   s.consumed, s.merged, s.duplicates, s.late, s.dead_lettered, s.batches,
+	   sessionize.pipeline_backlog(p.name) AS backlog,
+	   s.max_event_time, s.watermark,
+	   pg_catalog.now() OPERATOR(pg_catalog.-) s.last_event_time AS lag,
+	   s.last_batch_at, s.last_error, s.last_error_at, s.failures,
+	   s.checkpoint_lsn,
+	   -- WAL the slot of a logical source keeps from being recycled
+	   pg_catalog.pg_wal_lsn_diff(
+		   CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn()
+				ELSE pg_catalog.pg_current_wal_lsn() END, r.restart_lsn)::bigint AS retained_wal_bytes,
+	   p.owner
+FROM sessionize.pipelines p
+JOIN sessionize.pipeline_state s ON s.pipeline OPERATOR(pg_catalog.=) p.name
+LEFT JOIN pg_catalog.pg_replication_slots r
+	   ON p.source_kind OPERATOR(pg_catalog.=) 'logical'
+	  AND r.slot_name OPERATOR(pg_catalog.=) pg_catalog.format('sessionize_%s_%s',
+			(SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()),
+			p.name)
+WHERE pg_catalog.pg_has_role(p.owner, 'USAGE');
+COMMENT ON VIEW sessionize.pipeline_status IS 'one row per pipeline the current role may use: state, worker, counts, backlog, watermark, lag, last error';
+
+-- A role sees the dead letters of the pipelines whose owner's rights it has.
+CREATE VIEW sessionize.pipeline_dead_letters WITH (security_barrier) AS
+SELECT d.id, d.pipeline, d.event, d.error, d.failed_at
+FROM sessionize.dead_letter d
+JOIN sessionize.pipelines p ON p.name OPERATOR(pg_catalog.=) d.pipeline
+WHERE pg_catalog.pg_has_role(p.owner, 'USAGE');
+COMMENT ON VIEW sessionize.pipeline_dead_letters IS 'the dead letters of the pipelines the current role may use';
+-- Session measures: aggregate calls a pipeline declares over its events
+-- ("first(url) AS landing_page").  src/measure_list.c reads and checks the
+-- list; src/measures.c keeps each measure's state in the pipeline's tables:
+-- a column of the measure's name holds its value, and first/last keep the
+-- time of the value in <name>__at, approx_count_distinct its sketch in
+-- <name>__sketch.
+
+CREATE TABLE sessionize.pipeline_measures (
+	pipeline text NOT NULL REFERENCES sessionize.pipelines ON DELETE CASCADE ON UPDATE CASCADE,
+	position integer NOT NULL,
+	name name NOT NULL,
+	aggregate text NOT NULL,
+	-- SQL over the event's row, measure_row; NULL for count(*)
+	argument text,
+	filter text,
+	argument_type regtype,
+	result_type regtype NOT NULL,
+	PRIMARY KEY (pipeline, name),
+	UNIQUE (pipeline, position)
+);
+COMMENT ON TABLE sessionize.pipeline_measures IS 'the measures each pipeline keeps per session';
+SELECT pg_catalog.pg_extension_config_dump('sessionize.pipeline_measures', '');
+
+CREATE FUNCTION sessionize.sessionize_parse_measures(source regclass, payload_column name, owner regrole, measures text,
+													 OUT names text[], OUT aggregates text[], OUT arguments text[],
+													 OUT filters text[], OUT argument_types regtype[],
+													 OUT result_types regtype[])
+AS 'MODULE_PATHNAME', 'parse_measures'
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION sessionize.sessionize_parse_measures(regclass, name, regrole, text) IS
+	'the measures of a list of aggregate calls, checked against the source as its owner';
+-- Privileges.  Every function of sessionize starts out not executable by
+-- PUBLIC; what README documents for users is granted back.  Aggregates check
+-- their support functions against their owner, so the support functions
+-- need no grant.  create_pipeline() and prune_seen() are for the roles an
+-- administrator grants them to; every pipeline function checks that its
+-- caller has the rights of the pipeline's owner.
+
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA sessionize FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION
+	sessionize.session_id(timestamptz, interval),
+	sessionize.session_id(timestamptz, interval, interval),
+	sessionize.session_id(timestamp, interval),
+	sessionize.session_id(timestamp, interval, interval),
+	sessionize.session_start(timestamptz, interval),
+	sessionize.session_start(timestamptz, interval, interval),
+	sessionize.session_start(timestamp, interval),
+	sessionize.session_start(timestamp, interval, interval),
+	sessionize.sessions(timestamptz, interval),
+	sessionize.sessions(timestamptz, interval, interval),
+	sessionize.sessions(timestamp, interval),
+	sessionize.sessions(timestamp, interval, interval),
+	sessionize.first(anyelement, timestamptz),
+	sessionize.last(anyelement, timestamptz),
+	sessionize.approx_count_distinct(anyelement),
+	sessionize.fingerprint(jsonb, text[], text),
+	sessionize.fingerprint(record, text[], text),
+	sessionize.fingerprint(text, text[], text),
+	sessionize.fingerprint_bytes(jsonb, text[]),
+	sessionize.first_seen(text, uuid, interval),
+	sessionize.first_seen(text, text, interval),
+	sessionize.first_seen_many(text, uuid[], interval),
+	sessionize.classify_duplicate(text, text, uuid, interval),
+	sessionize.create_slot_table(text, text[], regtype[], regtype, regtype, integer, text, text, text, text),
+	sessionize.slot_upsert(regclass, "any", "any", "any"),
+	sessionize.slot_upsert_many(regclass, "any", "any", "any"),
+	sessionize.run_pipeline(text, integer),
+	sessionize.alter_pipeline(text, interval, interval, text[], boolean, boolean),
+	sessionize.pause_pipeline(text),
+	sessionize.resume_pipeline(text),
+	sessionize.drop_pipeline(text),
+	sessionize.replay_late(text, integer),
+	sessionize.pipeline_backlog(text)
+TO PUBLIC;
+
+GRANT SELECT ON sessionize.pipeline_status, sessionize.pipeline_dead_letters TO PUBLIC;
