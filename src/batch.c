@@ -662,6 +662,7 @@ merge_key(PipelineBatch *batch, KeyGroup *group, SessionSet *set, MergedSession 
 		result->session = sessions[m];
 		result->revision = 1;
 		result->replaced = 0;
+		result->measured_since = batch->measures->version;
 		result->measures = palloc0(sizeof(MeasureState) * Max(batch->measures->count, 1));
 
 		for (; next_stored < group->stored_count &&
@@ -673,6 +674,7 @@ merge_key(PipelineBatch *batch, KeyGroup *group, SessionSet *set, MergedSession 
 				continue;
 			result->replaced++;
 			result->revision = Max(result->revision, stored->revision + 1);
+			result->measured_since = Min(result->measured_since, stored->measured_since);
 			if (stored->type_counts != NULL)
 				add_stored_type_counts(stored->type_counts, &types, &type_count, &type_capacity);
 			for (int i = 0; i < batch->measures->count; i++)

@@ -21,6 +21,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "funcapi.h"
@@ -454,11 +455,30 @@ sessionize_read_measures(const char *pipeline)
 	Oid			type = TEXTOID;
 	Datum		name = CStringGetTextDatum(pipeline);
 	SPITupleTable *rows;
+	bool		isnull;
+	Oid			namespace = get_namespace_oid("sessionize", true);
+	bool		measures_versioned;
 
-	if (SPI_execute_with_args("SELECT name::pg_catalog.text, aggregate, argument, filter, argument_type::pg_catalog.oid,"
-							  " result_type::pg_catalog.oid"
-							  " FROM sessionize.pipeline_measures WHERE pipeline OPERATOR(pg_catalog.=) $1"
-							  " ORDER BY position", 1, &type, &name, NULL, true, 0) != SPI_OK_SELECT)
+	/*
+	 * Until ALTER EXTENSION sessionize UPDATE, the tables are those of 0.3.0,
+	 * whose measures are all as old as their pipelines.
+	 */
+	measures_versioned = OidIsValid(namespace) &&
+		get_attnum(get_relname_relid("pipeline_state", namespace), "measures_version") != InvalidAttrNumber;
+	if (measures_versioned)
+	{
+		if (SPI_execute_with_args("SELECT measures_version FROM sessionize.pipeline_state"
+								  " WHERE pipeline OPERATOR(pg_catalog.=) $1",
+								  1, &type, &name, NULL, true, 0) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "could not read the measures of pipeline \"%s\"", pipeline);
+		measures->version = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		SPI_freetuptable(SPI_tuptable);
+	}
+	if (SPI_execute_with_args(psprintf("SELECT name::pg_catalog.text, aggregate, argument, filter,"
+									   " argument_type::pg_catalog.oid, result_type::pg_catalog.oid, %s"
+									   " FROM sessionize.pipeline_measures WHERE pipeline OPERATOR(pg_catalog.=) $1"
+									   " ORDER BY position", measures_versioned ? "added_in" : "0"),
+							  1, &type, &name, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the measures of pipeline \"%s\"", pipeline);
 	rows = SPI_tuptable;
 	measures->count = (int) SPI_processed;
@@ -467,14 +487,15 @@ sessionize_read_measures(const char *pipeline)
 	{
 		PipelineMeasure *measure = &measures->items[m];
 		MemoryContext old = MemoryContextSwitchTo(context);
-		Datum		values[6];
-		bool		nulls[6];
+		Datum		values[7];
+		bool		nulls[7];
 
 		heap_deform_tuple(rows->vals[m], rows->tupdesc, values, nulls);
 		measure->name = TextDatumGetCString(values[0]);
 		measure->argument = nulls[2] ? NULL : TextDatumGetCString(values[2]);
 		measure->filter = nulls[3] ? NULL : TextDatumGetCString(values[3]);
 		measure->result_type = DatumGetObjectId(values[5]);
+		measure->added_in = DatumGetInt32(values[6]);
 		measure_input_init(&measure->input, kind_named(TextDatumGetCString(values[1]), !nulls[2]),
 						   nulls[4] ? InvalidOid : DatumGetObjectId(values[4]), InvalidOid);
 		if (measure->argument != NULL)

@@ -18,6 +18,7 @@
  *	 operation with a pinned search_path, and returns its rows: claiming from
  *	 the source, decoding changes and reading late events fire triggers,
  *	 domain checks and type input functions that the owner's side wrote.
+ *	 run_as() runs a statement so, for a grant that must keep its grantor.
  *
  * - pipeline and scheduler locks use advisory lock tags of a class no SQL
  *	 function can produce, so that no role can hold one and stall a pipeline.
@@ -53,6 +54,7 @@
 PG_FUNCTION_INFO_V1(call_as_extension);
 PG_FUNCTION_INFO_V1(call_as_extension_in_schema);
 PG_FUNCTION_INFO_V1(rows_as);
+PG_FUNCTION_INFO_V1(run_as);
 PG_FUNCTION_INFO_V1(lock_pipeline_batch);
 PG_FUNCTION_INFO_V1(check_owner_cached);
 
@@ -243,6 +245,30 @@ rows_as(PG_FUNCTION_ARGS)
 	result_info->setResult = rows;
 	result_info->setDesc = expected;
 	return (Datum) 0;
+}
+
+/*
+ * run_as(role regrole, statement text) returns void: runs one statement of
+ * sessionize's as role through sessionize_execute_as().  Giving a grant
+ * again as the role that gave it keeps its grantor, so that the role can
+ * still revoke it.
+ */
+Datum
+run_as(PG_FUNCTION_ARGS)
+{
+	int			status;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("role and statement must not be null")));
+	SPI_connect();
+	status = sessionize_execute_as(PG_GETARG_OID(0), text_to_cstring(PG_GETARG_TEXT_PP(1)), TEXTOID, (Datum) 0,
+								   true);
+	if (status < 0)
+		elog(ERROR, "run_as: the statement failed: %s", SPI_result_code_string(status));
+	SPI_finish();
+	PG_RETURN_VOID();
 }
 
 static void

@@ -195,6 +195,7 @@ typedef struct PipelineMeasure
 	char	   *argument;		/* SQL over measure_row; NULL for count(*) */
 	char	   *filter;			/* NULL: none */
 	Oid			result_type;
+	int32		added_in;		/* the measures version that added it */
 	MeasureInput input;
 } PipelineMeasure;
 
@@ -203,6 +204,7 @@ typedef struct PipelineMeasures
 	int			count;
 	PipelineMeasure *items;
 	List	   *fields;			/* payload fields the measures read */
+	int32		version;		/* > 0: sessions keep measured_since */
 } PipelineMeasures;
 
 extern PipelineMeasures *sessionize_read_measures(const char *pipeline);
@@ -279,6 +281,7 @@ typedef struct StoredSession
 	SessionInterval session;
 	Jsonb	   *type_counts;	/* NULL: none */
 	int32		revision;
+	int32		measured_since; /* measures added later are NULL for it */
 	MeasureState *measures;
 	bool		touched;		/* an event of the batch reaches it */
 } StoredSession;
@@ -302,6 +305,7 @@ typedef struct MergedSession
 	SessionInterval session;
 	Jsonb	   *type_counts;
 	int32		revision;
+	int32		measured_since; /* the least of what it merges */
 	MeasureState *measures;
 	int			replaced;		/* stored sessions it replaces */
 } MergedSession;

@@ -110,13 +110,18 @@ state_column(const PipelineMeasure *measure)
 	}
 }
 
-/* ", s.<value>[, s.<state>]" for each measure; with states, as stored. */
+/*
+ * ", s.<value>[, s.<state>]" for each measure; with states, as stored, after
+ * measured_since when the pipeline keeps it.
+ */
 static char *
 measure_columns(const PipelineMeasures *measures, const char *prefix, bool with_states)
 {
 	StringInfoData columns;
 
 	initStringInfo(&columns);
+	if (with_states && measures->version > 0)
+		appendStringInfo(&columns, ", %smeasured_since", prefix);
 	for (int m = 0; m < measures->count; m++)
 	{
 		const char *state = with_states ? state_column(&measures->items[m]) : NULL;
@@ -267,7 +272,9 @@ read_stored(PipelineBatch *batch, KeyGroup *groups, const int *chosen, int chose
 		stored->session.events = DatumGetInt64(columns[STORED_EVENTS]);
 		stored->type_counts = nulls[STORED_TYPE_COUNTS] ? NULL : DatumGetJsonbPCopy(columns[STORED_TYPE_COUNTS]);
 		stored->revision = DatumGetInt32(columns[STORED_REVISION]);
-		stored->measures = read_measure_states(batch->measures, columns, nulls, STORED_COLUMNS);
+		stored->measured_since = batch->measures->version > 0 ? DatumGetInt32(columns[STORED_COLUMNS]) : 0;
+		stored->measures = read_measure_states(batch->measures, columns, nulls,
+											   STORED_COLUMNS + (batch->measures->version > 0 ? 1 : 0));
 		stored->touched = false;
 	}
 	for (int c = 0; c < chosen_count; c++)
@@ -303,8 +310,10 @@ sink_read_sessions(PipelineBatch *batch, KeyGroup *groups, int group_count)
 
 /*
  * The measures of merged sessions as parameters first_parameter, ...: one
- * array per column (with states: as stored), and the unnest() of each,
- * named as its column, appended to unnests.  Returns how many.
+ * array per column (with states: as stored, measured_since first when kept),
+ * and the unnest() of each, named as its column, appended to unnests.  A
+ * measure added after a session's earliest event is NULL for it.  Returns
+ * how many.
  */
 static int
 measure_parameters(const PipelineMeasures *measures, MergedSession *merged, int merged_count, bool with_states,
@@ -314,6 +323,15 @@ measure_parameters(const PipelineMeasures *measures, MergedSession *merged, int 
 	Datum	   *column = palloc(sizeof(Datum) * merged_count);
 	bool	   *column_nulls = palloc(sizeof(bool) * merged_count);
 
+	if (with_states && measures->version > 0)
+	{
+		for (int s = 0; s < merged_count; s++)
+			column[s] = Int32GetDatum(merged[s].measured_since);
+		types[parameter - 1] = INT4ARRAYOID;
+		values[parameter - 1] = make_array(column, NULL, merged_count, INT4OID);
+		appendStringInfo(unnests, ", pg_catalog.unnest($%d) AS measured_since", parameter);
+		parameter++;
+	}
 	for (int m = 0; m < measures->count; m++)
 	{
 		const PipelineMeasure *measure = &measures->items[m];
@@ -324,7 +342,11 @@ measure_parameters(const PipelineMeasures *measures, MergedSession *merged, int 
 			elog(ERROR, "type %s of measure \"%s\" has no array type", format_type_be(measure->result_type),
 				 measure->name);
 		for (int s = 0; s < merged_count; s++)
+		{
 			column[s] = measure_result(&measure->input, &merged[s].measures[m], &column_nulls[s]);
+			if (merged[s].measured_since < measure->added_in)
+				column_nulls[s] = true;
+		}
 		types[parameter - 1] = array_type;
 		values[parameter - 1] = make_array(column, column_nulls, merged_count, measure->result_type);
 		appendStringInfo(unnests, ", pg_catalog.unnest($%d) AS %s", parameter, quote_identifier(measure->name));
@@ -335,9 +357,9 @@ measure_parameters(const PipelineMeasures *measures, MergedSession *merged, int 
 		{
 			MeasureState *merged_state = &merged[s].measures[m];
 
-			column_nulls[s] = !merged_state->has_value;
+			column_nulls[s] = !merged_state->has_value || merged[s].measured_since < measure->added_in;
 			if (measure->input.kind == MEASURE_APPROX_COUNT_DISTINCT)
-				column[s] = merged_state->has_value ? PointerGetDatum(distinct_sketch_serialize(merged_state->sketch))
+				column[s] = !column_nulls[s] ? PointerGetDatum(distinct_sketch_serialize(merged_state->sketch))
 					: (Datum) 0;
 			else
 				column[s] = TimestampTzGetDatum(merged_state->at);
@@ -365,7 +387,7 @@ sink_write_sessions(PipelineBatch *batch, KeyGroup *groups, int group_count,
 	int			row_count = 0;
 	Datum	   *columns[7];
 	bool	   *type_counts_null;
-	int			parameters = 7 + 2 * batch->measures->count;
+	int			parameters = 8 + 2 * batch->measures->count;
 	Oid		   *types = palloc(sizeof(Oid) * parameters);
 	Datum	   *values = palloc(sizeof(Datum) * parameters);
 	StringInfoData unnests;

@@ -143,7 +143,11 @@ CREATE TABLE sessionize.pipeline_state (
 	checkpoint_lsn pg_lsn,
 	-- the rows of one COPY share an LSN: how many at checkpoint_lsn are applied
 	checkpoint_lsn_row bigint,
-	slot_advance_to pg_lsn
+	slot_advance_to pg_lsn,
+	-- how many times alter_pipeline() added measures: a stored session keeps
+	-- the version its earliest event came under (measured_since), and a
+	-- measure added later than that is NULL for it
+	measures_version integer NOT NULL DEFAULT 0
 );
 COMMENT ON TABLE sessionize.pipeline_state IS 'progress of each pipeline, updated in the transaction of each batch';
 SELECT pg_catalog.pg_extension_config_dump('sessionize.pipeline_state', '');

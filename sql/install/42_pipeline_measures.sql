@@ -15,6 +15,8 @@ CREATE TABLE sessionize.pipeline_measures (
 	filter text,
 	argument_type regtype,
 	result_type regtype NOT NULL,
+	-- the pipeline's measures_version that added it; 0: created with it
+	added_in integer NOT NULL DEFAULT 0,
 	PRIMARY KEY (pipeline, name),
 	UNIQUE (pipeline, position)
 );

@@ -35,7 +35,7 @@ GRANT EXECUTE ON FUNCTION
 	sessionize.slot_upsert(regclass, "any", "any", "any"),
 	sessionize.slot_upsert_many(regclass, "any", "any", "any"),
 	sessionize.run_pipeline(text, integer),
-	sessionize.alter_pipeline(text, interval, interval, text[], boolean, boolean),
+	sessionize.alter_pipeline(text, interval, interval, text[], boolean, boolean, text),
 	sessionize.pause_pipeline(text),
 	sessionize.resume_pipeline(text),
 	sessionize.drop_pipeline(text),

@@ -2,3 +2,16 @@
 -- fragments that define what 0.4.0 makes anew (see Makefile), so an upgraded
 -- database has the objects of a fresh one.
 \echo Use "ALTER EXTENSION sessionize UPDATE TO '0.4.0'" to load this file. \quit
+
+-- alter_pipeline() can change a pipeline's measures: measures added later
+-- than a stored session's earliest event are NULL for it.
+ALTER TABLE sessionize.pipeline_state ADD COLUMN measures_version integer NOT NULL DEFAULT 0;
+ALTER TABLE sessionize.pipeline_measures ADD COLUMN added_in integer NOT NULL DEFAULT 0;
+
+-- The functions that make and alter a pipeline's tables are made anew from
+-- 43_pipeline_tables.sql, alter_pipeline() with a new argument.
+DROP FUNCTION
+	sessionize.alter_pipeline(text,interval,interval,text[],boolean,boolean),
+	sessionize.sessionize_alter_pipeline(regrole,text,interval,interval,text[],boolean,boolean),
+	sessionize.sessionize_make_pipeline(text,regclass,name,name,interval,interval,interval,text[],name,regrole,boolean,text,boolean,name,text,text,text),
+	sessionize.sessionize_make_pipeline_views(text,regrole);
