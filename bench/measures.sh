@@ -34,7 +34,7 @@ FROM (SELECT e.*, extract(epoch FROM ts) + CASE WHEN copy = 2 THEN random() * 60
 				   CASE WHEN n % 20 = 7 THEN (n % 997)::numeric / 10 END AS price,
 				   ((n::bigint * 7919) % 5000)::int AS product_id
 			FROM generate_series(0, $events * 10 / 11 - 1) n) e,
-		   LATERAL (SELECT 1 AS copy UNION ALL SELECT 2 WHERE random() < 0.1) copies) all_events;
+		   LATERAL (SELECT 1 AS copy UNION ALL SELECT 2 WHERE random() < 0.1 AND e.user_id >= 0) copies) all_events;
 VACUUM ANALYZE measure_events;
 CREATE TABLE measure_runs (variant text, round int, events bigint, seconds float8);
 

@@ -678,8 +678,7 @@ merge_key(PipelineBatch *batch, KeyGroup *group, SessionSet *set, MergedSession 
 			if (stored->type_counts != NULL)
 				add_stored_type_counts(stored->type_counts, &types, &type_count, &type_capacity);
 			for (int i = 0; i < batch->measures->count; i++)
-				measure_combine(&batch->measures->items[i].input, &result->measures[i], &stored->measures[i],
-								CurrentMemoryContext);
+				measure_combine(&batch->measures->items[i].input, &result->measures[i], &stored->measures[i], NULL);
 		}
 		for (; next_event < group->event_count && group->events[next_event]->ts <= sessions[m].ended_at;
 			 next_event++)
@@ -691,7 +690,7 @@ merge_key(PipelineBatch *batch, KeyGroup *group, SessionSet *set, MergedSession 
 			for (int i = 0; i < batch->measures->count; i++)
 				if (!event->measure_skips[i])
 					measure_add(&batch->measures->items[i].input, &result->measures[i], event->measure_values[i],
-								false, event->ts, CurrentMemoryContext);
+								false, event->ts, NULL);
 			if (event->event_type == NULL)
 				continue;
 			if (type_count == type_capacity)

@@ -39,6 +39,7 @@
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/numeric.h"
 #include "utils/typcache.h"
 
@@ -53,7 +54,8 @@
 struct DistinctSketch
 {
 	int			count;			/* hashes in the list; -1: registers */
-	uint64		hashes[SKETCH_LIST_MAX];
+	int			capacity;		/* of hashes: most sessions see a few */
+	uint64	   *hashes;
 	uint8	   *registers;
 };
 
@@ -78,6 +80,8 @@ distinct_sketch_create(void)
 	DistinctSketch *sketch = palloc(sizeof(DistinctSketch));
 
 	sketch->count = 0;
+	sketch->capacity = 0;
+	sketch->hashes = NULL;
 	sketch->registers = NULL;
 	return sketch;
 }
@@ -93,10 +97,22 @@ sketch_set_register(DistinctSketch *sketch, uint64 hash)
 		sketch->registers[index] = (uint8) rank;
 }
 
+/* The hashes and registers of a sketch live in the context of the sketch. */
+static void
+sketch_reserve(DistinctSketch *sketch, int capacity)
+{
+	if (capacity <= sketch->capacity)
+		return;
+	sketch->hashes = sketch->hashes == NULL
+		? MemoryContextAlloc(GetMemoryChunkContext(sketch), sizeof(uint64) * capacity)
+		: repalloc(sketch->hashes, sizeof(uint64) * capacity);
+	sketch->capacity = capacity;
+}
+
 static void
 sketch_to_registers(DistinctSketch *sketch)
 {
-	sketch->registers = palloc0(SKETCH_REGISTERS);
+	sketch->registers = MemoryContextAllocZero(GetMemoryChunkContext(sketch), SKETCH_REGISTERS);
 	for (int i = 0; i < sketch->count; i++)
 		sketch_set_register(sketch, sketch->hashes[i]);
 	sketch->count = -1;
@@ -131,6 +147,8 @@ distinct_sketch_add(DistinctSketch *sketch, uint64 hash)
 		sketch_set_register(sketch, hash);
 		return;
 	}
+	if (sketch->count == sketch->capacity)
+		sketch_reserve(sketch, Min(Max(4, 2 * sketch->capacity), SKETCH_LIST_MAX));
 	memmove(&sketch->hashes[low + 1], &sketch->hashes[low], sizeof(uint64) * (sketch->count - low));
 	sketch->hashes[low] = hash;
 	sketch->count++;
@@ -233,6 +251,7 @@ distinct_sketch_deserialize(const bytea *serialized)
 		count = pg_ntoh32(count);
 		if (count > SKETCH_LIST_MAX || length != 6 + 8 * (Size) count)
 			invalid_sketch("The list of hashes has the wrong length.");
+		sketch_reserve(sketch, (int) count);
 		for (uint32 i = 0; i < count; i++)
 		{
 			uint64		hash;
@@ -248,7 +267,7 @@ distinct_sketch_deserialize(const bytea *serialized)
 	{
 		if (length != 2 + SKETCH_REGISTERS)
 			invalid_sketch("The registers have the wrong length.");
-		sketch->registers = palloc(SKETCH_REGISTERS);
+		sketch->registers = MemoryContextAlloc(GetMemoryChunkContext(sketch), SKETCH_REGISTERS);
 		memcpy(sketch->registers, data + 2, SKETCH_REGISTERS);
 		for (int i = 0; i < SKETCH_REGISTERS; i++)
 			if (sketch->registers[i] > SKETCH_MAX_RANK)
@@ -354,14 +373,32 @@ compare_values(const MeasureInput *input, Datum a, Datum b)
 	return DatumGetInt32(FunctionCall2Coll((FmgrInfo *) &input->compare, input->collation, a, b));
 }
 
+/* Keeps a value: copied into context, or as it is when context is NULL. */
 static void
 keep_value(const MeasureInput *input, MeasureState *state, Datum value, MemoryContext context)
 {
-	MemoryContext old = MemoryContextSwitchTo(context);
+	if (context != NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(context);
 
-	state->value = datumCopy(value, input->byval, input->length);
+		value = datumCopy(value, input->byval, input->length);
+		MemoryContextSwitchTo(old);
+	}
+	state->value = value;
 	state->has_value = true;
+}
+
+static Datum
+keep_numeric(Datum value, MemoryContext context)
+{
+	MemoryContext old;
+
+	if (context == NULL)
+		return value;
+	old = MemoryContextSwitchTo(context);
+	value = datumCopy(value, false, -1);
 	MemoryContextSwitchTo(old);
+	return value;
 }
 
 /* How (at, value) compares with (state's at, state's value). */
@@ -392,20 +429,26 @@ add_sum(const MeasureInput *input, MeasureState *state, Datum value, MemoryConte
 	else
 	{
 		Numeric		addend = input->type == INT8OID ? int64_to_numeric(DatumGetInt64(value)) : DatumGetNumeric(value);
-		MemoryContext old = MemoryContextSwitchTo(context);
 
-		state->value = state->has_value
-			? NumericGetDatum(numeric_add_opt_error(DatumGetNumeric(state->value), addend, NULL))
-			: datumCopy(NumericGetDatum(addend), false, -1);
+		if (state->has_value)
+		{
+			MemoryContext old = MemoryContextSwitchTo(context != NULL ? context : CurrentMemoryContext);
+
+			state->value = NumericGetDatum(numeric_add_opt_error(DatumGetNumeric(state->value), addend, NULL));
+			MemoryContextSwitchTo(old);
+		}
+		else
+			state->value = keep_numeric(NumericGetDatum(addend), context);
 		state->has_value = true;
-		MemoryContextSwitchTo(old);
 	}
 }
 
 /*
  * Adds a value (and, for first and last, its time) to a state; what the
- * state keeps is allocated in context.  Null values are ignored (count(*)
- * counts every call).
+ * state keeps is allocated in context, or, when context is NULL, in the
+ * current context, with values kept as they are: the caller's values then
+ * outlive the state, as a batch's events do.  Null values are ignored
+ * (count(*) counts every call).
  */
 void
 measure_add(const MeasureInput *input, MeasureState *state, Datum value, bool isnull, TimestampTz at,
@@ -462,7 +505,7 @@ measure_add(const MeasureInput *input, MeasureState *state, Datum value, bool is
 			{
 				uint64		hash = DatumGetUInt64(FunctionCall2Coll((FmgrInfo *) &input->hash, input->collation,
 																	value, UInt64GetDatum(0)));
-				MemoryContext old = MemoryContextSwitchTo(context);
+				MemoryContext old = MemoryContextSwitchTo(context != NULL ? context : CurrentMemoryContext);
 
 				if (state->sketch == NULL)
 					state->sketch = distinct_sketch_create();
@@ -514,12 +557,15 @@ measure_combine(const MeasureInput *input, MeasureState *state, const MeasureSta
 			}
 			else
 			{
-				old = MemoryContextSwitchTo(context);
-				state->value = state->has_value
-					? NumericGetDatum(numeric_add_opt_error(DatumGetNumeric(state->value),
-															DatumGetNumeric(other->value), NULL))
-					: datumCopy(other->value, false, -1);
-				state->has_value = true;
+				if (!state->has_value)
+				{
+					state->value = keep_numeric(other->value, context);
+					state->has_value = true;
+					break;
+				}
+				old = MemoryContextSwitchTo(context != NULL ? context : CurrentMemoryContext);
+				state->value = NumericGetDatum(numeric_add_opt_error(DatumGetNumeric(state->value),
+																	 DatumGetNumeric(other->value), NULL));
 				MemoryContextSwitchTo(old);
 			}
 			break;
@@ -534,7 +580,7 @@ measure_combine(const MeasureInput *input, MeasureState *state, const MeasureSta
 			measure_add(input, state, other->value, false, 0, context);
 			break;
 		case MEASURE_APPROX_COUNT_DISTINCT:
-			old = MemoryContextSwitchTo(context);
+			old = MemoryContextSwitchTo(context != NULL ? context : CurrentMemoryContext);
 			if (state->sketch == NULL)
 				state->sketch = distinct_sketch_create();
 			distinct_sketch_merge(state->sketch, other->sketch);
