@@ -18,13 +18,17 @@ SET timezone = 'UTC';
 SELECT setseed(0.2024);
 
 -- 30,000 users over one week.  A user comes back every few hours; within a
--- visit, clicks are seconds to minutes apart.  About 2% of the rows arrive
--- late, out of time order, as mobile clients that were offline do.
+-- visit, clicks are seconds to minutes apart.  The first click of most
+-- visits carries the campaign that brought the user; a checkout has an
+-- amount.  About 2% of the rows arrive late, out of time order, as mobile
+-- clients that were offline do.
 CREATE TABLE demo.clicks (
 	id bigserial PRIMARY KEY,
 	user_id bigint NOT NULL,
 	ts timestamptz NOT NULL,
-	url text NOT NULL
+	url text NOT NULL,
+	campaign text,
+	price numeric
 );
 WITH visits AS (
 	SELECT user_id, visit,
@@ -36,10 +40,13 @@ generated AS (
 	SELECT v.user_id,
 		   v.started + sum((5 + random() ^ 3 * 900)::int) OVER (PARTITION BY v.user_id, v.visit ORDER BY click)
 			 * interval '1 second' AS ts,
-		   (ARRAY['/', '/search', '/product', '/product', '/product', '/cart', '/checkout', '/help'])[1 + (random() * 7)::int] AS url
+		   (ARRAY['/', '/search', '/product', '/product', '/product', '/cart', '/checkout', '/help'])[1 + (random() * 7)::int] AS url,
+		   CASE WHEN click = 1 THEN (ARRAY['newsletter', 'search_ad', 'social', NULL])[1 + (random() * 3)::int] END AS campaign
 	FROM visits v, generate_series(1, v.clicks) AS click)
-INSERT INTO demo.clicks (user_id, ts, url)
-SELECT user_id, ts, url FROM generated
+INSERT INTO demo.clicks (user_id, ts, url, campaign, price)
+SELECT user_id, ts, url, campaign,
+	   CASE WHEN url = '/checkout' THEN round((10 + random() * 190)::numeric, 2) END
+FROM generated
 ORDER BY CASE WHEN random() < 0.02 THEN ts + interval '3 hours' ELSE ts END;
 ANALYZE demo.clicks;
 
@@ -115,14 +122,14 @@ SQL
 # (started by the launcher, preloaded in this cluster) keeps sessions current.
 psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
 SET timezone = 'UTC';
-CREATE TABLE demo.click_stream (id bigserial, user_id bigint, ts timestamptz, url text);
+CREATE TABLE demo.click_stream (id bigserial, user_id bigint, ts timestamptz, url text, campaign text, price numeric);
 -- Events of the first 10,000 users in arrival order; 5% of them delivered
 -- twice, the copy a little later, as an at-least-once queue does.
 CREATE TABLE demo.arrivals AS
-SELECT row_number() OVER (ORDER BY arrival) AS arrival, user_id, ts, url
-FROM (SELECT id AS arrival, user_id, ts, url FROM demo.clicks WHERE user_id <= 10000
+SELECT row_number() OVER (ORDER BY arrival) AS arrival, user_id, ts, url, campaign, price
+FROM (SELECT id AS arrival, user_id, ts, url, campaign, price FROM demo.clicks WHERE user_id <= 10000
 	  UNION ALL
-	  SELECT id + 200 + (random() * 5000)::int, user_id, ts, url FROM demo.clicks
+	  SELECT id + 200 + (random() * 5000)::int, user_id, ts, url, campaign, price FROM demo.clicks
 	  WHERE user_id <= 10000 AND random() < 0.05) a;
 SELECT sessionize.create_pipeline('clicks', 'demo.click_stream', 'user_id', 'ts', '30 minutes',
 								  allowed_lateness => '2 hours', fingerprint_exclude => '{id}',
@@ -130,7 +137,9 @@ SELECT sessionize.create_pipeline('clicks', 'demo.click_stream', 'user_id', 'ts'
 								  measures => $$
 									  first(url) AS landing_page,
 									  last(url) AS exit_page,
+									  first(campaign) AS campaign,
 									  count(*) FILTER (WHERE url = '/product') AS product_views,
+									  sum(price) AS revenue,
 									  bool_or(url = '/checkout') AS converted,
 									  approx_count_distinct(url) AS distinct_pages
 								  $$);
@@ -144,8 +153,8 @@ DECLARE
 	fed bigint := 0;
 BEGIN
 	WHILE fed < total LOOP
-		INSERT INTO demo.click_stream (user_id, ts, url)
-		SELECT user_id, ts, url FROM demo.arrivals WHERE arrival > fed AND arrival <= fed + 20000 ORDER BY arrival;
+		INSERT INTO demo.click_stream (user_id, ts, url, campaign, price)
+		SELECT user_id, ts, url, campaign, price FROM demo.arrivals WHERE arrival > fed AND arrival <= fed + 20000 ORDER BY arrival;
 		fed := fed + 20000;
 		COMMIT;
 		PERFORM pg_sleep(0.4);
@@ -191,7 +200,7 @@ GROUP BY status ORDER BY status;
 
 \echo
 \echo == Session measures the pipeline keeps: a few sessions of user 42
-SELECT session_start, events, landing_page, exit_page, product_views, converted, distinct_pages
+SELECT session_start, events, landing_page, exit_page, campaign, product_views, revenue, converted, distinct_pages
 FROM sessionize.clicks_sessions WHERE key = 42 ORDER BY session_start LIMIT 5;
 
 \echo
@@ -199,6 +208,13 @@ FROM sessionize.clicks_sessions WHERE key = 42 ORDER BY session_start LIMIT 5;
 SELECT landing_page, count(*) AS sessions, round(100.0 * count(*) FILTER (WHERE converted) / count(*), 1) AS converted_pct,
 	   round(avg(product_views), 2) AS avg_product_views
 FROM sessionize.clicks_sessions GROUP BY landing_page ORDER BY sessions DESC;
+
+\echo
+\echo == Revenue by campaign (a session has the campaign of its first click)
+SELECT coalesce(campaign, '(none)') AS campaign, count(*) AS sessions,
+	   round(100.0 * count(*) FILTER (WHERE converted) / count(*), 1) AS converted_pct,
+	   coalesce(sum(revenue), 0) AS revenue, round(coalesce(sum(revenue), 0) / count(*), 2) AS revenue_per_session
+FROM sessionize.clicks_sessions GROUP BY campaign ORDER BY revenue DESC;
 
 \echo
 \echo == Late events, set aside with their reason (not lost)
@@ -236,13 +252,14 @@ SELECT CASE WHEN NOT EXISTS (
 	 SELECT key, session_start, last_event_at, events FROM sessionize.clicks_sessions))
 	THEN 'agree' ELSE 'DISAGREE' END AS stream_vs_batch_after_replay;
 SELECT CASE WHEN NOT EXISTS (
-	SELECT key, session_start, landing_page, exit_page, product_views, converted, distinct_pages
+	SELECT key, session_start, landing_page, exit_page, campaign, product_views, revenue, converted, distinct_pages
 	FROM sessionize.clicks_sessions
 	EXCEPT
-	SELECT user_id, min(ts), sessionize.first(url, ts), sessionize.last(url, ts),
-		   count(*) FILTER (WHERE url = '/product'), bool_or(url = '/checkout'), sessionize.approx_count_distinct(url)
+	SELECT user_id, min(ts), sessionize.first(url, ts), sessionize.last(url, ts), sessionize.first(campaign, ts),
+		   count(*) FILTER (WHERE url = '/product'), sum(price), bool_or(url = '/checkout'),
+		   sessionize.approx_count_distinct(url)
 	FROM (SELECT *, sessionize.session_id(ts, '30 minutes') OVER (PARTITION BY user_id ORDER BY ts) AS session
-		  FROM (SELECT DISTINCT user_id, ts, url FROM demo.arrivals) e) s
+		  FROM (SELECT DISTINCT user_id, ts, url, campaign, price FROM demo.arrivals) e) s
 	GROUP BY user_id, session)
 	THEN 'agree' ELSE 'DISAGREE' END AS measures_vs_batch_after_replay;
 SQL
