@@ -128,17 +128,56 @@ read_pipeline(PipelineBatch *batch, HeapTupleHeader pipeline)
 	fmgr_info_copy(&batch->key_compare, &key_type->cmp_proc_finfo, CurrentMemoryContext);
 }
 
+/* Describes the (value, filter) columns of the measures, from column first. */
+static void
+describe_measures(const PipelineMeasures *measures, TupleDesc expected, int first)
+{
+	for (int m = 0; m < measures->count; m++)
+	{
+		const MeasureInput *input = &measures->items[m].input;
+
+		TupleDescInitEntry(expected, first + 1 + 2 * m, "value",
+						   input->kind == MEASURE_COUNT_ROWS ? BOOLOID : input->type, -1, 0);
+		TupleDescInitEntry(expected, first + 2 + 2 * m, "filter", BOOLOID, -1, 0);
+	}
+}
+
 /*
- * Runs the source's query as the pipeline's owner and copies its rows, the
- * events of the batch, into the current memory context.  Sets *last_ts to
- * the greatest finite time the source gave.
+ * Takes an event's measure values from the (value, filter) columns of a
+ * row, from column first: a value filtered out or null is skipped.
  */
 static void
-read_events(PipelineBatch *batch, const char *query, Oid argument_type, Datum argument, bool argument_null,
-			bool *has_last_ts, TimestampTz *last_ts)
+take_measures(const PipelineMeasures *measures, BatchEvent *event, Datum *values, bool *nulls, int first)
+{
+	event->measure_values = palloc(sizeof(Datum) * Max(measures->count, 1));
+	event->measure_skips = palloc(sizeof(bool) * Max(measures->count, 1));
+	for (int m = 0; m < measures->count; m++)
+	{
+		const MeasureInput *input = &measures->items[m].input;
+		int			value = first + 2 * m;
+		bool		filtered_out = nulls[value + 1] || !DatumGetBool(values[value + 1]);
+
+		event->measure_skips[m] = filtered_out || (nulls[value] && input->kind != MEASURE_COUNT_ROWS);
+		event->measure_values[m] = event->measure_skips[m] || nulls[value] ? (Datum) 0
+			: datumCopy(values[value], input->byval, input->length);
+	}
+}
+
+/*
+ * Runs the source's query as the pipeline's owner and copies its rows, the
+ * events of the batch, into the current memory context; with measured, the
+ * query also returns the measures' columns.  Sets *last_ts to the greatest
+ * finite time the source gave.
+ */
+static void
+read_events(PipelineBatch *batch, const char *query, bool measured, Oid argument_type, Datum argument,
+			bool argument_null, bool *has_last_ts, TimestampTz *last_ts)
 {
 	MemoryContext batch_context = CurrentMemoryContext;
-	TupleDesc	expected = CreateTemplateTupleDesc(SOURCE_COLUMNS);
+	int			column_count = SOURCE_COLUMNS + (measured ? 2 * batch->measures->count : 0);
+	TupleDesc	expected = CreateTemplateTupleDesc(column_count);
+	Datum	   *values = palloc(sizeof(Datum) * column_count);
+	bool	   *nulls = palloc(sizeof(bool) * column_count);
 	SPITupleTable *rows;
 	int			status;
 
@@ -150,6 +189,8 @@ read_events(PipelineBatch *batch, const char *query, Oid argument_type, Datum ar
 	TupleDescInitEntry(expected, COLUMN_EVENT + 1, "event", JSONBOID, -1, 0);
 	TupleDescInitEntry(expected, COLUMN_FINGERPRINT + 1, "fingerprint", UUIDOID, -1, 0);
 	TupleDescInitEntry(expected, COLUMN_PROBLEM + 1, "problem", TEXTOID, -1, 0);
+	if (measured)
+		describe_measures(batch->measures, expected, SOURCE_COLUMNS);
 
 	status = sessionize_execute_as(batch->owner, query, argument_type, argument, argument_null);
 	if (status < 0 || SPI_tuptable == NULL)
@@ -163,8 +204,6 @@ read_events(PipelineBatch *batch, const char *query, Oid argument_type, Datum ar
 	for (int i = 0; i < batch->count; i++)
 	{
 		BatchEvent *event = &batch->events[i];
-		Datum		values[SOURCE_COLUMNS];
-		bool		nulls[SOURCE_COLUMNS];
 
 		heap_deform_tuple(rows->vals[i], rows->tupdesc, values, nulls);
 		if (nulls[COLUMN_POSITION] || nulls[COLUMN_EVENT])
@@ -194,8 +233,60 @@ read_events(PipelineBatch *batch, const char *query, Oid argument_type, Datum ar
 			event->fingerprint = *DatumGetUUIDP(values[COLUMN_FINGERPRINT]);
 		if (!nulls[COLUMN_PROBLEM])
 			event->problem = TextDatumGetCString(values[COLUMN_PROBLEM]);
+		if (measured)
+			take_measures(batch->measures, event, values, nulls, SOURCE_COLUMNS);
 	}
 	SPI_freetuptable(rows);
+}
+
+/* An error of the events' own: their data (SQLSTATE classes 22 and 23). */
+static bool
+is_event_error(const ErrorData *error)
+{
+	return ERRCODE_TO_CATEGORY(error->sqlerrcode) == ERRCODE_DATA_EXCEPTION ||
+		ERRCODE_TO_CATEGORY(error->sqlerrcode) == ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION;
+}
+
+/*
+ * Reads the events with the query that also measures them, in a
+ * subtransaction; when an event's measure fails (a data error), the claim is
+ * undone and false returned: the events are then claimed again and measured
+ * apart, so that the failing event alone is a dead letter.
+ */
+static bool
+read_measured_events(PipelineBatch *batch, const BatchSource *source, bool *has_last_ts, TimestampTz *last_ts)
+{
+	MemoryContext context = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *volatile error = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(context);
+	PG_TRY();
+	{
+		read_events(batch, source->measured_query, true, source->argument_type, source->argument, false,
+					has_last_ts, last_ts);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(context);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(context);
+		error = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(context);
+		CurrentResourceOwner = owner;
+	}
+	PG_END_TRY();
+	if (error == NULL)
+		return true;
+	if (!is_event_error(error))
+		ReThrowError(error);
+	batch->count = 0;
+	batch->events = NULL;
+	return false;
 }
 
 /*
@@ -250,8 +341,7 @@ run_isolating_bad_events(PipelineBatch *batch, int first, int last, BatchStep st
 		}
 		return;
 	}
-	if (ERRCODE_TO_CATEGORY(error->sqlerrcode) != ERRCODE_DATA_EXCEPTION &&
-		ERRCODE_TO_CATEGORY(error->sqlerrcode) != ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION)
+	if (!is_event_error(error))
 		ReThrowError(error);
 	if (first == last)
 	{
@@ -316,14 +406,7 @@ read_measures(PipelineBatch *batch, int first, int last, BatchCounts *counts)
 	if (count == 0)
 		return;
 	TupleDescInitEntry(expected, 1, "position", INT8OID, -1, 0);
-	for (int m = 0; m < measure_count; m++)
-	{
-		const MeasureInput *input = &batch->measures->items[m].input;
-
-		TupleDescInitEntry(expected, 2 + 2 * m, "value", input->kind == MEASURE_COUNT_ROWS ? BOOLOID : input->type,
-						   -1, 0);
-		TupleDescInitEntry(expected, 3 + 2 * m, "filter", BOOLOID, -1, 0);
-	}
+	describe_measures(batch->measures, expected, 1);
 	get_typlenbyvalalign(JSONBOID, &length, &byval, &align);
 	if (sessionize_execute_as(batch->owner, batch->measures_query, JSONBARRAYOID,
 							  PointerGetDatum(construct_array(events, count, JSONBOID, length, byval, align)),
@@ -344,18 +427,7 @@ read_measures(PipelineBatch *batch, int first, int last, BatchCounts *counts)
 		if (position < 1 || position > count)
 			elog(ERROR, "the measures of pipeline \"%s\" were read for an unknown event", batch->name);
 		event = &batch->events[index[position - 1]];
-		event->measure_values = palloc(sizeof(Datum) * measure_count);
-		event->measure_skips = palloc(sizeof(bool) * measure_count);
-		for (int m = 0; m < measure_count; m++)
-		{
-			const MeasureInput *input = &batch->measures->items[m].input;
-			int			value = 1 + 2 * m;
-			bool		filtered_out = nulls[value + 1] || !DatumGetBool(values[value + 1]);
-
-			event->measure_skips[m] = filtered_out || (nulls[value] && input->kind != MEASURE_COUNT_ROWS);
-			event->measure_values[m] = event->measure_skips[m] || nulls[value] ? (Datum) 0
-				: datumCopy(values[value], input->byval, input->length);
-		}
+		take_measures(batch->measures, event, values, nulls, 1);
 	}
 	SPI_freetuptable(rows);
 }
@@ -792,6 +864,7 @@ sessionize_consume_events(HeapTupleHeader pipeline, bool has_watermark, Timestam
 	MemoryContext old_context;
 	PipelineBatch batch = {0};
 	BatchCounts counts = {0};
+	bool		measured;
 
 	batch_context = AllocSetContextCreate(CurrentMemoryContext, "sessionize batch", ALLOCSET_DEFAULT_SIZES);
 	old_context = MemoryContextSwitchTo(batch_context);
@@ -804,8 +877,11 @@ sessionize_consume_events(HeapTupleHeader pipeline, bool has_watermark, Timestam
 	batch.measures_query = source->measures_query;
 
 	SPI_connect();
-	read_events(&batch, source->query, source->argument_type, source->argument, false,
-				&result->has_last_ts, &result->last_ts);
+	measured = source->measured_query != NULL &&
+		read_measured_events(&batch, source, &result->has_last_ts, &result->last_ts);
+	if (!measured)
+		read_events(&batch, source->query, false, source->argument_type, source->argument, false,
+					&result->has_last_ts, &result->last_ts);
 	if (source->incomplete != NULL)
 	{
 		Datum	   *positions;
@@ -832,7 +908,7 @@ sessionize_consume_events(HeapTupleHeader pipeline, bool has_watermark, Timestam
 		else
 		{
 			run_isolating_bad_events(&batch, 0, batch.count - 1, read_times, time_unreadable, &counts);
-			if (batch.measures->count > 0)
+			if (batch.measures->count > 0 && !measured)
 				run_isolating_bad_events(&batch, 0, batch.count - 1, read_measures, measure_unreadable, &counts);
 			run_isolating_bad_events(&batch, 0, batch.count - 1, apply_events, event_failed, &counts);
 		}

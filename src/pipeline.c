@@ -146,7 +146,8 @@ batch_source(const Pipeline *pipeline, SourceKind kind, Oid argument_type, Datum
 {
 	BatchSource source = {0};
 
-	source.query = sessionize_source_query(&pipeline->source_events, kind);
+	source.query = sessionize_source_query(&pipeline->source_events, kind, false);
+	source.measured_query = sessionize_source_query(&pipeline->source_events, kind, true);
 	source.argument_type = argument_type;
 	source.argument = argument;
 	source.measures = pipeline->measures;

@@ -236,7 +236,7 @@ typedef struct SourcePipeline
 } SourcePipeline;
 
 extern void sessionize_read_source(SourcePipeline *source, HeapTupleHeader pipeline);
-extern char *sessionize_source_query(const SourcePipeline *pipeline, SourceKind kind);
+extern char *sessionize_source_query(const SourcePipeline *pipeline, SourceKind kind, bool measured);
 extern char *sessionize_measures_query(const SourcePipeline *pipeline);
 
 /* What a batch is given: its source's query and argument, its measures. */
@@ -248,6 +248,7 @@ typedef struct BatchSource
 	ArrayType  *incomplete;		/* positions of updates that miss values */
 	const PipelineMeasures *measures;
 	const char *measures_query; /* NULL without measures */
+	const char *measured_query; /* the query that also measures, or NULL */
 } BatchSource;
 
 typedef struct PipelineBatch

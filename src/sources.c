@@ -39,6 +39,8 @@
 
 #include "sessionize.h"
 
+static char *measured_from(const SourcePipeline *pipeline, const char *row);
+
 /* SQL expressions that read an event from a row of the source. */
 typedef struct EventExpressions
 {
@@ -202,36 +204,51 @@ fingerprint_of(const SourcePipeline *pipeline, const char *content)
 char *
 sessionize_measures_query(const SourcePipeline *pipeline)
 {
-	StringInfoData query;
+	return psprintf("SELECT e.position, measured.*"
+					" FROM pg_catalog.unnest($1::pg_catalog.jsonb[]) WITH ORDINALITY AS e(event, position),"
+					" LATERAL pg_catalog.jsonb_populate_record(NULL::%s, e.event) r, %s",
+					pipeline->source, measured_from(pipeline, "r"));
+}
 
-	initStringInfo(&query);
-	appendStringInfo(&query,
-					 "SELECT e.position, measured.*"
-					 " FROM pg_catalog.unnest($1::pg_catalog.jsonb[]) WITH ORDINALITY AS e(event, position),"
-					 " LATERAL pg_catalog.jsonb_populate_record(NULL::%s, e.event) r,"
-					 " LATERAL (SELECT ", pipeline->source);
+/*
+ * "LATERAL (SELECT value_0, filter_0, ...) measured": the argument and the
+ * FILTER condition of each measure over the source row row.
+ */
+static char *
+measured_from(const SourcePipeline *pipeline, const char *row)
+{
+	StringInfoData measured;
+
+	initStringInfo(&measured);
+	appendStringInfoString(&measured, "LATERAL (SELECT ");
 	for (int m = 0; m < pipeline->measures->count; m++)
 	{
 		const PipelineMeasure *measure = &pipeline->measures->items[m];
 
-		appendStringInfo(&query, "%s(%s) AS value_%d, coalesce((%s), false) AS filter_%d", m == 0 ? "" : ", ",
+		appendStringInfo(&measured, "%s(%s) AS value_%d, coalesce((%s), false) AS filter_%d", m == 0 ? "" : ", ",
 						 measure->argument != NULL ? measure->argument : "NULL::pg_catalog.bool", m,
 						 measure->filter != NULL ? measure->filter : "true", m);
 	}
-	appendStringInfo(&query, " FROM %s) measured",
-					 sessionize_measure_row("r", pipeline->payload_column, pipeline->measures->fields));
-	return query.data;
+	appendStringInfo(&measured, " FROM %s) measured",
+					 sessionize_measure_row(row, pipeline->payload_column, pipeline->measures->fields));
+	return measured.data;
 }
 
 /*
  * The query a batch reads its events with, for a source of the given kind;
- * what $1 is depends on the kind (see the head of this file).
+ * what $1 is depends on the kind (see the head of this file).  With
+ * measured, a staging table's claim also returns the measures' arguments
+ * and FILTER conditions, as sessionize_measures_query() does: one pass over
+ * the rows, but an error of one event's measure fails the claim (the batch
+ * then claims again without them); NULL for the other kinds.
  */
 char *
-sessionize_source_query(const SourcePipeline *pipeline, SourceKind kind)
+sessionize_source_query(const SourcePipeline *pipeline, SourceKind kind, bool measured)
 {
 	EventExpressions read;
 
+	if (measured && (kind != SOURCE_STAGING || pipeline->measures->count == 0))
+		return NULL;
 	switch (kind)
 	{
 		case SOURCE_STAGING:
@@ -241,13 +258,15 @@ sessionize_source_query(const SourcePipeline *pipeline, SourceKind kind)
 							" WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT ctid FROM ONLY %1$s%2$s"
 							" LIMIT $1 FOR UPDATE SKIP LOCKED))"
 							" RETURNING s.*)"
-							" SELECT pg_catalog.row_number() OVER (), %3$s, %4$s, %5$s, %6$s, e.event, %7$s, %8$s"
-							" FROM claimed c, LATERAL (SELECT pg_catalog.to_jsonb(c) AS event) e",
+							" SELECT pg_catalog.row_number() OVER (), %3$s, %4$s, %5$s, %6$s, e.event, %7$s, %8$s%9$s"
+							" FROM claimed c, LATERAL (SELECT pg_catalog.to_jsonb(c) AS event) e%10$s",
 							pipeline->source,
 							pipeline->payload_column == NULL
 							? psprintf(" ORDER BY %s", quote_identifier(pipeline->time_column)) : "",
 							read.key, read.ts, read.ts_text, read.event_type,
-							fingerprint_of(pipeline, read.content), read.problem);
+							fingerprint_of(pipeline, read.content), read.problem,
+							measured ? ", measured.*" : "",
+							measured ? psprintf(", %s", measured_from(pipeline, "c")) : "");
 		case SOURCE_CHANGES:
 			/*
 			 * The pairs are read by unnest: a subscript into an array of
