@@ -50,6 +50,7 @@ unix_socket_directories = '$CLUSTER_SOCKETS'
 shared_preload_libraries = 'sessionize${preload:+,$preload}'
 sessionize.database = 'postgres'
 cron.database_name = 'postgres'
+cron.use_background_workers = on
 max_worker_processes = 16
 wal_level = logical
 max_replication_slots = 10

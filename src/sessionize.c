@@ -24,6 +24,7 @@ char	   *sessionize_database = NULL;
 int			sessionize_max_workers = 4;
 int			sessionize_naptime_ms = 250;
 int			sessionize_batch_size = 1000;
+int			sessionize_worker_turn_ms = 10000;
 
 void		_PG_init(void);
 
@@ -42,7 +43,7 @@ _PG_init(void)
 								   NULL, NULL, NULL);
 	DefineCustomIntVariable("sessionize.max_workers",
 							"Maximum number of pipeline workers running at once.",
-							"Each active pipeline needs one worker; they count against max_worker_processes.",
+							"Pipelines take turns when there are more of them; workers count against max_worker_processes.",
 							&sessionize_max_workers,
 							4, 0, 64,
 							PGC_SIGHUP,
@@ -63,6 +64,14 @@ _PG_init(void)
 							1000, 1, 1000000,
 							PGC_SIGHUP,
 							0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("sessionize.worker_turn",
+							"Time a worker serves one pipeline while others with events wait for a worker.",
+							NULL,
+							&sessionize_worker_turn_ms,
+							10000, 100, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("sessionize");

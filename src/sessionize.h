@@ -387,6 +387,7 @@ extern char *sessionize_database;
 extern int	sessionize_max_workers;
 extern int	sessionize_naptime_ms;
 extern int	sessionize_batch_size;
+extern int	sessionize_worker_turn_ms;
 
 /* privileges.c: the locks that keep a pipeline to one worker, a database to one scheduler */
 extern bool sessionize_lock_pipeline_worker(int64 pipeline_id);

@@ -11,6 +11,15 @@
  * pipelines paused or dropped.  When the extension is dropped it stops its
  * workers and exits.
  *
+ * Pipelines take turns when there are more of them than workers: those with
+ * events waiting go first (as the statistics of a staging table, or the WAL
+ * a logical slot has not confirmed, tell), one that has waited longer than
+ * a turn before the others, otherwise the largest backlog first; and when
+ * such a pipeline waits, the worker that has served its pipeline longest,
+ * once past sessionize.worker_turn, is asked to end its turn (it finishes
+ * the batch in hand).  So max_workers bounds how many pipelines run at
+ * once, not how many can run.
+ *
  * A pipeline worker calls sessionize.run_pipeline() in a loop, one
  * transaction per batch: consuming, merging and the checkpoint commit
  * together, so a crash anywhere leaves all of a batch or none of it.  Under
@@ -60,6 +69,9 @@ typedef struct PipelineWorker
 	int64		id;				/* the pipeline's incarnation */
 	char		name[NAMEDATALEN];
 	bool		active;			/* seen active in the catalog this round */
+	int64		backlog;		/* events waiting, an estimate; 0: none */
+	TimestampTz waiting_since;	/* without a worker since; 0: has one */
+	bool		yielding;		/* asked to end its turn */
 	BackgroundWorkerHandle *handle;
 	int			quick_exits;	/* exits soon after start, for backoff */
 	TimestampTz started_at;
@@ -136,9 +148,20 @@ read_active_pipelines(void)
 
 		installed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 
+		/*
+		 * What waits, from statistics only: the scheduler reads no table of
+		 * a pipeline's owner.
+		 */
 		if (installed &&
-			SPI_execute("SELECT p.name, p.id FROM sessionize.pipelines p"
-						" WHERE p.state OPERATOR(pg_catalog.=) 'active' ORDER BY p.name", true, 0) == SPI_OK_SELECT)
+			SPI_execute(psprintf("SELECT p.name, p.id,"
+								 " CASE WHEN p.source_kind OPERATOR(pg_catalog.=) 'table'"
+								 " THEN pg_catalog.pg_stat_get_live_tuples(p.source::pg_catalog.oid)"
+								 " ELSE (r.confirmed_flush_lsn OPERATOR(pg_catalog.<) pg_catalog.pg_current_wal_lsn())::pg_catalog.int4::pg_catalog.int8 END"
+								 " FROM sessionize.pipelines p"
+								 " LEFT JOIN pg_catalog.pg_replication_slots r"
+								 " ON r.slot_name OPERATOR(pg_catalog.=) pg_catalog.format('sessionize_%%s_%%s', %u, p.name)"
+								 " WHERE p.state OPERATOR(pg_catalog.=) 'active' ORDER BY p.name", MyDatabaseId),
+						true, 0) == SPI_OK_SELECT)
 		{
 			for (uint64 row = 0; row < SPI_processed; row++)
 			{
@@ -162,8 +185,13 @@ read_active_pipelines(void)
 					memset(worker, 0, sizeof(PipelineWorker));
 					worker->id = id;
 					strlcpy(worker->name, name, NAMEDATALEN);
+					worker->waiting_since = GetCurrentTimestamp();
 				}
 				worker->active = true;
+				worker->backlog = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, 3,
+															  &isnull));
+				if (isnull || worker->backlog < 0)
+					worker->backlog = 0;
 			}
 		}
 	}
@@ -190,26 +218,16 @@ running_workers(void)
 	return running;
 }
 
-static void
+/* Starts a worker for a pipeline; false when no worker may start now. */
+static bool
 start_worker(PipelineWorker *worker)
 {
 	BackgroundWorker definition = {0};
 	TimestampTz now = GetCurrentTimestamp();
 
-	if (now < worker->not_before)
-		return;
 	/* this scheduler's own workers count at once, other databases' as last read */
 	if (Max(running_workers(), cluster_workers) >= sessionize_max_workers)
-	{
-		if (!limit_reported)
-			ereport(LOG,
-					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-					 errmsg("sessionize cannot start a worker for pipeline \"%s\": sessionize.max_workers (%d) are running",
-							worker->name, sessionize_max_workers),
-					 errhint("Raise sessionize.max_workers, or pause pipelines.")));
-		limit_reported = true;
-		return;
-	}
+		return false;
 
 	definition.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	definition.bgw_start_time = BgWorkerStart_RecoveryFinished;
@@ -217,7 +235,7 @@ start_worker(PipelineWorker *worker)
 	definition.bgw_notify_pid = MyProcPid;
 	snprintf(definition.bgw_library_name, BGW_MAXLEN, "sessionize");
 	snprintf(definition.bgw_function_name, BGW_MAXLEN, "sessionize_pipeline_main");
-	snprintf(definition.bgw_name, BGW_MAXLEN, "sessionize pipeline %s", worker->name);
+	snprintf(definition.bgw_name, BGW_MAXLEN, "sessionize pipeline " INT64_FORMAT " %s", worker->id, worker->name);
 	snprintf(definition.bgw_type, BGW_MAXLEN, "sessionize pipeline");
 	definition.bgw_main_arg = ObjectIdGetDatum(MyDatabaseId);
 	StaticAssertStmt(NAMEDATALEN + sizeof(int64) <= BGW_EXTRALEN, "pipeline name and id must fit in bgw_extra");
@@ -234,33 +252,127 @@ start_worker(PipelineWorker *worker)
 							worker->name),
 					 errhint("Raise max_worker_processes.")));
 		limit_reported = true;
-		return;
+		return false;
 	}
 	limit_reported = false;
 	worker->started_at = now;
+	worker->waiting_since = 0;
 	cluster_workers++;
+	return true;
 }
 
-/* Starts, stops and forgets workers to match the active pipelines. */
+static TimestampTz round_started_at;
+
+/* Which waiting pipeline gets a worker first (see the head of this file). */
+static int
+waiting_order(const void *a, const void *b)
+{
+	const PipelineWorker *x = *(PipelineWorker *const *) a;
+	const PipelineWorker *y = *(PipelineWorker *const *) b;
+	bool		x_starving = TimestampDifferenceExceeds(x->waiting_since, round_started_at, sessionize_worker_turn_ms);
+	bool		y_starving = TimestampDifferenceExceeds(y->waiting_since, round_started_at, sessionize_worker_turn_ms);
+
+	if ((x->backlog > 0) != (y->backlog > 0))
+		return x->backlog > 0 ? -1 : 1;
+	if (x_starving != y_starving)
+		return x_starving ? -1 : 1;
+	if (!x_starving && x->backlog != y->backlog)
+		return x->backlog > y->backlog ? -1 : 1;
+	if (x->waiting_since != y->waiting_since)
+		return x->waiting_since < y->waiting_since ? -1 : 1;
+	return 0;
+}
+
+static int
+serving_order(const void *a, const void *b)
+{
+	const PipelineWorker *x = *(PipelineWorker *const *) a;
+	const PipelineWorker *y = *(PipelineWorker *const *) b;
+
+	if (x->started_at != y->started_at)
+		return x->started_at < y->started_at ? -1 : 1;
+	return 0;
+}
+
+/*
+ * Starts, stops and forgets workers to match the active pipelines, and lets
+ * pipelines with events waiting take turns when workers are short.
+ */
 static void
 reconcile_workers(void)
 {
+	PipelineWorker **waiting = palloc(sizeof(PipelineWorker *) * Max(worker_count, 1));
+	PipelineWorker **serving = palloc(sizeof(PipelineWorker *) * Max(worker_count, 1));
+	int			waiting_count = 0;
+	int			serving_count = 0;
+	int			waiting_with_events = 0;
+
+	round_started_at = GetCurrentTimestamp();
 	for (int i = 0; i < worker_count; i++)
 	{
 		PipelineWorker *worker = &workers[i];
+		bool		was_running = worker->handle != NULL;
 
 		/* a worker that stops soon after starting is restarted ever later */
 		sessionize_reap_worker(&worker->handle, worker->started_at, &worker->quick_exits,
 							   LONGEST_BACKOFF_MS, &worker->not_before);
+		if (was_running && worker->handle == NULL)
+		{
+			worker->waiting_since = round_started_at;
+			/* a worker that ended its turn when asked may start again at its next turn */
+			if (worker->yielding)
+			{
+				worker->quick_exits = 0;
+				worker->not_before = 0;
+				worker->yielding = false;
+			}
+		}
 		if (!worker->active && worker->handle != NULL)
 			TerminateBackgroundWorker(worker->handle);
-		else if (worker->active && worker->handle == NULL)
-			start_worker(worker);
 	}
 	/* forget stopped workers of pipelines that are gone */
 	for (int i = worker_count - 1; i >= 0; i--)
 		if (!workers[i].active && workers[i].handle == NULL)
 			workers[i] = workers[--worker_count];
+
+	for (int i = 0; i < worker_count; i++)
+	{
+		if (workers[i].handle != NULL)
+			serving[serving_count++] = &workers[i];
+		else if (round_started_at >= workers[i].not_before)
+			waiting[waiting_count++] = &workers[i];
+	}
+	qsort(waiting, waiting_count, sizeof(PipelineWorker *), waiting_order);
+	for (int i = 0; i < waiting_count; i++)
+	{
+		if (!start_worker(waiting[i]))
+		{
+			for (int j = i; j < waiting_count; j++)
+				if (waiting[j]->backlog > 0)
+					waiting_with_events++;
+			break;
+		}
+	}
+
+	/* workers past their turn make room for pipelines whose events wait */
+	qsort(serving, serving_count, sizeof(PipelineWorker *), serving_order);
+	for (int i = 0; i < serving_count && waiting_with_events > 0; i++)
+	{
+		PipelineWorker *worker = serving[i];
+
+		if (worker->yielding)
+		{
+			waiting_with_events--;
+			continue;
+		}
+		if (!TimestampDifferenceExceeds(worker->started_at, round_started_at, sessionize_worker_turn_ms))
+			break;
+		TerminateBackgroundWorker(worker->handle);
+		worker->yielding = true;
+		waiting_with_events--;
+	}
+	pfree(waiting);
+	pfree(serving);
 }
 
 /*
@@ -417,7 +529,8 @@ sessionize_pipeline_main(Datum argument)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(argument), InvalidOid, 0);
 	pin_search_path();
-	pgstat_report_appname(psprintf("sessionize pipeline %s", pipeline));
+	/* pipeline_status finds a pipeline's worker by database and pipeline id */
+	pgstat_report_appname(psprintf("sessionize pipeline " INT64_FORMAT " %s", pipeline_id, pipeline));
 	worker_context = AllocSetContextCreate(TopMemoryContext, "sessionize pipeline worker",
 										   ALLOCSET_DEFAULT_SIZES);
 	if (!sessionize_lock_pipeline_worker(pipeline_id))

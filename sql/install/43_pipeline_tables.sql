@@ -135,6 +135,12 @@ BEGIN
 	PERFORM sessionize.sessionize_make_pipeline_views(name, owner);
 	-- what a batch would refuse is refused now: row security, code another role wrote
 	PERFORM sessionize.sessionize_check_owner(made);
+	-- a pipeline no worker will run says so now, not by waiting forever
+	IF NOT (SELECT w.can_run FROM sessionize.sessionize_pipeline_service(made.id, 'active', 0) w) THEN
+		RAISE WARNING 'no worker will run pipeline "%" as things stand: %', name,
+			(SELECT w.waiting_reason FROM sessionize.sessionize_pipeline_service(made.id, 'active', 0) w)
+			USING HINT = 'run_pipeline() runs its batches by hand or from pg_cron; pipeline_status says why it waits.';
+	END IF;
 	EXECUTE format('COMMENT ON TABLE sessionize.%I IS %L', name || '_stored_sessions',
 				   'sessions of pipeline ' || name || ', as the pipeline writes them; read them through the views');
 	EXECUTE format('COMMENT ON TABLE sessionize.%I IS %L', name || '_late', 'events that came later than the allowed lateness of pipeline ' || name);

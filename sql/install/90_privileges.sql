@@ -40,7 +40,8 @@ GRANT EXECUTE ON FUNCTION
 	sessionize.resume_pipeline(text),
 	sessionize.drop_pipeline(text),
 	sessionize.replay_late(text, integer),
-	sessionize.pipeline_backlog(text)
+	sessionize.pipeline_backlog(text),
+	sessionize.sessionize_pipeline_service(bigint, text, integer)
 TO PUBLIC;
 
 GRANT SELECT ON sessionize.pipeline_status, sessionize.pipeline_dead_letters TO PUBLIC;

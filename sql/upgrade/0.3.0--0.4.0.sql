@@ -15,3 +15,11 @@ DROP FUNCTION
 	sessionize.sessionize_alter_pipeline(regrole,text,interval,interval,text[],boolean,boolean),
 	sessionize.sessionize_make_pipeline(text,regclass,name,name,interval,interval,interval,text[],name,regrole,boolean,text,boolean,name,text,text,text),
 	sessionize.sessionize_make_pipeline_views(text,regrole);
+
+-- pipeline_status says why a pipeline waits for a worker; workers are
+-- matched to pipelines by database and id (44_pipeline_status.sql).
+DROP VIEW sessionize.pipeline_status, sessionize.pipeline_dead_letters;
+
+-- A peek by hand goes on past changes the checkpoint has passed, so that a
+-- slot whose restart point lags still gives a full batch (41_peek_changes.sql).
+DROP FUNCTION sessionize.sessionize_peek_changes(sessionize.pipelines, name, pg_lsn, pg_lsn, pg_lsn, bigint, integer);
