@@ -126,6 +126,8 @@ BEGIN
 				   ' type_counts jsonb, revision integer NOT NULL, updated_at timestamptz NOT NULL%s,'
 				   ' PRIMARY KEY (key, session_start))', name || '_stored_sessions', key_type, stored_columns);
 	EXECUTE format('CREATE INDEX ON sessionize.%I (expires_at)', name || '_stored_sessions');
+	-- a dashboard reads the sessions of a time range
+	EXECUTE format('CREATE INDEX ON sessionize.%I (session_start)', name || '_stored_sessions');
 	EXECUTE format('CREATE TABLE sessionize.%I (id bigserial PRIMARY KEY, event jsonb NOT NULL, reason text NOT NULL,'
 				   ' received_at timestamptz NOT NULL DEFAULT now())', name || '_late');
 	EXECUTE format('CREATE TABLE sessionize.%I (change_id bigserial PRIMARY KEY, key %s NOT NULL,'

@@ -23,3 +23,14 @@ DROP VIEW sessionize.pipeline_status, sessionize.pipeline_dead_letters;
 -- A peek by hand goes on past changes the checkpoint has passed, so that a
 -- slot whose restart point lags still gives a full batch (41_peek_changes.sql).
 DROP FUNCTION sessionize.sessionize_peek_changes(sessionize.pipelines, name, pg_lsn, pg_lsn, pg_lsn, bigint, integer);
+
+-- The sessions of a time range are read through an index, as in a pipeline
+-- made by 0.4.0.
+DO $$
+DECLARE
+	pipeline record;
+BEGIN
+	FOR pipeline IN SELECT p.name FROM sessionize.pipelines p LOOP
+		EXECUTE pg_catalog.format('CREATE INDEX ON sessionize.%I (session_start)', pipeline.name OPERATOR(pg_catalog.||) '_stored_sessions');
+	END LOOP;
+END $$;

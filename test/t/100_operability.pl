@@ -89,6 +89,11 @@ ok($node->poll_query_until('postgres', q{
 is($node->safe_psql('postgres', q{
 	SELECT string_agg(name || '=' || consumed, ' ' ORDER BY name) FROM sessionize.pipeline_status}),
 	'busy_1=45000 busy_2=45000 quiet_1=500 quiet_2=500 quiet_3=500', 'every event was consumed once');
+$node->safe_psql('postgres', 'ANALYZE sessionize.busy_1_stored_sessions');
+like($node->safe_psql('postgres', q{
+	SET enable_seqscan = off;
+	EXPLAIN SELECT * FROM sessionize.busy_1_sessions WHERE session_start >= timestamptz '2024-01-02 11:00'}),
+	qr/Index Cond: \(session_start >=/, 'a time range of the sessions view can be read through an index');
 $node->safe_psql('postgres', "SELECT sessionize.pause_pipeline('quiet_1')");
 is($node->safe_psql('postgres', "SELECT waiting_reason FROM sessionize.pipeline_status WHERE name = 'quiet_1'"),
 	'paused: resume_pipeline() lets it run again', 'a paused pipeline says how to resume it');
