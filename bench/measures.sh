@@ -36,12 +36,26 @@ FROM (SELECT e.*, extract(epoch FROM ts) + CASE WHEN copy = 2 THEN random() * 60
 			FROM generate_series(0, $events * 10 / 11 - 1) n) e,
 		   LATERAL (SELECT 1 AS copy UNION ALL SELECT 2 WHERE random() < 0.1 AND e.user_id >= 0) copies) all_events;
 VACUUM ANALYZE measure_events;
-CREATE TABLE measure_runs (variant text, round int, events bigint, seconds float8);
+CREATE TABLE measure_runs (variant text, round int, events bigint, seconds float8, cpu_seconds float8);
+
+-- CPU time of this backend (Linux), which a busy machine disturbs less
+-- than the wall clock; NULL elsewhere.
+CREATE OR REPLACE FUNCTION backend_cpu_seconds() RETURNS float8
+LANGUAGE plpgsql AS \$\$
+DECLARE
+	fields text[];
+BEGIN
+	fields := string_to_array(split_part(pg_read_file('/proc/self/stat'), ') ', 2), ' ');
+	RETURN (fields[12]::float8 + fields[13]::float8) / 100;
+EXCEPTION WHEN OTHERS THEN
+	RETURN NULL;
+END \$\$;
 
 CREATE OR REPLACE PROCEDURE measure_drain(variant text, round int)
 LANGUAGE plpgsql AS \$\$
 DECLARE
 	started timestamptz;
+	cpu_started float8;
 	done bigint;
 BEGIN
 	DROP TABLE IF EXISTS measure_in;
@@ -63,13 +77,15 @@ BEGIN
 	ANALYZE measure_in;
 	CHECKPOINT;
 	started := clock_timestamp();
+	cpu_started := backend_cpu_seconds();
 	LOOP
 		SELECT consumed INTO done FROM sessionize.run_pipeline('measured', 10000);
 		COMMIT;
 		EXIT WHEN done = 0;
 	END LOOP;
 	INSERT INTO measure_runs
-	SELECT variant, round, consumed, extract(epoch FROM clock_timestamp() - started)
+	SELECT variant, round, consumed, extract(epoch FROM clock_timestamp() - started),
+		   backend_cpu_seconds() - cpu_started
 	FROM sessionize.pipeline_state WHERE pipeline = 'measured';
 	COMMIT;
 END \$\$;
@@ -94,7 +110,7 @@ DECLARE
 BEGIN
 	PERFORM count(*) FROM ($sql) q;
 	INSERT INTO measure_runs VALUES ('GROUP BY user_id: $query', $round, (SELECT count(*) FROM measure_events),
-									 extract(epoch FROM clock_timestamp() - started));
+									 extract(epoch FROM clock_timestamp() - started), NULL);
 END \$\$;
 SQL
 	done
@@ -106,13 +122,17 @@ echo "== Session measures: $(psql -X -qAt -c 'SELECT count(*) FROM measure_event
 psql -X -v ON_ERROR_STOP=1 <<'SQL'
 WITH medians AS (
 	SELECT variant, count(*) AS rounds, max(events) AS events,
-		   percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) AS median_s
+		   percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) AS median_s,
+		   percentile_cont(0.5) WITHIN GROUP (ORDER BY cpu_seconds) AS median_cpu_s
 	FROM measure_runs GROUP BY variant)
 SELECT variant, rounds, events, round(median_s::numeric, 2) AS median_s,
 	   round((events / median_s)::numeric) AS events_per_s,
 	   round((median_s / CASE WHEN variant LIKE 'GROUP BY%'
 							  THEN (SELECT median_s FROM medians WHERE variant = 'GROUP BY user_id: sql')
 							  ELSE (SELECT median_s FROM medians WHERE variant = 'no measures') END)::numeric, 2)
-		 AS time_ratio
+		 AS time_ratio,
+	   round(median_cpu_s::numeric, 2) AS median_cpu_s,
+	   round((median_cpu_s / (SELECT median_cpu_s FROM medians WHERE variant = 'no measures'))::numeric, 2)
+		 AS cpu_ratio
 FROM medians ORDER BY variant DESC;
 SQL
