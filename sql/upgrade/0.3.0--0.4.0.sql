@@ -20,6 +20,11 @@ DROP FUNCTION
 -- matched to pipelines by database and id (44_pipeline_status.sql).
 DROP VIEW sessionize.pipeline_status, sessionize.pipeline_dead_letters;
 
+-- create_pipeline()'s body names the publications to make when they are
+-- missing (41_create_pipeline.sql).
+DROP FUNCTION sessionize.sessionize_create_pipeline(regrole, text, regclass, name, name, interval, interval, interval,
+													text[], name, interval, name, text, boolean, name, boolean, text, text);
+
 -- A peek by hand goes on past changes the checkpoint has passed, so that a
 -- slot whose restart point lags still gives a full batch (41_peek_changes.sql).
 DROP FUNCTION sessionize.sessionize_peek_changes(sessionize.pipelines, name, pg_lsn, pg_lsn, pg_lsn, bigint, integer);

@@ -151,6 +151,19 @@ $node->safe_psql('analytics', q{
 is($node->safe_psql('analytics', q{
 	SELECT (SELECT consumed FROM sessionize.run_pipeline('quiet_2')) || ' ' || (SELECT consumed FROM sessionize.run_pipeline('clicks'))}),
 	'1 1', 'the extension created again takes the same pipelines, staging and logical');
+# A publication of sessionize dropped by hand: creating a logical pipeline
+# says how to make it again, and works once it is.
+$node->safe_psql('analytics', 'DROP PUBLICATION sessionize_pipeline_updates');
+($ret, $out, $err) = $node->psql('analytics', q{
+	SELECT sessionize.create_pipeline('clicks_again', 'clicks', 'user_id', 'ts', '30 minutes', source_kind => 'logical')});
+like($err, qr/ERROR:  the publications of sessionize are missing\n.*HINT:  Create them as sessionize does: CREATE PUBLICATION sessionize_pipelines WITH \(publish = 'insert'\); CREATE PUBLICATION sessionize_pipeline_updates WITH \(publish = 'insert, update'\);/s,
+	'a missing publication is named with the statement that makes it');
+$node->safe_psql('analytics', q{
+	CREATE PUBLICATION sessionize_pipeline_updates WITH (publish = 'insert, update');
+	SELECT sessionize.create_pipeline('clicks_again', 'clicks', 'user_id', 'ts', '30 minutes', source_kind => 'logical')});
+is($node->safe_psql('analytics', "SELECT count(*) FROM sessionize.pipelines WHERE name = 'clicks_again'"), '1',
+	'and the pipeline is made once it exists');
+
 # A role that may not drop the extension gets the DROP's own error.
 ($ret, $out, $err) = $node->psql('analytics', 'DROP EXTENSION sessionize', extra_params => ['-U', 'nobody']);
 like($err, qr/ERROR:  must be owner of extension sessionize/, 'a role without the right to drop it gets the usual error');
