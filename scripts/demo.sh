@@ -117,6 +117,49 @@ SELECT CASE WHEN NOT EXISTS (
 	THEN 'agree' ELSE 'DISAGREE' END AS window_vs_aggregate;
 SQL
 
+# Behavioral analytics over the same clicks: how far users get down a
+# conversion funnel within an hour, and who comes back a day and a week after
+# their first day.
+psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
+SET timezone = 'UTC';
+\echo
+\echo == Conversion funnel: / then /product then /cart then /checkout, within 1 hour (window_funnel)
+WITH levels AS (
+	SELECT user_id, sessionize.window_funnel('1 hour', ts, url = '/', url = '/product', url = '/cart',
+											 url = '/checkout') AS level
+	FROM demo.clicks GROUP BY user_id)
+SELECT step, page, count(*) FILTER (WHERE level >= step) AS users,
+	   round(100.0 * count(*) FILTER (WHERE level >= step) / count(*) FILTER (WHERE level >= 1), 1) AS pct_of_step_1,
+	   repeat('#', (count(*) FILTER (WHERE level >= step) / 500)::int) AS bar
+FROM levels, (VALUES (1, '/'), (2, '/product'), (3, '/cart'), (4, '/checkout')) s(step, page)
+GROUP BY step, page ORDER BY step;
+
+\echo
+\echo == Retention by first day: back on day 1 and on day 7 after it (retention; NULL: not observed yet)
+WITH cohorts AS (SELECT user_id, min(ts)::date AS cohort FROM demo.clicks GROUP BY user_id),
+retained AS (
+	SELECT k.cohort, sessionize.retention(c.ts::date = k.cohort, c.ts::date = k.cohort + 1,
+										  c.ts::date = k.cohort + 7) AS r
+	FROM demo.clicks c JOIN cohorts k USING (user_id) GROUP BY c.user_id, k.cohort)
+SELECT cohort, count(*) AS users,
+	   round(100.0 * count(*) FILTER (WHERE r[2]) / count(*), 1) AS day_1_pct,
+	   CASE WHEN cohort + 7 <= (SELECT max(ts)::date FROM demo.clicks)
+			THEN round(100.0 * count(*) FILTER (WHERE r[3]) / count(*), 1) END AS day_7_pct
+FROM retained GROUP BY cohort ORDER BY cohort;
+
+\echo
+\echo == After the cart: the page users open next (sequence_next_node), and carts abandoned (sequence_match)
+SELECT next_page, count(*) AS users
+FROM (SELECT user_id, sessionize.sequence_next_node('forward', 'first_match', ts, url, url = '/cart', url = '/cart') AS next_page
+	  FROM demo.clicks GROUP BY user_id) n
+WHERE next_page IS NOT NULL GROUP BY next_page ORDER BY users DESC;
+SELECT count(*) FILTER (WHERE cart) AS users_with_cart,
+	   count(*) FILTER (WHERE cart AND NOT checkout_within_hour) AS no_checkout_within_1_hour
+FROM (SELECT user_id, sessionize.sequence_match('.*(?1)', ts, url = '/cart') AS cart,
+			 sessionize.sequence_match('.*(?1).*(?t<=3600)(?2)', ts, url = '/cart', url = '/checkout') AS checkout_within_hour
+	  FROM demo.clicks GROUP BY user_id) m;
+SQL
+
 # The same clickstream as a stream: a producer inserts it into a staging
 # table, in arrival order and with re-deliveries, while the pipeline worker
 # (started by the launcher, preloaded in this cluster) keeps sessions current.

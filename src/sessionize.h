@@ -398,4 +398,96 @@ extern void sessionize_register_launcher(void);
 extern void sessionize_reap_worker(BackgroundWorkerHandle **handle, TimestampTz started_at,
 								   int *quick_exits, int longest_ms, TimestampTz *not_before);
 
+/*
+ * Behavioral analytics: funnels, retention and sequences (ClickHouse's
+ * windowFunnel, retention, sequenceMatch/Count, sequenceNextNode).  Every
+ * aggregate keeps the events of its group in one BehaviorState; results are
+ * computed over the events sorted by a total order, so that they never depend
+ * on input order, batches or parallel workers.
+ */
+#define BEHAVIOR_MAX_STEPS 32
+
+typedef enum BehaviorKind
+{
+	BEHAVIOR_FUNNEL = 1,
+	BEHAVIOR_RETENTION,
+	BEHAVIOR_SEQUENCE,
+	BEHAVIOR_NEXT_NODE
+} BehaviorKind;
+
+/* window_funnel modes, a set of flags */
+#define FUNNEL_STRICT_ORDER			0x01
+#define FUNNEL_STRICT_DEDUPLICATION	0x02
+#define FUNNEL_STRICT_INCREASE		0x04
+#define FUNNEL_STRICT_ONCE			0x08
+#define FUNNEL_ALLOW_REENTRY		0x10
+#define FUNNEL_ALL_MODES			0x1f
+
+/* sequence_next_node: direction and base, packed in BehaviorState.mode */
+#define NEXT_NODE_BACKWARD			0x01
+#define NEXT_NODE_BASE_SHIFT		1
+typedef enum NextNodeBase
+{
+	NEXT_NODE_HEAD = 0,
+	NEXT_NODE_TAIL,
+	NEXT_NODE_FIRST_MATCH,
+	NEXT_NODE_LAST_MATCH
+} NextNodeBase;
+
+/* One event: its time, and the steps (conditions) it satisfies as bits. */
+typedef struct BehaviorEvent
+{
+	TimestampTz ts;
+	uint32		steps;			/* bit i: step i + 1 held */
+	uint32		flags;			/* next node: BEHAVIOR_EVENT_BASE */
+} BehaviorEvent;
+
+#define BEHAVIOR_EVENT_BASE 0x01
+
+struct SequencePattern;
+
+typedef struct BehaviorState
+{
+	BehaviorKind kind;
+	int			nsteps;			/* 0 until a row tells */
+	bool		with_tz;		/* times are timestamptz (else timestamp) */
+	uint32		seen;			/* retention: steps that held in any row */
+	int64		window;			/* funnel: microseconds */
+	uint32		mode;			/* funnel modes, or next node's direction and base */
+	char	   *setting;		/* funnel: mode; next node: direction (as given) */
+	char	   *setting2;		/* next node: base (as given) */
+	char	   *pattern;		/* sequence: the pattern's text */
+	struct SequencePattern *parsed; /* sequence: the pattern, parsed */
+	bool		sorted;			/* events are in behavior order */
+	int			count;
+	int			capacity;
+	BehaviorEvent *events;
+	text	  **values;			/* next node: the value of each event, or NULL */
+} BehaviorState;
+
+/* behavior_events.c: the state shared by every behavioral aggregate */
+extern BehaviorState *behavior_state_create(MemoryContext context, BehaviorKind kind);
+extern void behavior_state_append(BehaviorState *state, TimestampTz ts, uint32 steps,
+								  uint32 flags, text *value, MemoryContext context);
+extern void behavior_state_combine(BehaviorState *state, const BehaviorState *other,
+								   MemoryContext context);
+extern void behavior_state_sort(BehaviorState *state);
+extern bytea *behavior_state_serialize(const BehaviorState *state);
+extern BehaviorState *behavior_state_deserialize(bytea *serialized, BehaviorKind kind,
+												 MemoryContext context);
+
+/* funnels.c: window_funnel's modes and chains */
+extern uint32 funnel_parse_mode(const char *mode);
+extern int64 funnel_window_value(const Interval *window);
+extern int	funnel_level(BehaviorState *state, TimestampTz *chain);
+
+/* sequences.c: patterns, their matches, and sequence_next_node */
+extern struct SequencePattern *sequence_parse_pattern(const char *pattern, int nconditions,
+													  MemoryContext context);
+extern int64 sequence_count_matches(BehaviorState *state, bool first_only,
+									TimestampTz *times, int *ntimes);
+extern int	sequence_pattern_events(const struct SequencePattern *pattern);
+extern uint32 next_node_parse(const char *direction, const char *base);
+extern int	next_node_index(BehaviorState *state);
+
 #endif							/* SESSIONIZE_H */

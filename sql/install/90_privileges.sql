@@ -45,3 +45,22 @@ GRANT EXECUTE ON FUNCTION
 TO PUBLIC;
 
 GRANT SELECT ON sessionize.pipeline_status, sessionize.pipeline_dead_letters TO PUBLIC;
+
+-- The behavioral aggregates (13_behavior.sql).
+GRANT EXECUTE ON FUNCTION
+	sessionize.window_funnel(interval, timestamptz, boolean[]),
+	sessionize.window_funnel(interval, timestamp, boolean[]),
+	sessionize.window_funnel(interval, text, timestamptz, boolean[]),
+	sessionize.window_funnel(interval, text, timestamp, boolean[]),
+	sessionize.window_funnel_events(interval, text, timestamptz, boolean[]),
+	sessionize.window_funnel_events(interval, text, timestamp, boolean[]),
+	sessionize.retention(boolean[]),
+	sessionize.sequence_match(text, timestamptz, boolean[]),
+	sessionize.sequence_match(text, timestamp, boolean[]),
+	sessionize.sequence_count(text, timestamptz, boolean[]),
+	sessionize.sequence_count(text, timestamp, boolean[]),
+	sessionize.sequence_match_events(text, timestamptz, boolean[]),
+	sessionize.sequence_match_events(text, timestamp, boolean[]),
+	sessionize.sequence_next_node(text, text, timestamptz, text, boolean, boolean[]),
+	sessionize.sequence_next_node(text, text, timestamp, text, boolean, boolean[])
+TO PUBLIC;
