@@ -29,10 +29,12 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "funcapi.h"
+#include "replication/slot.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/pg_lsn.h"
@@ -181,6 +183,58 @@ read_state(const Pipeline *pipeline, PipelineState *state)
 	state->checkpoint.lsn = lsn_column(row, columns, 4);
 	column = SPI_getbinval(row, columns, 5, &isnull);
 	state->checkpoint.lsn_row = isnull ? 0 : DatumGetInt64(column);
+}
+
+/*
+ * A logical pipeline whose slot is gone (restored from a dump into another
+ * database or cluster, or its slot dropped by hand) gets a new slot and
+ * goes on with the changes committed from then on: its checkpoint is a
+ * place in the WAL the old slot read, which means nothing to the new one.
+ * pipeline_status shows from where it went on, in last_error.
+ */
+static void
+ensure_slot(const Pipeline *pipeline, PipelineState *state)
+{
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2];
+	Datum		slot;
+	bool		isnull;
+	XLogRecPtr	start;
+	char	   *said;
+
+	values[0] = CStringGetTextDatum(pipeline->name);
+	slot = run("SELECT sessionize.sessionize_slot_name($1)", 1, types, values, NULL, &isnull);
+	if (SearchNamedReplicationSlot(NameStr(*DatumGetName(slot)), true) != NULL)
+		return;
+	if (TransactionIdIsValid(GetTopTransactionIdIfAny()))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the replication slot of pipeline \"%s\" is missing", pipeline->name),
+				 errdetail("A new slot can only be made in a transaction that has written nothing yet."),
+				 errhint("Call run_pipeline() in a transaction of its own, as the pipeline's worker does.")));
+	values[1] = slot;
+	types[1] = NAMEOID;
+	start = DatumGetLSN(run("SELECT s.lsn FROM pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput') s",
+							1, &types[1], &values[1], NULL, &isnull));
+	said = psprintf("a new replication slot takes the changes committed from %X/%X on; rows of the source committed before it was made were not seen",
+					LSN_FORMAT_ARGS(start));
+	/* a dump made with --no-publications left the source out of them */
+	types[1] = OIDOID;
+	values[1] = ObjectIdGetDatum(pipeline->source);
+	run("SELECT sessionize.sessionize_publish_source($1)", 1, &types[1], &values[1], NULL, NULL);
+	values[1] = CStringGetTextDatum(said);
+	types[1] = TEXTOID;
+	run("UPDATE sessionize.pipeline_state SET slot_advance_to = NULL, checkpoint_commit_lsn = NULL,"
+		" checkpoint_lsn = NULL, checkpoint_lsn_row = NULL, last_error = $2,"
+		" last_error_at = pg_catalog.clock_timestamp()"
+		" WHERE pipeline OPERATOR(pg_catalog.=) $1", 2, types, values, NULL, NULL);
+	ereport(WARNING,
+			(errmsg("pipeline \"%s\" had no replication slot", pipeline->name),
+			 errdetail("%c%s.", pg_toupper(said[0]), said + 1)));
+	state->slot_advance_to = InvalidXLogRecPtr;
+	state->checkpoint.commit_lsn = InvalidXLogRecPtr;
+	state->checkpoint.lsn = InvalidXLogRecPtr;
+	state->checkpoint.lsn_row = 0;
 }
 
 /* The source must still be a table. */
@@ -413,6 +467,8 @@ run_pipeline_batch(PG_FUNCTION_ARGS)
 	SPI_connect();
 	read_pipeline(&pipeline, fcinfo->args[0], fcinfo->args[1]);
 	read_state(&pipeline, &state);
+	if (pipeline.logical)
+		ensure_slot(&pipeline, &state);
 	check_source(&pipeline);
 	/* no trigger can be added to the source while this batch checks and claims */
 	if (!pipeline.logical)
