@@ -108,7 +108,8 @@ DO \$\$
 DECLARE
 	started timestamptz := clock_timestamp();
 BEGIN
-	PERFORM count(*) FROM ($sql) q;
+	-- count(q.*) needs every column: with count(*) the planner drops the aggregates
+	PERFORM count(q.*) FROM ($sql) q;
 	INSERT INTO measure_runs VALUES ('GROUP BY user_id: $query', $round, (SELECT count(*) FROM measure_events),
 									 extract(epoch FROM clock_timestamp() - started), NULL);
 END \$\$;

@@ -151,6 +151,26 @@ $node->safe_psql('analytics', q{
 is($node->safe_psql('analytics', q{
 	SELECT (SELECT consumed FROM sessionize.run_pipeline('quiet_2')) || ' ' || (SELECT consumed FROM sessionize.run_pipeline('clicks'))}),
 	'1 1', 'the extension created again takes the same pipelines, staging and logical');
+# A logical pipeline whose slot was dropped gets a new one, in a
+# transaction that has written nothing yet.
+$node->safe_psql('analytics', q{
+	SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE 'sessionize_%_clicks'});
+($ret, $out, $err) = $node->psql('analytics', q{
+	BEGIN;
+	INSERT INTO clicks VALUES (2, '2024-01-01');
+	SELECT sessionize.run_pipeline('clicks');
+	COMMIT});
+like($err, qr/ERROR:  the replication slot of pipeline "clicks" is missing\n.*HINT:  Call run_pipeline\(\) in a transaction of its own/s,
+	'a missing slot cannot be made in a transaction that has written');
+($ret, $out, $err) = $node->psql('analytics', q{SELECT consumed FROM sessionize.run_pipeline('clicks')});
+like($err, qr/WARNING:  pipeline "clicks" had no replication slot\nDETAIL:  A new replication slot takes the changes committed from [0-9A-F]+\/[0-9A-F]+ on/,
+	'in one of its own it is made, with a warning');
+$node->safe_psql('analytics', "INSERT INTO clicks VALUES (3, '2024-01-01')");
+ok($node->poll_query_until('analytics', q{
+	SELECT consumed FROM sessionize.run_pipeline('clicks')}, '1'), 'and the pipeline takes what is committed after');
+like($node->safe_psql('analytics', "SELECT last_error FROM sessionize.pipeline_status WHERE name = 'clicks'"),
+	qr/^a new replication slot takes the changes committed from/, 'pipeline_status says from where it went on');
+
 # A publication of sessionize dropped by hand: creating a logical pipeline
 # says how to make it again, and works once it is.
 $node->safe_psql('analytics', 'DROP PUBLICATION sessionize_pipeline_updates');
