@@ -16,9 +16,11 @@ CREATE VIEW sessionize.pipeline_status WITH (security_barrier) AS
 SELECT p.name, p.state, p.source_kind,
 	   w.worker_pid, w.waiting_reason,
 	   s.consumed, s.merged, s.duplicates, s.late, s.dead_lettered, s.batches,
-	   sessionize.pipeline_backlog(p.name) AS backlog,
+	   b.backlog,
 	   s.max_event_time, s.watermark,
-	   pg_catalog.now() OPERATOR(pg_catalog.-) s.last_event_time AS lag,
+	   -- nothing is behind while no event waits in a staging table
+	   CASE WHEN b.backlog OPERATOR(pg_catalog.=) 0 THEN '0'::pg_catalog.interval
+			ELSE pg_catalog.now() OPERATOR(pg_catalog.-) s.last_event_time END AS lag,
 	   s.last_batch_at, s.last_error, s.last_error_at, s.failures,
 	   s.checkpoint_lsn,
 	   -- WAL the slot of a logical source keeps from being recycled
@@ -29,6 +31,7 @@ SELECT p.name, p.state, p.source_kind,
 FROM sessionize.pipelines p
 JOIN sessionize.pipeline_state s ON s.pipeline OPERATOR(pg_catalog.=) p.name
 CROSS JOIN LATERAL sessionize.sessionize_pipeline_service(p.id, p.state, s.failures) w
+CROSS JOIN LATERAL (SELECT sessionize.pipeline_backlog(p.name) AS backlog) b
 LEFT JOIN pg_catalog.pg_replication_slots r
 	   ON p.source_kind OPERATOR(pg_catalog.=) 'logical'
 	  AND r.slot_name OPERATOR(pg_catalog.=) pg_catalog.format('sessionize_%s_%s',

@@ -97,6 +97,11 @@ like($node->safe_psql('postgres', q{
 $node->safe_psql('postgres', "SELECT sessionize.pause_pipeline('quiet_1')");
 is($node->safe_psql('postgres', "SELECT waiting_reason FROM sessionize.pipeline_status WHERE name = 'quiet_1'"),
 	'paused: resume_pipeline() lets it run again', 'a paused pipeline says how to resume it');
+is($node->safe_psql('postgres', "SELECT lag FROM sessionize.pipeline_status WHERE name = 'quiet_1'"),
+	'00:00:00', 'with nothing waiting, a paused pipeline has no lag');
+$node->safe_psql('postgres', "INSERT INTO quiet_1_in VALUES (1, '2024-01-01 01:00')");
+is($node->safe_psql('postgres', "SELECT backlog || ' ' || (lag > interval '1 day') FROM sessionize.pipeline_status WHERE name = 'quiet_1'"),
+	'1 true', 'with an event waiting, its lag is the time since the newest event merged');
 
 # A database the launcher does not serve: create_pipeline() warns, the
 # status says why, and the worker of postgres's quiet_2 is not shown as its.
