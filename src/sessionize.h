@@ -397,4 +397,8 @@ extern void sessionize_register_launcher(void);
 extern void sessionize_reap_worker(BackgroundWorkerHandle **handle, TimestampTz started_at,
 								   int *quick_exits, int longest_ms, TimestampTz *not_before);
 
+/* rollups.c: a pipeline's KPI rollups, moved by each batch */
+extern void rollups_write(PipelineBatch *batch, KeyGroup *groups, int group_count,
+						  MergedSession *merged, int merged_count);
+
 #endif							/* SESSIONIZE_H */
