@@ -65,7 +65,7 @@ rolled_up(const PipelineMeasure *measure, bool *is_bool)
 }
 
 /*
- * Appends the CTEs that move one rollup table by the deltas of CTE <cte>d,
+ * Appends the CTEs that move one rollup table by the deltas of CTE <cte>_delta,
  * which has its key columns and its value columns; the first value counts
  * sessions (or events), and a row without any is deleted.
  */
@@ -73,10 +73,10 @@ static void
 append_counters(StringInfo sql, const char *cte, const char *table, const char **keys, int key_count,
 				const char **values, int value_count)
 {
-	appendStringInfo(sql, ", %so AS (SELECT d.*, o.row", cte);
+	appendStringInfo(sql, ", %s_old AS (SELECT d.*, o.row", cte);
 	for (int v = 0; v < value_count; v++)
-		appendStringInfo(sql, ", pg_catalog.coalesce(o.%s, 0) AS old_%s", values[v], values[v]);
-	appendStringInfo(sql, " FROM %sd d LEFT JOIN LATERAL (SELECT t.ctid AS row", cte);
+		appendStringInfo(sql, ", COALESCE(o.%s, 0) AS old_%s", values[v], values[v]);
+	appendStringInfo(sql, " FROM %s_delta d LEFT JOIN LATERAL (SELECT t.ctid AS row", cte);
 	for (int v = 0; v < value_count; v++)
 		appendStringInfo(sql, ", t.%s", values[v]);
 	appendStringInfo(sql, " FROM %s t WHERE ", table);
@@ -85,11 +85,11 @@ append_counters(StringInfo sql, const char *cte, const char *table, const char *
 	appendStringInfoString(sql, ") o ON true WHERE ");
 	for (int v = 0; v < value_count; v++)
 		appendStringInfo(sql, "%sd.%s OPERATOR(pg_catalog.<>) 0", v > 0 ? " OR " : "", values[v]);
-	appendStringInfo(sql, "), %sx AS (DELETE FROM %s t WHERE t.ctid OPERATOR(pg_catalog.=) ANY (ARRAY("
-					 "SELECT o.row FROM %so o WHERE o.row IS NOT NULL"
+	appendStringInfo(sql, "), %s_gone AS (DELETE FROM %s t WHERE t.ctid OPERATOR(pg_catalog.=) ANY (ARRAY("
+					 "SELECT o.row FROM %s_old o WHERE o.row IS NOT NULL"
 					 " AND o.old_%s OPERATOR(pg_catalog.+) o.%s OPERATOR(pg_catalog.=) 0)))",
 					 cte, table, cte, values[0], values[0]);
-	appendStringInfo(sql, ", %sw AS (INSERT INTO %s (", cte, table);
+	appendStringInfo(sql, ", %s_set AS (INSERT INTO %s (", cte, table);
 	for (int k = 0; k < key_count; k++)
 		appendStringInfo(sql, "%s, ", keys[k]);
 	for (int v = 0; v < value_count; v++)
@@ -99,7 +99,7 @@ append_counters(StringInfo sql, const char *cte, const char *table, const char *
 		appendStringInfo(sql, "o.%s, ", keys[k]);
 	for (int v = 0; v < value_count; v++)
 		appendStringInfo(sql, "%so.old_%s OPERATOR(pg_catalog.+) o.%s", v > 0 ? ", " : "", values[v], values[v]);
-	appendStringInfo(sql, " FROM %so o WHERE o.old_%s OPERATOR(pg_catalog.+) o.%s OPERATOR(pg_catalog.<>) 0"
+	appendStringInfo(sql, " FROM %s_old o WHERE o.old_%s OPERATOR(pg_catalog.+) o.%s OPERATOR(pg_catalog.<>) 0"
 					 " ON CONFLICT (", cte, values[0], values[0]);
 	for (int k = 0; k < key_count; k++)
 		appendStringInfo(sql, "%s%s", k > 0 ? ", " : "", keys[k]);
@@ -260,39 +260,39 @@ rollups_write(PipelineBatch *batch, KeyGroup *groups, int group_count, MergedSes
 	appendStringInfoString(&sql,
 						   "), g AS (SELECT r.grain, pg_catalog.date_trunc(r.grain, d.session_start, 'UTC') AS bucket, d.*"
 						   " FROM d CROSS JOIN (VALUES ('hour'::pg_catalog.text), ('day'::pg_catalog.text)) r(grain))"
-						   ", ud AS (SELECT g.grain, g.bucket, g.key, pg_catalog.sum(g.sign)::pg_catalog.int8 AS sessions"
+						   ", users_delta AS (SELECT g.grain, g.bucket, g.key, pg_catalog.sum(g.sign)::pg_catalog.int8 AS sessions"
 						   " FROM g GROUP BY g.grain, g.bucket, g.key)");
-	append_counters(&sql, "u", rollup_table(batch, "users"),
+	append_counters(&sql, "users", rollup_table(batch, "users"),
 					(const char *[]) {"grain", "bucket", "key"}, 3, (const char *[]) {"sessions"}, 1);
 	appendStringInfoString(&sql,
-						   ", bd AS (SELECT g.grain, g.bucket, pg_catalog.sum(g.sign)::pg_catalog.int8 AS sessions,"
-						   " pg_catalog.coalesce(u.users, 0)::pg_catalog.int8 AS users,"
+						   ", buckets_delta AS (SELECT g.grain, g.bucket, pg_catalog.sum(g.sign)::pg_catalog.int8 AS sessions,"
+						   " COALESCE(u.users, 0)::pg_catalog.int8 AS users,"
 						   " pg_catalog.sum(g.sign OPERATOR(pg_catalog.*) g.events)::pg_catalog.int8 AS events,"
-						   " pg_catalog.coalesce(pg_catalog.sum(g.sign) FILTER (WHERE g.events OPERATOR(pg_catalog.=) 1), 0)::pg_catalog.int8 AS bounced,"
+						   " COALESCE(pg_catalog.sum(g.sign) FILTER (WHERE g.events OPERATOR(pg_catalog.=) 1), 0)::pg_catalog.int8 AS bounced,"
 						   " pg_catalog.sum(g.sign OPERATOR(pg_catalog.*) g.duration)::pg_catalog.int8 AS duration"
 						   " FROM g LEFT JOIN (SELECT o.grain, o.bucket, pg_catalog.sum(CASE WHEN o.old_sessions OPERATOR(pg_catalog.=) 0 THEN 1"
 						   " WHEN o.old_sessions OPERATOR(pg_catalog.+) o.sessions OPERATOR(pg_catalog.=) 0 THEN -1 ELSE 0 END) AS users"
-						   " FROM uo o GROUP BY o.grain, o.bucket) u"
+						   " FROM users_old o GROUP BY o.grain, o.bucket) u"
 						   " ON u.grain OPERATOR(pg_catalog.=) g.grain AND u.bucket OPERATOR(pg_catalog.=) g.bucket"
 						   " GROUP BY g.grain, g.bucket, u.users)");
-	append_counters(&sql, "b", rollup_table(batch, "buckets"), (const char *[]) {"grain", "bucket"}, 2,
+	append_counters(&sql, "buckets", rollup_table(batch, "buckets"), (const char *[]) {"grain", "bucket"}, 2,
 					(const char *[]) {"sessions", "users", "events", "bounced", "duration"}, 5);
 	appendStringInfoString(&sql,
-						   ", dd AS (SELECT g.grain, g.bucket, g.bin, pg_catalog.sum(g.sign)::pg_catalog.int8 AS sessions"
+						   ", durations_delta AS (SELECT g.grain, g.bucket, g.bin, pg_catalog.sum(g.sign)::pg_catalog.int8 AS sessions"
 						   " FROM g GROUP BY g.grain, g.bucket, g.bin)");
-	append_counters(&sql, "d", rollup_table(batch, "durations"),
+	append_counters(&sql, "durations", rollup_table(batch, "durations"),
 					(const char *[]) {"grain", "bucket", "bin"}, 3, (const char *[]) {"sessions"}, 1);
 	appendStringInfoString(&sql,
-						   ", td AS (SELECT g.grain, g.bucket, t.key AS type,"
+						   ", types_delta AS (SELECT g.grain, g.bucket, t.key AS type,"
 						   " pg_catalog.sum(g.sign OPERATOR(pg_catalog.*) t.value::pg_catalog.int8)::pg_catalog.int8 AS events"
 						   " FROM g CROSS JOIN LATERAL pg_catalog.jsonb_each_text(g.type_counts) t"
 						   " GROUP BY g.grain, g.bucket, t.key)");
-	append_counters(&sql, "t", rollup_table(batch, "types"),
+	append_counters(&sql, "types", rollup_table(batch, "types"),
 					(const char *[]) {"grain", "bucket", "type"}, 3, (const char *[]) {"events"}, 1);
 	if (rolled > 0)
 	{
 		appendStringInfoString(&sql,
-							   ", md AS (SELECT g.grain, g.bucket, m.measure, pg_catalog.sum(g.sign)::pg_catalog.int8 AS sessions,"
+							   ", measures_delta AS (SELECT g.grain, g.bucket, m.measure, pg_catalog.sum(g.sign)::pg_catalog.int8 AS sessions,"
 							   " pg_catalog.sum(g.sign OPERATOR(pg_catalog.*) m.value) AS total"
 							   " FROM g CROSS JOIN LATERAL (VALUES ");
 		for (int r = 0; r < rolled; r++)
@@ -306,10 +306,10 @@ rollups_write(PipelineBatch *batch, KeyGroup *groups, int group_count, MergedSes
 				appendStringInfo(&sql, "%s(%s::pg_catalog.text, g.m%d::pg_catalog.numeric)", r > 0 ? ", " : "", name, r);
 		}
 		appendStringInfoString(&sql, ") m(measure, value) WHERE m.value IS NOT NULL GROUP BY g.grain, g.bucket, m.measure)");
-		append_counters(&sql, "m", rollup_table(batch, "measures"),
+		append_counters(&sql, "measures", rollup_table(batch, "measures"),
 						(const char *[]) {"grain", "bucket", "measure"}, 3, (const char *[]) {"sessions", "total"}, 2);
 	}
-	appendStringInfoString(&sql, " SELECT pg_catalog.count(*) FROM bo");
+	appendStringInfoString(&sql, " SELECT pg_catalog.count(*) FROM buckets_old");
 
 	status = SPI_execute_with_args(sql.data, parameters, types, values, NULL, false, 0);
 	if (status != SPI_OK_SELECT)

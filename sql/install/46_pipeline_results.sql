@@ -90,8 +90,8 @@ BEGIN
 				   p.p50_duration, p.p90_duration%5$s%6$s
 			FROM sessionize.%2$I b
 			CROSS JOIN LATERAL (
-				SELECT pg_catalog.min(d.value) FILTER (WHERE d.running OPERATOR(pg_catalog.>=) 0.5 OPERATOR(pg_catalog.*) b.sessions) AS p50_duration,
-					   pg_catalog.min(d.value) FILTER (WHERE d.running OPERATOR(pg_catalog.>=) 0.9 OPERATOR(pg_catalog.*) b.sessions) AS p90_duration
+				SELECT pg_catalog.min(d.value) FILTER (WHERE d.running OPERATOR(pg_catalog.>=) (0.5 OPERATOR(pg_catalog.*) b.sessions)) AS p50_duration,
+					   pg_catalog.min(d.value) FILTER (WHERE d.running OPERATOR(pg_catalog.>=) (0.9 OPERATOR(pg_catalog.*) b.sessions)) AS p90_duration
 				FROM (SELECT CASE WHEN d.bin OPERATOR(pg_catalog.<) 0 THEN 0
 								  ELSE 2 OPERATOR(pg_catalog.*) pg_catalog.power(1.02::double precision OPERATOR(pg_catalog./) 0.98, d.bin)
 									   OPERATOR(pg_catalog./) (1.02::double precision OPERATOR(pg_catalog./) 0.98 OPERATOR(pg_catalog.+) 1)
