@@ -27,6 +27,7 @@
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 
 #include "sessionize.h"
@@ -128,6 +129,62 @@ make_array(Datum *values, bool *nulls, int count, Oid element_type)
 											  length, byval, align));
 }
 
+/* The columns a batch's sessions give the rollups: one row per grain. */
+typedef struct RollupRows
+{
+	int			count;
+	int			rolled;			/* measures summed */
+	const int  *rolled_measures;	/* their places in the pipeline's */
+	Datum	   *columns[8];		/* grain, bucket, sign, key, duration, bin, events, type_counts */
+	bool	   *type_counts_null;
+	Datum	  **measures;
+	bool	  **measure_nulls;
+} RollupRows;
+
+/* ts rounded down to a multiple of unit microseconds since 2000-01-01 UTC */
+static TimestampTz
+truncate_utc(TimestampTz ts, int64 unit)
+{
+	return ts - ((ts % unit) + unit) % unit;
+}
+
+/*
+ * Adds a session with its sign (-1 replaced, +1 written), as an hourly and
+ * a daily row: UTC hours and days are whole multiples of an hour and a day
+ * since the epoch of timestamps, as date_trunc(..., 'UTC') takes them.
+ */
+static void
+add_session(RollupRows *rows, const PipelineMeasures *measures, int sign, Datum key,
+			const SessionInterval *session, Jsonb *type_counts, const MeasureState *states, int32 measured_since)
+{
+	int64		duration = session->ended_at - session->started_at;
+
+	for (int grain = 0; grain < 2; grain++)
+	{
+		int			row = rows->count++;
+
+		rows->columns[0][row] = CStringGetTextDatum(grain == 0 ? "hour" : "day");
+		rows->columns[1][row] = TimestampTzGetDatum(truncate_utc(session->started_at,
+																 grain == 0 ? USECS_PER_HOUR : USECS_PER_DAY));
+		rows->columns[2][row] = Int32GetDatum(sign);
+		rows->columns[3][row] = key;
+		rows->columns[4][row] = Int64GetDatum(duration);
+		rows->columns[5][row] = Int32GetDatum(rollup_duration_bin(duration));
+		rows->columns[6][row] = Int64GetDatum(session->events);
+		rows->columns[7][row] = PointerGetDatum(type_counts);
+		rows->type_counts_null[row] = type_counts == NULL;
+		for (int r = 0; r < rows->rolled; r++)
+		{
+			const PipelineMeasure *measure = &measures->items[rows->rolled_measures[r]];
+
+			rows->measures[r][row] = measure_result(&measure->input, &states[rows->rolled_measures[r]],
+													&rows->measure_nulls[r][row]);
+			if (measured_since < measure->added_in)
+				rows->measure_nulls[r][row] = true;
+		}
+	}
+}
+
 /*
  * Moves the pipeline's rollups, if it keeps them, by what the batch does:
  * the touched stored sessions go, the merged sessions come.  Call before
@@ -138,19 +195,18 @@ rollups_write(PipelineBatch *batch, KeyGroup *groups, int group_count, MergedSes
 {
 	const PipelineMeasures *measures = batch->measures;
 	Oid			namespace = get_namespace_oid("sessionize", false);
-	int			rows = merged_count;
-	int			row = 0;
-	int			rolled = 0;
+	int			sessions = merged_count;
+	int			capacity;
 	int		   *rolled_measures = palloc(sizeof(int) * Max(measures->count, 1));
 	bool	   *rolled_bool = palloc(sizeof(bool) * Max(measures->count, 1));
+	RollupRows	rows = {0};
 	int			parameters;
-	Datum	   *columns[7];
-	bool	   *type_counts_null;
-	Datum	  **measure_columns;
-	bool	  **measure_nulls;
 	Oid		   *types;
 	Datum	   *values;
+	Oid			column_types[8] = {TEXTOID, TIMESTAMPTZOID, INT4OID, batch->key_type, INT8OID, INT4OID, INT8OID,
+								   JSONBOID};
 	StringInfoData sql;
+	int			nest_level;
 	int			status;
 
 	if (!OidIsValid(get_relname_relid(psprintf("%s_kpi_buckets", batch->name), namespace)))
@@ -158,108 +214,63 @@ rollups_write(PipelineBatch *batch, KeyGroup *groups, int group_count, MergedSes
 	for (int g = 0; g < group_count; g++)
 		for (int s = 0; s < groups[g].stored_count; s++)
 			if (groups[g].stored[s].touched)
-				rows++;
-	if (rows == 0)
+				sessions++;
+	if (sessions == 0)
 		return;
 	for (int m = 0; m < measures->count; m++)
-		if (rolled_up(&measures->items[m], &rolled_bool[rolled]))
-			rolled_measures[rolled++] = m;
-
-	for (int c = 0; c < 7; c++)
-		columns[c] = palloc(sizeof(Datum) * rows);
-	type_counts_null = palloc(sizeof(bool) * rows);
-	measure_columns = palloc(sizeof(Datum *) * Max(rolled, 1));
-	measure_nulls = palloc(sizeof(bool *) * Max(rolled, 1));
-	for (int r = 0; r < rolled; r++)
+		if (rolled_up(&measures->items[m], &rolled_bool[rows.rolled]))
+			rolled_measures[rows.rolled++] = m;
+	rows.rolled_measures = rolled_measures;
+	capacity = 2 * sessions;
+	for (int c = 0; c < 8; c++)
+		rows.columns[c] = palloc(sizeof(Datum) * capacity);
+	rows.type_counts_null = palloc(sizeof(bool) * capacity);
+	rows.measures = palloc(sizeof(Datum *) * Max(rows.rolled, 1));
+	rows.measure_nulls = palloc(sizeof(bool *) * Max(rows.rolled, 1));
+	for (int r = 0; r < rows.rolled; r++)
 	{
-		measure_columns[r] = palloc(sizeof(Datum) * rows);
-		measure_nulls[r] = palloc(sizeof(bool) * rows);
+		rows.measures[r] = palloc(sizeof(Datum) * capacity);
+		rows.measure_nulls[r] = palloc(sizeof(bool) * capacity);
 	}
-
-	/* the replaced sessions with sign -1, then the merged with +1 */
 	for (int g = 0; g < group_count; g++)
 		for (int s = 0; s < groups[g].stored_count; s++)
 		{
 			StoredSession *stored = &groups[g].stored[s];
 
-			if (!stored->touched)
-				continue;
-			columns[0][row] = Int32GetDatum(-1);
-			columns[1][row] = groups[g].key;
-			columns[2][row] = TimestampTzGetDatum(stored->session.started_at);
-			columns[3][row] = Int64GetDatum(stored->session.ended_at - stored->session.started_at);
-			columns[4][row] = Int32GetDatum(rollup_duration_bin(stored->session.ended_at - stored->session.started_at));
-			columns[5][row] = Int64GetDatum(stored->session.events);
-			columns[6][row] = PointerGetDatum(stored->type_counts);
-			type_counts_null[row] = stored->type_counts == NULL;
-			for (int r = 0; r < rolled; r++)
-			{
-				const PipelineMeasure *measure = &measures->items[rolled_measures[r]];
-
-				measure_columns[r][row] = measure_result(&measure->input, &stored->measures[rolled_measures[r]],
-														 &measure_nulls[r][row]);
-				if (stored->measured_since < measure->added_in)
-					measure_nulls[r][row] = true;
-			}
-			row++;
+			if (stored->touched)
+				add_session(&rows, measures, -1, groups[g].key, &stored->session, stored->type_counts,
+							stored->measures, stored->measured_since);
 		}
-	for (int m = 0; m < merged_count; m++, row++)
-	{
-		columns[0][row] = Int32GetDatum(1);
-		columns[1][row] = merged[m].key;
-		columns[2][row] = TimestampTzGetDatum(merged[m].session.started_at);
-		columns[3][row] = Int64GetDatum(merged[m].session.ended_at - merged[m].session.started_at);
-		columns[4][row] = Int32GetDatum(rollup_duration_bin(merged[m].session.ended_at - merged[m].session.started_at));
-		columns[5][row] = Int64GetDatum(merged[m].session.events);
-		columns[6][row] = PointerGetDatum(merged[m].type_counts);
-		type_counts_null[row] = merged[m].type_counts == NULL;
-		for (int r = 0; r < rolled; r++)
-		{
-			const PipelineMeasure *measure = &measures->items[rolled_measures[r]];
+	for (int m = 0; m < merged_count; m++)
+		add_session(&rows, measures, 1, merged[m].key, &merged[m].session, merged[m].type_counts,
+					merged[m].measures, merged[m].measured_since);
 
-			measure_columns[r][row] = measure_result(&measure->input, &merged[m].measures[rolled_measures[r]],
-													 &measure_nulls[r][row]);
-			if (merged[m].measured_since < measure->added_in)
-				measure_nulls[r][row] = true;
-		}
-	}
-
-	parameters = 7 + rolled;
+	parameters = 8 + rows.rolled;
 	types = palloc(sizeof(Oid) * parameters);
 	values = palloc(sizeof(Datum) * parameters);
-	types[0] = INT4ARRAYOID;
-	values[0] = make_array(columns[0], NULL, rows, INT4OID);
-	types[1] = get_array_type(batch->key_type);
-	values[1] = make_array(columns[1], NULL, rows, batch->key_type);
-	types[2] = TIMESTAMPTZARRAYOID;
-	values[2] = make_array(columns[2], NULL, rows, TIMESTAMPTZOID);
-	types[3] = INT8ARRAYOID;
-	values[3] = make_array(columns[3], NULL, rows, INT8OID);
-	types[4] = INT4ARRAYOID;
-	values[4] = make_array(columns[4], NULL, rows, INT4OID);
-	types[5] = INT8ARRAYOID;
-	values[5] = make_array(columns[5], NULL, rows, INT8OID);
-	types[6] = JSONBARRAYOID;
-	values[6] = make_array(columns[6], type_counts_null, rows, JSONBOID);
-	for (int r = 0; r < rolled; r++)
+	for (int c = 0; c < 8; c++)
+	{
+		types[c] = get_array_type(column_types[c]);
+		values[c] = make_array(rows.columns[c], c == 7 ? rows.type_counts_null : NULL, rows.count, column_types[c]);
+	}
+	for (int r = 0; r < rows.rolled; r++)
 	{
 		Oid			result_type = measures->items[rolled_measures[r]].result_type;
 
-		types[7 + r] = get_array_type(result_type);
-		values[7 + r] = make_array(measure_columns[r], measure_nulls[r], rows, result_type);
+		types[8 + r] = get_array_type(result_type);
+		values[8 + r] = make_array(rows.measures[r], rows.measure_nulls[r], rows.count, result_type);
 	}
 
 	initStringInfo(&sql);
 	appendStringInfoString(&sql,
-						   "WITH d AS (SELECT pg_catalog.unnest($1) AS sign, pg_catalog.unnest($2) AS key,"
-						   " pg_catalog.unnest($3) AS session_start, pg_catalog.unnest($4) AS duration,"
-						   " pg_catalog.unnest($5) AS bin, pg_catalog.unnest($6) AS events,"
-						   " pg_catalog.unnest($7) AS type_counts");
-	for (int r = 0; r < rolled; r++)
-		appendStringInfo(&sql, ", pg_catalog.unnest($%d) AS m%d", 8 + r, r);
+						   "WITH g AS (SELECT pg_catalog.unnest($1) AS grain, pg_catalog.unnest($2) AS bucket,"
+						   " pg_catalog.unnest($3) AS sign, pg_catalog.unnest($4) AS key,"
+						   " pg_catalog.unnest($5) AS duration, pg_catalog.unnest($6) AS bin,"
+						   " pg_catalog.unnest($7) AS events, pg_catalog.unnest($8) AS type_counts");
+	for (int r = 0; r < rows.rolled; r++)
+		appendStringInfo(&sql, ", pg_catalog.unnest($%d) AS m%d", 9 + r, r);
 	appendStringInfoString(&sql,
-						   "), g AS (SELECT r.grain, pg_catalog.date_trunc(r.grain, d.session_start, 'UTC') AS bucket, d.*"
-						   " FROM d CROSS JOIN (VALUES ('hour'::pg_catalog.text), ('day'::pg_catalog.text)) r(grain))"
+						   ")"
 						   ", users_delta AS (SELECT g.grain, g.bucket, g.key, pg_catalog.sum(g.sign)::pg_catalog.int8 AS sessions"
 						   " FROM g GROUP BY g.grain, g.bucket, g.key)");
 	append_counters(&sql, "users", rollup_table(batch, "users"),
@@ -289,13 +300,13 @@ rollups_write(PipelineBatch *batch, KeyGroup *groups, int group_count, MergedSes
 						   " GROUP BY g.grain, g.bucket, t.key)");
 	append_counters(&sql, "types", rollup_table(batch, "types"),
 					(const char *[]) {"grain", "bucket", "type"}, 3, (const char *[]) {"events"}, 1);
-	if (rolled > 0)
+	if (rows.rolled > 0)
 	{
 		appendStringInfoString(&sql,
 							   ", measures_delta AS (SELECT g.grain, g.bucket, m.measure, pg_catalog.sum(g.sign)::pg_catalog.int8 AS sessions,"
 							   " pg_catalog.sum(g.sign OPERATOR(pg_catalog.*) m.value) AS total"
 							   " FROM g CROSS JOIN LATERAL (VALUES ");
-		for (int r = 0; r < rolled; r++)
+		for (int r = 0; r < rows.rolled; r++)
 		{
 			const char *name = quote_literal_cstr(measures->items[rolled_measures[r]].name);
 
@@ -311,7 +322,15 @@ rollups_write(PipelineBatch *batch, KeyGroup *groups, int group_count, MergedSes
 	}
 	appendStringInfoString(&sql, " SELECT pg_catalog.count(*) FROM buckets_old");
 
+	/*
+	 * Without JIT: the planner's guess of jsonb_each_text()'s rows makes the
+	 * statement look costly enough to compile, which takes longer than it
+	 * runs.
+	 */
+	nest_level = NewGUCNestLevel();
+	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	status = SPI_execute_with_args(sql.data, parameters, types, values, NULL, false, 0);
+	AtEOXact_GUC(false, nest_level);
 	if (status != SPI_OK_SELECT)
 		elog(ERROR, "the rollups of pipeline \"%s\" could not be moved: %s", batch->name,
 			 SPI_result_code_string(status));
