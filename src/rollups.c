@@ -27,8 +27,9 @@
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
+#include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
+#include "utils/numeric.h"
 
 #include "sessionize.h"
 
@@ -129,208 +130,392 @@ make_array(Datum *values, bool *nulls, int count, Oid element_type)
 											  length, byval, align));
 }
 
-/* The columns a batch's sessions give the rollups: one row per grain. */
-typedef struct RollupRows
+/*
+ * What a batch changes in one row of a rollup table: the row's key (grain,
+ * bucket, and a bin, a type or a measure) and the differences of its values.
+ */
+typedef struct RollupDelta
 {
+	int			grain;			/* 0: hour, 1: day */
+	TimestampTz bucket;
+	int32		bin;
+	int			measure;
+	char	   *type;			/* NUL-terminated; NULL but in types */
+	int64		sessions;
+	int64		events;
+	int64		bounced;
+	int64		duration;
+	Datum		total;			/* numeric; measures only */
+} RollupDelta;
+
+typedef struct RollupDeltas
+{
+	RollupDelta *items;
 	int			count;
+	int			capacity;
+} RollupDeltas;
+
+static const char *const grain_names[2] = {"hour", "day"};
+static const int64 grain_units[2] = {USECS_PER_HOUR, USECS_PER_DAY};
+
+static RollupDelta *
+delta_add(RollupDeltas *deltas, int grain, TimestampTz bucket)
+{
+	RollupDelta *delta;
+
+	if (deltas->count == deltas->capacity)
+	{
+		deltas->capacity = Max(64, deltas->capacity * 2);
+		deltas->items = deltas->items == NULL ? palloc(sizeof(RollupDelta) * deltas->capacity)
+			: repalloc_huge(deltas->items, sizeof(RollupDelta) * deltas->capacity);
+	}
+	delta = &deltas->items[deltas->count++];
+	memset(delta, 0, sizeof(RollupDelta));
+	delta->grain = grain;
+	delta->bucket = bucket;
+	return delta;
+}
+
+static int
+delta_order(const void *a, const void *b)
+{
+	const RollupDelta *x = a;
+	const RollupDelta *y = b;
+
+	if (x->grain != y->grain)
+		return x->grain < y->grain ? -1 : 1;
+	if (x->bucket != y->bucket)
+		return x->bucket < y->bucket ? -1 : 1;
+	if (x->bin != y->bin)
+		return x->bin < y->bin ? -1 : 1;
+	if (x->measure != y->measure)
+		return x->measure < y->measure ? -1 : 1;
+	if (x->type == NULL || y->type == NULL)
+		return (x->type != NULL) - (y->type != NULL);
+	return strcmp(x->type, y->type);
+}
+
+/* Sorts the deltas and sums those of one row; keeps rows whose sums are 0. */
+static void
+deltas_combine(RollupDeltas *deltas, bool totals)
+{
+	int			kept = 0;
+
+	if (deltas->count == 0)
+		return;
+	qsort(deltas->items, deltas->count, sizeof(RollupDelta), delta_order);
+	for (int i = 1; i < deltas->count; i++)
+	{
+		RollupDelta *into = &deltas->items[kept];
+		RollupDelta *next = &deltas->items[i];
+
+		if (delta_order(into, next) != 0)
+		{
+			deltas->items[++kept] = *next;
+			continue;
+		}
+		into->sessions += next->sessions;
+		into->events += next->events;
+		into->bounced += next->bounced;
+		into->duration += next->duration;
+		if (totals)
+			into->total = DirectFunctionCall2(numeric_add, into->total, next->total);
+	}
+	deltas->count = kept + 1;
+}
+
+/* What a batch changes in a pipeline's rollups, one list per table. */
+typedef struct RollupChanges
+{
+	RollupDeltas buckets;
+	RollupDeltas durations;
+	RollupDeltas types;
+	RollupDeltas measures;
+	RollupDeltas key_buckets;	/* the sessions of the current key */
+	const PipelineMeasures *pipeline_measures;
 	int			rolled;			/* measures summed */
 	const int  *rolled_measures;	/* their places in the pipeline's */
-	Datum	   *columns[8];		/* grain, bucket, sign, key, duration, bin, events, type_counts */
-	bool	   *type_counts_null;
-	Datum	  **measures;
-	bool	  **measure_nulls;
-} RollupRows;
+	const bool *rolled_bool;
+} RollupChanges;
 
-/* ts rounded down to a multiple of unit microseconds since 2000-01-01 UTC */
-static TimestampTz
-truncate_utc(TimestampTz ts, int64 unit)
+/* A measure's value as the rollups sum it, a numeric; false when NULL. */
+static bool
+rolled_value(const PipelineMeasure *measure, const MeasureState *state, bool is_bool, Datum *value)
 {
-	return ts - ((ts % unit) + unit) % unit;
+	bool		isnull;
+	Datum		result = measure_result(&measure->input, state, &isnull);
+
+	if (isnull)
+		return false;
+	if (is_bool)
+		*value = NumericGetDatum(int64_to_numeric(DatumGetBool(result) ? 1 : 0));
+	else if (measure->result_type == INT8OID)
+		*value = NumericGetDatum(int64_to_numeric(DatumGetInt64(result)));
+	else
+		*value = result;
+	return true;
 }
 
 /*
- * Adds a session with its sign (-1 replaced, +1 written), as an hourly and
- * a daily row: UTC hours and days are whole multiples of an hour and a day
- * since the epoch of timestamps, as date_trunc(..., 'UTC') takes them.
+ * Adds a session with its sign (-1 replaced, +1 written) to the changes, per
+ * grain: UTC hours and days are whole multiples of an hour and a day since
+ * the epoch of timestamps, as date_trunc(..., 'UTC') takes them.
  */
 static void
-add_session(RollupRows *rows, const PipelineMeasures *measures, int sign, Datum key,
-			const SessionInterval *session, Jsonb *type_counts, const MeasureState *states, int32 measured_since)
+add_session(RollupChanges *changes, int sign, const SessionInterval *session, Jsonb *type_counts,
+			const MeasureState *states, int32 measured_since)
 {
 	int64		duration = session->ended_at - session->started_at;
 
 	for (int grain = 0; grain < 2; grain++)
 	{
-		int			row = rows->count++;
+		int64		unit = grain_units[grain];
+		TimestampTz bucket = session->started_at - ((session->started_at % unit) + unit) % unit;
+		RollupDelta *delta;
 
-		rows->columns[0][row] = CStringGetTextDatum(grain == 0 ? "hour" : "day");
-		rows->columns[1][row] = TimestampTzGetDatum(truncate_utc(session->started_at,
-																 grain == 0 ? USECS_PER_HOUR : USECS_PER_DAY));
-		rows->columns[2][row] = Int32GetDatum(sign);
-		rows->columns[3][row] = key;
-		rows->columns[4][row] = Int64GetDatum(duration);
-		rows->columns[5][row] = Int32GetDatum(rollup_duration_bin(duration));
-		rows->columns[6][row] = Int64GetDatum(session->events);
-		rows->columns[7][row] = PointerGetDatum(type_counts);
-		rows->type_counts_null[row] = type_counts == NULL;
-		for (int r = 0; r < rows->rolled; r++)
+		delta = delta_add(&changes->buckets, grain, bucket);
+		delta->sessions = sign;
+		delta->events = sign * session->events;
+		delta->bounced = session->events == 1 ? sign : 0;
+		delta->duration = sign * duration;
+		delta_add(&changes->key_buckets, grain, bucket)->sessions = sign;
+		delta = delta_add(&changes->durations, grain, bucket);
+		delta->bin = rollup_duration_bin(duration);
+		delta->sessions = sign;
+		if (type_counts != NULL)
 		{
-			const PipelineMeasure *measure = &measures->items[rows->rolled_measures[r]];
+			JsonbIterator *iterator = JsonbIteratorInit(&type_counts->root);
+			JsonbValue	value;
+			JsonbIteratorToken token;
 
-			rows->measures[r][row] = measure_result(&measure->input, &states[rows->rolled_measures[r]],
-													&rows->measure_nulls[r][row]);
-			if (measured_since < measure->added_in)
-				rows->measure_nulls[r][row] = true;
+			delta = NULL;
+			while ((token = JsonbIteratorNext(&iterator, &value, true)) != WJB_DONE)
+			{
+				if (token == WJB_KEY)
+				{
+					delta = delta_add(&changes->types, grain, bucket);
+					delta->type = pnstrdup(value.val.string.val, value.val.string.len);
+				}
+				else if (token == WJB_VALUE && delta != NULL)
+				{
+					if (value.type != jbvNumeric)
+						elog(ERROR, "a stored count of events per type is not a number");
+					delta->events = sign * DatumGetInt64(DirectFunctionCall1(numeric_int8,
+																			 NumericGetDatum(value.val.numeric)));
+				}
+			}
+		}
+		for (int r = 0; r < changes->rolled; r++)
+		{
+			const PipelineMeasure *measure = &changes->pipeline_measures->items[changes->rolled_measures[r]];
+			Datum		value;
+
+			if (measured_since < measure->added_in ||
+				!rolled_value(measure, &states[changes->rolled_measures[r]], changes->rolled_bool[r], &value))
+				continue;
+			delta = delta_add(&changes->measures, grain, bucket);
+			delta->measure = r;
+			delta->sessions = sign;
+			delta->total = sign > 0 ? value : DirectFunctionCall1(numeric_uminus, value);
 		}
 	}
+}
+
+/* The deltas' keys and values as array parameters of the statement. */
+static void
+grain_bucket_arrays(const RollupDeltas *deltas, Datum *grains, Datum *buckets)
+{
+	Datum	   *grain_values = palloc(sizeof(Datum) * Max(deltas->count, 1));
+	Datum	   *bucket_values = palloc(sizeof(Datum) * Max(deltas->count, 1));
+
+	for (int i = 0; i < deltas->count; i++)
+	{
+		grain_values[i] = CStringGetTextDatum(grain_names[deltas->items[i].grain]);
+		bucket_values[i] = TimestampTzGetDatum(deltas->items[i].bucket);
+	}
+	*grains = make_array(grain_values, NULL, deltas->count, TEXTOID);
+	*buckets = make_array(bucket_values, NULL, deltas->count, TIMESTAMPTZOID);
+}
+
+static Datum
+int64_array(const RollupDeltas *deltas, size_t offset)
+{
+	Datum	   *values = palloc(sizeof(Datum) * Max(deltas->count, 1));
+
+	for (int i = 0; i < deltas->count; i++)
+		values[i] = Int64GetDatum(*(int64 *) ((char *) &deltas->items[i] + offset));
+	return make_array(values, NULL, deltas->count, INT8OID);
+}
+
+/* Keeps the deltas that change something. */
+static void
+drop_zero_deltas(RollupDeltas *deltas)
+{
+	int			kept = 0;
+
+	for (int i = 0; i < deltas->count; i++)
+		if (deltas->items[i].sessions != 0 || deltas->items[i].events != 0)
+			deltas->items[kept++] = deltas->items[i];
+	deltas->count = kept;
 }
 
 /*
  * Moves the pipeline's rollups, if it keeps them, by what the batch does:
  * the touched stored sessions go, the merged sessions come.  Call before
- * the stored sessions are deleted or written.
+ * the stored sessions are deleted or written.  The differences are summed
+ * here, so that the statement reads and writes each row it changes once.
  */
 void
 rollups_write(PipelineBatch *batch, KeyGroup *groups, int group_count, MergedSession *merged, int merged_count)
 {
 	const PipelineMeasures *measures = batch->measures;
 	Oid			namespace = get_namespace_oid("sessionize", false);
-	int			sessions = merged_count;
-	int			capacity;
 	int		   *rolled_measures = palloc(sizeof(int) * Max(measures->count, 1));
 	bool	   *rolled_bool = palloc(sizeof(bool) * Max(measures->count, 1));
-	RollupRows	rows = {0};
-	int			parameters;
-	Oid		   *types;
-	Datum	   *values;
-	Oid			column_types[8] = {TEXTOID, TIMESTAMPTZOID, INT4OID, batch->key_type, INT8OID, INT4OID, INT8OID,
-								   JSONBOID};
+	RollupChanges changes = {0};
+	RollupDeltas users = {0};
+	Datum	   *user_keys = NULL;
+	int			keys_capacity = 0;
+	int			next_merged = 0;
+	Datum	   *column;
+	Oid			types[23];
+	Datum		values[23];
 	StringInfoData sql;
-	int			nest_level;
 	int			status;
 
 	if (!OidIsValid(get_relname_relid(psprintf("%s_kpi_buckets", batch->name), namespace)))
 		return;
-	for (int g = 0; g < group_count; g++)
-		for (int s = 0; s < groups[g].stored_count; s++)
-			if (groups[g].stored[s].touched)
-				sessions++;
-	if (sessions == 0)
-		return;
+	changes.pipeline_measures = measures;
 	for (int m = 0; m < measures->count; m++)
-		if (rolled_up(&measures->items[m], &rolled_bool[rows.rolled]))
-			rolled_measures[rows.rolled++] = m;
-	rows.rolled_measures = rolled_measures;
-	capacity = 2 * sessions;
-	for (int c = 0; c < 8; c++)
-		rows.columns[c] = palloc(sizeof(Datum) * capacity);
-	rows.type_counts_null = palloc(sizeof(bool) * capacity);
-	rows.measures = palloc(sizeof(Datum *) * Max(rows.rolled, 1));
-	rows.measure_nulls = palloc(sizeof(bool *) * Max(rows.rolled, 1));
-	for (int r = 0; r < rows.rolled; r++)
-	{
-		rows.measures[r] = palloc(sizeof(Datum) * capacity);
-		rows.measure_nulls[r] = palloc(sizeof(bool) * capacity);
-	}
+		if (rolled_up(&measures->items[m], &rolled_bool[changes.rolled]))
+			rolled_measures[changes.rolled++] = m;
+	changes.rolled_measures = rolled_measures;
+	changes.rolled_bool = rolled_bool;
+
+	/*
+	 * Per key: its replaced sessions, then its merged ones, which batch.c
+	 * writes key by key in the order of the groups, with the group's key.
+	 * A key's sessions per bucket give the rows of its users table.
+	 */
 	for (int g = 0; g < group_count; g++)
+	{
+		changes.key_buckets.count = 0;
 		for (int s = 0; s < groups[g].stored_count; s++)
 		{
 			StoredSession *stored = &groups[g].stored[s];
 
 			if (stored->touched)
-				add_session(&rows, measures, -1, groups[g].key, &stored->session, stored->type_counts,
-							stored->measures, stored->measured_since);
+				add_session(&changes, -1, &stored->session, stored->type_counts, stored->measures,
+							stored->measured_since);
 		}
-	for (int m = 0; m < merged_count; m++)
-		add_session(&rows, measures, 1, merged[m].key, &merged[m].session, merged[m].type_counts,
-					merged[m].measures, merged[m].measured_since);
-
-	parameters = 8 + rows.rolled;
-	types = palloc(sizeof(Oid) * parameters);
-	values = palloc(sizeof(Datum) * parameters);
-	for (int c = 0; c < 8; c++)
-	{
-		types[c] = get_array_type(column_types[c]);
-		values[c] = make_array(rows.columns[c], c == 7 ? rows.type_counts_null : NULL, rows.count, column_types[c]);
+		for (; next_merged < merged_count && merged[next_merged].key == groups[g].key; next_merged++)
+			add_session(&changes, 1, &merged[next_merged].session, merged[next_merged].type_counts,
+						merged[next_merged].measures, merged[next_merged].measured_since);
+		deltas_combine(&changes.key_buckets, false);
+		for (int i = 0; i < changes.key_buckets.count; i++)
+		{
+			if (changes.key_buckets.items[i].sessions == 0)
+				continue;
+			*delta_add(&users, 0, 0) = changes.key_buckets.items[i];
+			if (users.count > keys_capacity)
+			{
+				keys_capacity = users.capacity;
+				user_keys = user_keys == NULL ? palloc(sizeof(Datum) * keys_capacity)
+					: repalloc_huge(user_keys, sizeof(Datum) * keys_capacity);
+			}
+			user_keys[users.count - 1] = groups[g].key;
+		}
 	}
-	for (int r = 0; r < rows.rolled; r++)
-	{
-		Oid			result_type = measures->items[rolled_measures[r]].result_type;
+	if (next_merged != merged_count)
+		elog(ERROR, "the merged sessions of a batch are not in the order of its keys");
+	if (changes.buckets.count == 0)
+		return;
+	deltas_combine(&changes.buckets, false);
+	deltas_combine(&changes.durations, false);
+	deltas_combine(&changes.types, false);
+	deltas_combine(&changes.measures, true);
+	drop_zero_deltas(&changes.durations);
+	drop_zero_deltas(&changes.types);
 
-		types[8 + r] = get_array_type(result_type);
-		values[8 + r] = make_array(rows.measures[r], rows.measure_nulls[r], rows.count, result_type);
-	}
+	/* $1-$4 users, $5-$10 buckets, $11-$14 durations, $15-$18 types, $19-$23 measures */
+	for (int p = 0; p < 23; p++)
+		types[p] = INT8ARRAYOID;
+	types[0] = types[4] = types[10] = types[14] = types[18] = TEXTARRAYOID;
+	types[1] = types[5] = types[11] = types[15] = types[19] = TIMESTAMPTZARRAYOID;
+	grain_bucket_arrays(&users, &values[0], &values[1]);
+	types[2] = get_array_type(batch->key_type);
+	values[2] = make_array(user_keys, NULL, users.count, batch->key_type);
+	values[3] = int64_array(&users, offsetof(RollupDelta, sessions));
+	grain_bucket_arrays(&changes.buckets, &values[4], &values[5]);
+	values[6] = int64_array(&changes.buckets, offsetof(RollupDelta, sessions));
+	values[7] = int64_array(&changes.buckets, offsetof(RollupDelta, events));
+	values[8] = int64_array(&changes.buckets, offsetof(RollupDelta, bounced));
+	values[9] = int64_array(&changes.buckets, offsetof(RollupDelta, duration));
+	grain_bucket_arrays(&changes.durations, &values[10], &values[11]);
+	types[12] = INT4ARRAYOID;
+	column = palloc(sizeof(Datum) * Max(changes.durations.count, 1));
+	for (int i = 0; i < changes.durations.count; i++)
+		column[i] = Int32GetDatum(changes.durations.items[i].bin);
+	values[12] = make_array(column, NULL, changes.durations.count, INT4OID);
+	values[13] = int64_array(&changes.durations, offsetof(RollupDelta, sessions));
+	grain_bucket_arrays(&changes.types, &values[14], &values[15]);
+	types[16] = TEXTARRAYOID;
+	column = palloc(sizeof(Datum) * Max(changes.types.count, 1));
+	for (int i = 0; i < changes.types.count; i++)
+		column[i] = CStringGetTextDatum(changes.types.items[i].type);
+	values[16] = make_array(column, NULL, changes.types.count, TEXTOID);
+	values[17] = int64_array(&changes.types, offsetof(RollupDelta, events));
+	grain_bucket_arrays(&changes.measures, &values[18], &values[19]);
+	types[20] = TEXTARRAYOID;
+	column = palloc(sizeof(Datum) * Max(changes.measures.count, 1));
+	for (int i = 0; i < changes.measures.count; i++)
+		column[i] = CStringGetTextDatum(measures->items[rolled_measures[changes.measures.items[i].measure]].name);
+	values[20] = make_array(column, NULL, changes.measures.count, TEXTOID);
+	values[21] = int64_array(&changes.measures, offsetof(RollupDelta, sessions));
+	types[22] = NUMERICARRAYOID;
+	column = palloc(sizeof(Datum) * Max(changes.measures.count, 1));
+	for (int i = 0; i < changes.measures.count; i++)
+		column[i] = changes.measures.items[i].total;
+	values[22] = make_array(column, NULL, changes.measures.count, NUMERICOID);
 
 	initStringInfo(&sql);
 	appendStringInfoString(&sql,
-						   "WITH g AS (SELECT pg_catalog.unnest($1) AS grain, pg_catalog.unnest($2) AS bucket,"
-						   " pg_catalog.unnest($3) AS sign, pg_catalog.unnest($4) AS key,"
-						   " pg_catalog.unnest($5) AS duration, pg_catalog.unnest($6) AS bin,"
-						   " pg_catalog.unnest($7) AS events, pg_catalog.unnest($8) AS type_counts");
-	for (int r = 0; r < rows.rolled; r++)
-		appendStringInfo(&sql, ", pg_catalog.unnest($%d) AS m%d", 9 + r, r);
-	appendStringInfoString(&sql,
-						   ")"
-						   ", users_delta AS (SELECT g.grain, g.bucket, g.key, pg_catalog.sum(g.sign)::pg_catalog.int8 AS sessions"
-						   " FROM g GROUP BY g.grain, g.bucket, g.key)");
+						   "WITH users_delta AS (SELECT pg_catalog.unnest($1) AS grain, pg_catalog.unnest($2) AS bucket,"
+						   " pg_catalog.unnest($3) AS key, pg_catalog.unnest($4) AS sessions)");
 	append_counters(&sql, "users", rollup_table(batch, "users"),
 					(const char *[]) {"grain", "bucket", "key"}, 3, (const char *[]) {"sessions"}, 1);
+	/* a key's first session in a bucket adds a user, its last one leaving takes one */
 	appendStringInfoString(&sql,
-						   ", buckets_delta AS (SELECT g.grain, g.bucket, pg_catalog.sum(g.sign)::pg_catalog.int8 AS sessions,"
-						   " COALESCE(u.users, 0)::pg_catalog.int8 AS users,"
-						   " pg_catalog.sum(g.sign OPERATOR(pg_catalog.*) g.events)::pg_catalog.int8 AS events,"
-						   " COALESCE(pg_catalog.sum(g.sign) FILTER (WHERE g.events OPERATOR(pg_catalog.=) 1), 0)::pg_catalog.int8 AS bounced,"
-						   " pg_catalog.sum(g.sign OPERATOR(pg_catalog.*) g.duration)::pg_catalog.int8 AS duration"
-						   " FROM g LEFT JOIN (SELECT o.grain, o.bucket, pg_catalog.sum(CASE WHEN o.old_sessions OPERATOR(pg_catalog.=) 0 THEN 1"
-						   " WHEN o.old_sessions OPERATOR(pg_catalog.+) o.sessions OPERATOR(pg_catalog.=) 0 THEN -1 ELSE 0 END) AS users"
+						   ", buckets_delta AS (SELECT b.grain, b.bucket, b.sessions, COALESCE(u.users, 0) AS users,"
+						   " b.events, b.bounced, b.duration"
+						   " FROM (SELECT pg_catalog.unnest($5) AS grain, pg_catalog.unnest($6) AS bucket,"
+						   " pg_catalog.unnest($7) AS sessions, pg_catalog.unnest($8) AS events,"
+						   " pg_catalog.unnest($9) AS bounced, pg_catalog.unnest($10) AS duration) b"
+						   " LEFT JOIN (SELECT o.grain, o.bucket, pg_catalog.sum(CASE WHEN o.old_sessions OPERATOR(pg_catalog.=) 0 THEN 1"
+						   " WHEN o.old_sessions OPERATOR(pg_catalog.+) o.sessions OPERATOR(pg_catalog.=) 0 THEN -1 ELSE 0 END)::pg_catalog.int8 AS users"
 						   " FROM users_old o GROUP BY o.grain, o.bucket) u"
-						   " ON u.grain OPERATOR(pg_catalog.=) g.grain AND u.bucket OPERATOR(pg_catalog.=) g.bucket"
-						   " GROUP BY g.grain, g.bucket, u.users)");
+						   " ON u.grain OPERATOR(pg_catalog.=) b.grain AND u.bucket OPERATOR(pg_catalog.=) b.bucket)");
 	append_counters(&sql, "buckets", rollup_table(batch, "buckets"), (const char *[]) {"grain", "bucket"}, 2,
 					(const char *[]) {"sessions", "users", "events", "bounced", "duration"}, 5);
 	appendStringInfoString(&sql,
-						   ", durations_delta AS (SELECT g.grain, g.bucket, g.bin, pg_catalog.sum(g.sign)::pg_catalog.int8 AS sessions"
-						   " FROM g GROUP BY g.grain, g.bucket, g.bin)");
+						   ", durations_delta AS (SELECT pg_catalog.unnest($11) AS grain, pg_catalog.unnest($12) AS bucket,"
+						   " pg_catalog.unnest($13) AS bin, pg_catalog.unnest($14) AS sessions)");
 	append_counters(&sql, "durations", rollup_table(batch, "durations"),
 					(const char *[]) {"grain", "bucket", "bin"}, 3, (const char *[]) {"sessions"}, 1);
 	appendStringInfoString(&sql,
-						   ", types_delta AS (SELECT g.grain, g.bucket, t.key AS type,"
-						   " pg_catalog.sum(g.sign OPERATOR(pg_catalog.*) t.value::pg_catalog.int8)::pg_catalog.int8 AS events"
-						   " FROM g CROSS JOIN LATERAL pg_catalog.jsonb_each_text(g.type_counts) t"
-						   " GROUP BY g.grain, g.bucket, t.key)");
+						   ", types_delta AS (SELECT pg_catalog.unnest($15) AS grain, pg_catalog.unnest($16) AS bucket,"
+						   " pg_catalog.unnest($17) AS type, pg_catalog.unnest($18) AS events)");
 	append_counters(&sql, "types", rollup_table(batch, "types"),
 					(const char *[]) {"grain", "bucket", "type"}, 3, (const char *[]) {"events"}, 1);
-	if (rows.rolled > 0)
-	{
-		appendStringInfoString(&sql,
-							   ", measures_delta AS (SELECT g.grain, g.bucket, m.measure, pg_catalog.sum(g.sign)::pg_catalog.int8 AS sessions,"
-							   " pg_catalog.sum(g.sign OPERATOR(pg_catalog.*) m.value) AS total"
-							   " FROM g CROSS JOIN LATERAL (VALUES ");
-		for (int r = 0; r < rows.rolled; r++)
-		{
-			const char *name = quote_literal_cstr(measures->items[rolled_measures[r]].name);
-
-			if (rolled_bool[r])
-				appendStringInfo(&sql, "%s(%s::pg_catalog.text, CASE WHEN g.m%d THEN 1 WHEN NOT g.m%d THEN 0 END::pg_catalog.numeric)",
-								 r > 0 ? ", " : "", name, r, r);
-			else
-				appendStringInfo(&sql, "%s(%s::pg_catalog.text, g.m%d::pg_catalog.numeric)", r > 0 ? ", " : "", name, r);
-		}
-		appendStringInfoString(&sql, ") m(measure, value) WHERE m.value IS NOT NULL GROUP BY g.grain, g.bucket, m.measure)");
-		append_counters(&sql, "measures", rollup_table(batch, "measures"),
-						(const char *[]) {"grain", "bucket", "measure"}, 3, (const char *[]) {"sessions", "total"}, 2);
-	}
+	appendStringInfoString(&sql,
+						   ", measures_delta AS (SELECT pg_catalog.unnest($19) AS grain, pg_catalog.unnest($20) AS bucket,"
+						   " pg_catalog.unnest($21) AS measure, pg_catalog.unnest($22) AS sessions,"
+						   " pg_catalog.unnest($23) AS total)");
+	append_counters(&sql, "measures", rollup_table(batch, "measures"),
+					(const char *[]) {"grain", "bucket", "measure"}, 3, (const char *[]) {"sessions", "total"}, 2);
 	appendStringInfoString(&sql, " SELECT pg_catalog.count(*) FROM buckets_old");
 
-	/*
-	 * Without JIT: the planner's guess of jsonb_each_text()'s rows makes the
-	 * statement look costly enough to compile, which takes longer than it
-	 * runs.
-	 */
-	nest_level = NewGUCNestLevel();
-	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	status = SPI_execute_with_args(sql.data, parameters, types, values, NULL, false, 0);
-	AtEOXact_GUC(false, nest_level);
+	status = SPI_execute_with_args(sql.data, 23, types, values, NULL, false, 0);
 	if (status != SPI_OK_SELECT)
 		elog(ERROR, "the rollups of pipeline \"%s\" could not be moved: %s", batch->name,
 			 SPI_result_code_string(status));
