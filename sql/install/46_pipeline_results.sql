@@ -162,19 +162,19 @@ BEGIN
 	END IF;
 	EXECUTE format('CREATE TABLE sessionize.%I (grain text NOT NULL, bucket timestamptz NOT NULL,'
 				   ' sessions bigint NOT NULL CHECK (sessions > 0), users bigint NOT NULL, events bigint NOT NULL,'
-				   ' bounced bigint NOT NULL, duration bigint NOT NULL, PRIMARY KEY (grain, bucket))',
+				   ' bounced bigint NOT NULL, duration bigint NOT NULL)',
 				   name || '_kpi_buckets');
 	EXECUTE format('CREATE TABLE sessionize.%I (grain text NOT NULL, bucket timestamptz NOT NULL, key %s NOT NULL,'
-				   ' sessions bigint NOT NULL CHECK (sessions > 0), PRIMARY KEY (grain, bucket, key))',
+				   ' sessions bigint NOT NULL CHECK (sessions > 0))',
 				   name || '_kpi_users', sessionize.sessionize_key_type(pipeline));
 	EXECUTE format('CREATE TABLE sessionize.%I (grain text NOT NULL, bucket timestamptz NOT NULL, bin integer NOT NULL,'
-				   ' sessions bigint NOT NULL CHECK (sessions > 0), PRIMARY KEY (grain, bucket, bin))',
+				   ' sessions bigint NOT NULL CHECK (sessions > 0))',
 				   name || '_kpi_durations');
 	EXECUTE format('CREATE TABLE sessionize.%I (grain text NOT NULL, bucket timestamptz NOT NULL, type text NOT NULL,'
-				   ' events bigint NOT NULL CHECK (events > 0), PRIMARY KEY (grain, bucket, type))',
+				   ' events bigint NOT NULL CHECK (events > 0))',
 				   name || '_kpi_types');
 	EXECUTE format('CREATE TABLE sessionize.%I (grain text NOT NULL, bucket timestamptz NOT NULL, measure text NOT NULL,'
-				   ' sessions bigint NOT NULL CHECK (sessions > 0), total numeric NOT NULL, PRIMARY KEY (grain, bucket, measure))',
+				   ' sessions bigint NOT NULL CHECK (sessions > 0), total numeric NOT NULL)',
 				   name || '_kpi_measures');
 	EXECUTE format('COMMENT ON TABLE sessionize.%I IS %L', name || '_kpi_buckets',
 				   'KPI rollups of pipeline ' || name || ' per hour and day, as its batches keep them; read them through the views');
@@ -190,11 +190,13 @@ BEGIN
 	sessions := format('(SELECT r.grain, pg_catalog.date_trunc(r.grain, s.session_start, ''UTC'') AS bucket, s.*,'
 					   ' (EXTRACT(epoch FROM s.last_event_at - s.session_start) * 1000000)::bigint AS duration'
 					   ' FROM %s s CROSS JOIN (VALUES (''hour''), (''day'')) r(grain)) s', stored);
-	EXECUTE format('INSERT INTO sessionize.%I SELECT s.grain, s.bucket, count(*), count(DISTINCT s.key), sum(s.events),'
-				   ' count(*) FILTER (WHERE s.events = 1), sum(s.duration) FROM %s GROUP BY 1, 2',
-				   name || '_kpi_buckets', sessions);
 	EXECUTE format('INSERT INTO sessionize.%I SELECT s.grain, s.bucket, s.key, count(*) FROM %s GROUP BY 1, 2, 3',
 				   name || '_kpi_users', sessions);
+	EXECUTE format('INSERT INTO sessionize.%I SELECT s.grain, s.bucket, count(*), u.users, sum(s.events),'
+				   ' count(*) FILTER (WHERE s.events = 1), sum(s.duration)'
+				   ' FROM %s JOIN (SELECT u.grain, u.bucket, count(*) AS users FROM sessionize.%I u GROUP BY 1, 2) u'
+				   ' ON u.grain = s.grain AND u.bucket = s.bucket GROUP BY 1, 2, u.users',
+				   name || '_kpi_buckets', sessions, name || '_kpi_users');
 	EXECUTE format('INSERT INTO sessionize.%I SELECT s.grain, s.bucket, sessionize.sessionize_duration_bin(s.duration), count(*)'
 				   ' FROM %s GROUP BY 1, 2, 3', name || '_kpi_durations', sessions);
 	EXECUTE format('INSERT INTO sessionize.%I SELECT s.grain, s.bucket, t.type, sum(t.events::bigint)'
@@ -210,6 +212,12 @@ BEGIN
 					   ' FROM %s CROSS JOIN LATERAL (VALUES %s) m(measure, value) WHERE m.value IS NOT NULL GROUP BY 1, 2, 3',
 					   name || '_kpi_measures', sessions, measure_values);
 	END IF;
+	-- the keys the batches find rows by, built once the rows are in
+	EXECUTE format('ALTER TABLE sessionize.%I ADD PRIMARY KEY (grain, bucket)', name || '_kpi_buckets');
+	EXECUTE format('ALTER TABLE sessionize.%I ADD PRIMARY KEY (grain, bucket, key)', name || '_kpi_users');
+	EXECUTE format('ALTER TABLE sessionize.%I ADD PRIMARY KEY (grain, bucket, bin)', name || '_kpi_durations');
+	EXECUTE format('ALTER TABLE sessionize.%I ADD PRIMARY KEY (grain, bucket, type)', name || '_kpi_types');
+	EXECUTE format('ALTER TABLE sessionize.%I ADD PRIMARY KEY (grain, bucket, measure)', name || '_kpi_measures');
 	PERFORM sessionize.sessionize_make_kpi_views(name, pipeline.owner);
 END $$;
 
@@ -220,10 +228,12 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	EXECUTE format('DROP VIEW IF EXISTS sessionize.%I, sessionize.%I', name || '_kpi_hourly', name || '_kpi_daily');
-	EXECUTE format('DROP TABLE IF EXISTS sessionize.%I, sessionize.%I, sessionize.%I, sessionize.%I, sessionize.%I',
-				   name || '_kpi_buckets', name || '_kpi_users', name || '_kpi_durations', name || '_kpi_types',
-				   name || '_kpi_measures');
+	IF to_regclass(format('sessionize.%I', name || '_kpi_buckets')) IS NOT NULL THEN
+		EXECUTE format('DROP VIEW sessionize.%I, sessionize.%I', name || '_kpi_hourly', name || '_kpi_daily');
+		EXECUTE format('DROP TABLE sessionize.%I, sessionize.%I, sessionize.%I, sessionize.%I, sessionize.%I',
+					   name || '_kpi_buckets', name || '_kpi_users', name || '_kpi_durations', name || '_kpi_types',
+					   name || '_kpi_measures');
+	END IF;
 END $$;
 
 -- The rollups of measures alter_pipeline() drops or redefines: their sums
