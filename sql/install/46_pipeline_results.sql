@@ -229,7 +229,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	IF to_regclass(format('sessionize.%I', name || '_kpi_buckets')) IS NOT NULL THEN
-		EXECUTE format('DROP VIEW sessionize.%I, sessionize.%I', name || '_kpi_hourly', name || '_kpi_daily');
+		EXECUTE format('DROP VIEW IF EXISTS sessionize.%I, sessionize.%I', name || '_kpi_hourly', name || '_kpi_daily');
 		EXECUTE format('DROP TABLE sessionize.%I, sessionize.%I, sessionize.%I, sessionize.%I, sessionize.%I',
 					   name || '_kpi_buckets', name || '_kpi_users', name || '_kpi_durations', name || '_kpi_types',
 					   name || '_kpi_measures');
