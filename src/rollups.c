@@ -7,11 +7,13 @@
  * rollups (46_pipeline_results.sql) take the replaced sessions with sign -1
  * and the merged ones with sign +1, per grain (hour, day) and bucket (the
  * UTC start of the hour or day a session started in).  Each rollup table
- * is a set of counters: one statement reads the rows the deltas reach by
- * their primary key, deletes those that fall to zero sessions and upserts
- * the others with their new values, so that every row equals the same
- * aggregate over the stored sessions.  Distinct users are counted when a
- * key's sessions in a bucket rise from or fall to zero.
+ * is a set of counters.  The differences are summed here per row (most
+ * cancel: a session extended within its hour), then one statement reads
+ * the rows they reach by their primary key, deletes those that fall to
+ * zero sessions and upserts the others with their new values, so that
+ * every row equals the same aggregate over the stored sessions.  Distinct
+ * users are counted when a key's sessions in a bucket rise from or fall
+ * to zero.
  *
  * The statement runs as the extension's owner, like the sink's; it names
  * every object with its schema and every operator with pg_catalog's.
