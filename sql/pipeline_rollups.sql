@@ -138,6 +138,18 @@ SELECT string_agg(column_name::text, ', ' ORDER BY ordinal_position) AS columns
 FROM information_schema.columns WHERE table_schema = 'sessionize' AND table_name = 'shop_kpi_daily';
 -- the views were made anew; the reader still reads them
 SELECT has_table_privilege('rollups_reader', 'sessionize.shop_kpi_daily', 'SELECT') AS reader_reads;
+-- every result view and every column of them says what it is
+SELECT c.relname, count(*) FILTER (WHERE col_description(c.oid, a.attnum) IS NULL) AS uncommented_columns,
+	   obj_description(c.oid, 'pg_class') IS NOT NULL AS commented
+FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE c.oid = ANY (ARRAY['sessionize.shop_sessions', 'sessionize.shop_sessions_live', 'sessionize.shop_sessions_final',
+						 'sessionize.shop_kpi_hourly', 'sessionize.shop_kpi_daily']::regclass[])
+GROUP BY c.oid, c.relname ORDER BY c.relname;
+SELECT a.attrelid::regclass AS view, a.attname AS column, col_description(a.attrelid, a.attnum) AS comment
+FROM pg_attribute a
+WHERE (a.attrelid = 'sessionize.shop_kpi_daily'::regclass AND a.attname IN ('bucket', 'bounced', 'p50_duration', 'converted_rate'))
+   OR (a.attrelid = 'sessionize.shop_sessions'::regclass AND a.attname = 'refunds')
+ORDER BY a.attrelid::regclass::text, a.attnum;
 SELECT kpi_mismatches('shop', 'hour') AS hourly, kpi_mismatches('shop', 'day') AS daily;
 UPDATE shop_distinct SET ts = ts + interval '1 day', held_back = false;
 SELECT drain_shop(false) AS mismatches_after_alter;

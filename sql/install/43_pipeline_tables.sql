@@ -74,6 +74,7 @@ BEGIN
 	EXECUTE format('COMMENT ON VIEW sessionize.%I IS %L', name || '_sessions_final', 'sessions of pipeline ' || name || ' that can no longer change');
 	EXECUTE format('GRANT SELECT ON sessionize.%I, sessionize.%I, sessionize.%I TO %s WITH GRANT OPTION',
 				   name || '_sessions', name || '_sessions_live', name || '_sessions_final', owner);
+	PERFORM sessionize.sessionize_comment_session_views(name);
 END $$;
 
 -- The catalog rows, tables, views and grants of a pipeline that

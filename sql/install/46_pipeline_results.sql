@@ -142,6 +142,41 @@ BEGIN
 	END LOOP;
 END $$;
 
+-- The comments on the columns of a pipeline's sessions views, which BI
+-- tools show beside them.
+CREATE FUNCTION sessionize.sessionize_comment_session_views(name text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	view_name text;
+	comment record;
+BEGIN
+	FOREACH view_name IN ARRAY ARRAY[name || '_sessions', name || '_sessions_live', name || '_sessions_final'] LOOP
+		FOR comment IN
+			SELECT c.column_name, c.comment
+			FROM (VALUES ('key', 'the key the events are grouped by (the pipeline''s key column)'),
+						 ('session_start', 'time of the session''s first event (timestamptz: shown in the reader''s time zone)'),
+						 ('last_event_at', 'time of its last event; its duration is last_event_at - session_start (0 for a bounce, a session of one event)'),
+						 ('expires_at', 'when it ends unless another event comes: the greatest time of its events plus the gap'),
+						 ('events', 'its distinct events (re-deliveries are not counted)'),
+						 ('type_counts', 'its events per event type, as {"type": count}; NULL without a type column'),
+						 ('revision', '1 when a batch opened it, one more each time a batch changed it'),
+						 ('updated_at', 'when a batch last wrote it'),
+						 ('status', 'open while it expires at or after the greatest event time merged, idle after that, final once it expires before the watermark'))
+				 AS c(column_name, comment)
+			UNION ALL
+			SELECT m.name, format('measure %s: %s(%s)%s over the session''s events; NULL for the sessions stored before it was added',
+								  m.name, m.aggregate, coalesce(m.argument, '*'),
+								  CASE WHEN m.filter IS NOT NULL THEN format(' FILTER (WHERE %s)', m.filter) ELSE '' END)
+			FROM sessionize.pipeline_measures m WHERE m.pipeline = sessionize_comment_session_views.name
+		LOOP
+			EXECUTE format('COMMENT ON COLUMN sessionize.%I.%I IS %L', view_name, comment.column_name, comment.comment);
+		END LOOP;
+	END LOOP;
+END $$;
+
 -- Makes a pipeline's rollup tables, fills them from its stored sessions
 -- with the aggregates the batches keep, and makes its KPI views.
 CREATE FUNCTION sessionize.sessionize_add_rollups(pipeline sessionize.pipelines)
@@ -344,15 +379,17 @@ BEGIN
 				   reader);
 END $$;
 
--- Every pipeline keeps rollups from the start; in an upgrade, those made
--- before rollups existed get them here, filled from their sessions, and
--- like those of pipelines made later they are no members of the extension.
+-- Every pipeline keeps rollups from the start, and comments on its views'
+-- columns; in an upgrade, those made before get them here, the rollups
+-- filled from their sessions, and like those of pipelines made later they
+-- are no members of the extension.
 DO $$
 DECLARE
 	pipeline sessionize.pipelines;
 	made text;
 BEGIN
 	FOR pipeline IN SELECT * FROM sessionize.pipelines p ORDER BY p.name LOOP
+		PERFORM sessionize.sessionize_comment_session_views(pipeline.name);
 		PERFORM sessionize.sessionize_add_rollups(pipeline);
 		FOREACH made IN ARRAY ARRAY['_kpi_hourly', '_kpi_daily'] LOOP
 			EXECUTE format('ALTER EXTENSION sessionize DROP VIEW sessionize.%I', pipeline.name || made);
