@@ -13,7 +13,7 @@ PGFILEDESC = "sessionize - sessions, dedup and exactly-once pipelines"
 INSTALL_PARTS = $(sort $(wildcard sql/install/*.sql))
 UPGRADE_0.3.0--0.4.0 = sql/upgrade/0.3.0--0.4.0.sql sql/install/13_behavior.sql sql/install/41_create_pipeline.sql \
 	sql/install/41_peek_changes.sql sql/install/43_pipeline_tables.sql sql/install/44_pipeline_status.sql \
-	sql/install/45_extension_drop.sql sql/install/90_privileges.sql
+	sql/install/45_extension_drop.sql sql/install/46_pipeline_results.sql sql/install/90_privileges.sql
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql $(EXTENSION)--0.3.0--0.4.0.sql
 DATA = $(EXTENSION)--0.1.0.sql $(EXTENSION)--0.2.0.sql $(EXTENSION)--0.3.0.sql \
 	$(EXTENSION)--0.1.0--0.2.0.sql $(EXTENSION)--0.2.0--0.3.0.sql

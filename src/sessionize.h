@@ -490,4 +490,8 @@ extern int	sequence_pattern_events(const struct SequencePattern *pattern);
 extern uint32 next_node_parse(const char *direction, const char *base);
 extern int	next_node_index(BehaviorState *state);
 
+/* rollups.c: a pipeline's KPI rollups, moved by each batch */
+extern void rollups_write(PipelineBatch *batch, KeyGroup *groups, int group_count,
+						  MergedSession *merged, int merged_count);
+
 #endif							/* SESSIONIZE_H */

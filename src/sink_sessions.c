@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * sink_sessions.c
- *	  Where a batch's outcome goes: a pipeline's sessions, change log, late
- *	  table and the dead letters.
+ *	  Where a batch's outcome goes: a pipeline's sessions (and their KPI
+ *	  rollups, rollups.c), change log, late table and the dead letters.
  *
  * Each table is read or written with one statement per batch, whatever the
  * number of keys: the values travel as arrays, unnested by the statement (in
@@ -376,8 +376,9 @@ measure_parameters(const PipelineMeasures *measures, MergedSession *merged, int 
 }
 
 /*
- * Replaces the touched stored sessions by the merged ones, and logs each
- * merged session as opened, extended or merged, in key and start order.
+ * Replaces the touched stored sessions by the merged ones, moving the KPI
+ * rollups by the difference (rollups.c), and logs each merged session as
+ * opened, extended or merged, in key and start order.
  */
 void
 sink_write_sessions(PipelineBatch *batch, KeyGroup *groups, int group_count,
@@ -393,6 +394,7 @@ sink_write_sessions(PipelineBatch *batch, KeyGroup *groups, int group_count,
 	StringInfoData unnests;
 	int			measure_count;
 
+	rollups_write(batch, groups, group_count, merged, merged_count);
 	for (int g = 0; g < group_count; g++)
 		row_count += groups[g].stored_count;
 	rows = palloc(sizeof(Datum) * Max(row_count, 1));

@@ -74,6 +74,7 @@ BEGIN
 	EXECUTE format('COMMENT ON VIEW sessionize.%I IS %L', name || '_sessions_final', 'sessions of pipeline ' || name || ' that can no longer change');
 	EXECUTE format('GRANT SELECT ON sessionize.%I, sessionize.%I, sessionize.%I TO %s WITH GRANT OPTION',
 				   name || '_sessions', name || '_sessions_live', name || '_sessions_final', owner);
+	PERFORM sessionize.sessionize_comment_session_views(name);
 END $$;
 
 -- The catalog rows, tables, views and grants of a pipeline that
@@ -135,6 +136,7 @@ BEGIN
 				   ' last_event_at timestamptz NOT NULL, events bigint NOT NULL%s,'
 				   ' changed_at timestamptz NOT NULL DEFAULT now())', name || '_changes', key_type, change_columns);
 	PERFORM sessionize.sessionize_make_pipeline_views(name, owner);
+	PERFORM sessionize.sessionize_add_rollups(made);
 	-- what a batch would refuse is refused now: row security, code another role wrote
 	PERFORM sessionize.sessionize_check_owner(made);
 	-- a pipeline no worker will run says so now, not by waiting forever
@@ -234,8 +236,8 @@ AS $$
 DECLARE
 	stored text := pipeline.name || '_stored_sessions';
 	changes text := pipeline.name || '_changes';
-	views text[] := ARRAY[pipeline.name || '_sessions', pipeline.name || '_sessions_live',
-						  pipeline.name || '_sessions_final'];
+	-- with the KPI views, whose measure columns change too
+	views text[] := sessionize.sessionize_result_views(pipeline.name);
 	parsed record;
 	dropped text[];
 	added text[];
@@ -296,7 +298,7 @@ BEGIN
 	CROSS JOIN LATERAL aclexplode(c.relacl) a
 	WHERE a.grantee <> c.relowner AND NOT (a.grantee = pipeline.owner AND a.grantor = c.relowner);
 	BEGIN
-		EXECUTE format('DROP VIEW sessionize.%I, sessionize.%I, sessionize.%I', views[1], views[2], views[3]);
+		EXECUTE format('DROP VIEW %s', (SELECT string_agg(format('sessionize.%I', v.view), ', ') FROM unnest(views) v(view)));
 	EXCEPTION WHEN dependent_objects_still_exist THEN
 		RAISE EXCEPTION 'cannot change the measures of pipeline "%" while other objects read its views', pipeline.name
 			USING ERRCODE = 'dependent_objects_still_exist',
@@ -347,6 +349,10 @@ BEGIN
 	UPDATE sessionize.pipeline_measures m SET position = -m.position WHERE m.pipeline = pipeline.name;
 
 	PERFORM sessionize.sessionize_make_pipeline_views(pipeline.name, pipeline.owner);
+	IF cardinality(views) > 3 THEN
+		PERFORM sessionize.sessionize_forget_rollup_measures(pipeline.name, dropped);
+		PERFORM sessionize.sessionize_make_kpi_views(pipeline.name, pipeline.owner);
+	END IF;
 	-- Each grant by the role that gave it, once that role holds the grant
 	-- option again: grants made on grants come after them.
 	done := array_fill(false, ARRAY[cardinality(grantors)]);

@@ -41,7 +41,10 @@ GRANT EXECUTE ON FUNCTION
 	sessionize.drop_pipeline(text),
 	sessionize.replay_late(text, integer),
 	sessionize.pipeline_backlog(text),
-	sessionize.sessionize_pipeline_service(bigint, text, integer)
+	sessionize.sessionize_pipeline_service(bigint, text, integer),
+	sessionize.set_rollups(text, boolean),
+	sessionize.grant_reader(text, regrole),
+	sessionize.revoke_reader(text, regrole)
 TO PUBLIC;
 
 GRANT SELECT ON sessionize.pipeline_status, sessionize.pipeline_dead_letters TO PUBLIC;
