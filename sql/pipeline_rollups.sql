@@ -195,7 +195,10 @@ SELECT count(*) FROM sessionize.shop_kpi_buckets;
 SELECT count(*) FROM sessionize.shop_stored_sessions;
 SELECT count(*) FROM sessionize.shop_changes;
 SELECT count(*) FROM sessionize.pipelines;
-SELECT count(*) AS status_rows FROM sessionize.pipeline_status;
+-- the status row of the pipeline it reads says how fresh the results are
+SELECT name, consumed > 0 AS consumed, last_batch_at IS NOT NULL AS has_batched, watermark IS NOT NULL AS has_watermark,
+	   backlog
+FROM sessionize.pipeline_status;
 -- a reader is no owner
 SELECT sessionize.grant_reader('shop', 'rollups_other');
 SELECT sessionize.set_rollups('shop', false);

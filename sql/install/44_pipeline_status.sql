@@ -10,8 +10,9 @@ LANGUAGE C STABLE;
 COMMENT ON FUNCTION sessionize.sessionize_pipeline_service(bigint, text, integer) IS
 	'the worker of a pipeline, or why it has none; whether it can run as things stand';
 
--- A role sees the pipelines whose owner's rights it has; security_barrier,
--- so that no function of the reader's sees the rows it may not.
+-- A role sees the pipelines whose owner's rights it has, and those whose
+-- results it reads; security_barrier, so that no function of the reader's
+-- sees the rows it may not.
 CREATE VIEW sessionize.pipeline_status WITH (security_barrier) AS
 SELECT p.name, p.state, p.source_kind,
 	   w.worker_pid, w.waiting_reason,
@@ -31,14 +32,19 @@ SELECT p.name, p.state, p.source_kind,
 FROM sessionize.pipelines p
 JOIN sessionize.pipeline_state s ON s.pipeline OPERATOR(pg_catalog.=) p.name
 CROSS JOIN LATERAL sessionize.sessionize_pipeline_service(p.id, p.state, s.failures) w
-CROSS JOIN LATERAL (SELECT sessionize.pipeline_backlog(p.name) AS backlog) b
+-- counting the backlog reads the owner's table: for roles with its rights
+CROSS JOIN LATERAL (SELECT CASE WHEN pg_catalog.pg_has_role(p.owner, 'USAGE')
+								THEN sessionize.pipeline_backlog(p.name) END AS backlog) b
 LEFT JOIN pg_catalog.pg_replication_slots r
 	   ON p.source_kind OPERATOR(pg_catalog.=) 'logical'
 	  AND r.slot_name OPERATOR(pg_catalog.=) pg_catalog.format('sessionize_%s_%s',
 			(SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()),
 			p.name)
-WHERE pg_catalog.pg_has_role(p.owner, 'USAGE');
-COMMENT ON VIEW sessionize.pipeline_status IS 'one row per pipeline the current role may use: state, worker or why it waits for one, counts, backlog, watermark, lag, last error';
+WHERE pg_catalog.pg_has_role(p.owner, 'USAGE')
+   -- a reader of the pipeline's results (grant_reader()) sees how fresh they are
+   OR pg_catalog.has_table_privilege(
+		pg_catalog.to_regclass(pg_catalog.format('sessionize.%I', p.name OPERATOR(pg_catalog.||) '_sessions')), 'SELECT');
+COMMENT ON VIEW sessionize.pipeline_status IS 'one row per pipeline the current role may use or whose results it reads: state, worker or why it waits for one, counts, backlog, watermark, lag, last error';
 
 -- A role sees the dead letters of the pipelines whose owner's rights it has.
 CREATE VIEW sessionize.pipeline_dead_letters WITH (security_barrier) AS
