@@ -41,18 +41,6 @@ PG_FUNCTION_INFO_V1(next_node_deserialize);
 PG_FUNCTION_INFO_V1(behavior_combine);
 PG_FUNCTION_INFO_V1(behavior_serialize);
 
-static MemoryContext
-aggregate_context(FunctionCallInfo fcinfo, const char *function)
-{
-	MemoryContext context;
-
-	if (!AggCheckCallContext(fcinfo, &context))
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("%s called in non-aggregate context", function)));
-	return context;
-}
-
 static void
 not_null(FunctionCallInfo fcinfo, int argument, const char *what)
 {
@@ -176,7 +164,7 @@ get_state(FunctionCallInfo fcinfo, MemoryContext context, BehaviorKind kind, int
 Datum
 funnel_transition(PG_FUNCTION_ARGS)
 {
-	MemoryContext context = aggregate_context(fcinfo, "funnel_transition");
+	MemoryContext context = sessionize_aggregate_context(fcinfo, "funnel_transition");
 	bool		with_mode = (PG_NARGS() == 5);
 	int			ts_argument = with_mode ? 3 : 2;
 	BehaviorState *state = get_state(fcinfo, context, BEHAVIOR_FUNNEL, ts_argument);
@@ -266,7 +254,7 @@ funnel_events_final(PG_FUNCTION_ARGS)
 Datum
 retention_transition(PG_FUNCTION_ARGS)
 {
-	MemoryContext context = aggregate_context(fcinfo, "retention_transition");
+	MemoryContext context = sessionize_aggregate_context(fcinfo, "retention_transition");
 	BehaviorState *state = get_state(fcinfo, context, BEHAVIOR_RETENTION, 0);
 	int			nsteps;
 	uint32		steps = read_steps(fcinfo, 1, &nsteps);
@@ -298,7 +286,7 @@ retention_final(PG_FUNCTION_ARGS)
 Datum
 sequence_transition(PG_FUNCTION_ARGS)
 {
-	MemoryContext context = aggregate_context(fcinfo, "sequence_transition");
+	MemoryContext context = sessionize_aggregate_context(fcinfo, "sequence_transition");
 	BehaviorState *state = get_state(fcinfo, context, BEHAVIOR_SEQUENCE, 2);
 	text	   *pattern;
 	int			nsteps;
@@ -374,7 +362,7 @@ sequence_events_final(PG_FUNCTION_ARGS)
 Datum
 next_node_transition(PG_FUNCTION_ARGS)
 {
-	MemoryContext context = aggregate_context(fcinfo, "next_node_transition");
+	MemoryContext context = sessionize_aggregate_context(fcinfo, "next_node_transition");
 	BehaviorState *state = get_state(fcinfo, context, BEHAVIOR_NEXT_NODE, 3);
 	text	   *direction;
 	text	   *base;
@@ -424,7 +412,7 @@ next_node_final(PG_FUNCTION_ARGS)
 Datum
 behavior_combine(PG_FUNCTION_ARGS)
 {
-	MemoryContext context = aggregate_context(fcinfo, "behavior_combine");
+	MemoryContext context = sessionize_aggregate_context(fcinfo, "behavior_combine");
 	BehaviorState *state = PG_ARGISNULL(0) ? NULL : (BehaviorState *) PG_GETARG_POINTER(0);
 	BehaviorState *other = PG_ARGISNULL(1) ? NULL : (BehaviorState *) PG_GETARG_POINTER(1);
 
@@ -446,7 +434,7 @@ behavior_serialize(PG_FUNCTION_ARGS)
 static Datum
 deserialize(FunctionCallInfo fcinfo, BehaviorKind kind, const char *function)
 {
-	MemoryContext context = aggregate_context(fcinfo, function);
+	MemoryContext context = sessionize_aggregate_context(fcinfo, function);
 
 	PG_RETURN_POINTER(behavior_state_deserialize(PG_GETARG_BYTEA_PP(0), kind, context));
 }

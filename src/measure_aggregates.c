@@ -55,18 +55,6 @@ read_only_buffer(StringInfo buffer, char *data, int length)
 	buffer->cursor = 0;
 }
 
-static MemoryContext
-aggregate_context(FunctionCallInfo fcinfo, const char *function)
-{
-	MemoryContext context;
-
-	if (!AggCheckCallContext(fcinfo, &context))
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("%s called in non-aggregate context", function)));
-	return context;
-}
-
 static TimedValue *
 timed_value_create(MemoryContext context, MeasureKind kind, Oid type, Oid collation)
 {
@@ -81,7 +69,7 @@ timed_value_create(MemoryContext context, MeasureKind kind, Oid type, Oid collat
 static Datum
 timed_transition(FunctionCallInfo fcinfo, MeasureKind kind, const char *function)
 {
-	MemoryContext context = aggregate_context(fcinfo, function);
+	MemoryContext context = sessionize_aggregate_context(fcinfo, function);
 	TimedValue *timed = PG_ARGISNULL(0) ? NULL : (TimedValue *) PG_GETARG_POINTER(0);
 
 	if (timed == NULL)
@@ -109,7 +97,7 @@ last_transition(PG_FUNCTION_ARGS)
 Datum
 timed_value_combine(PG_FUNCTION_ARGS)
 {
-	MemoryContext context = aggregate_context(fcinfo, "timed_value_combine");
+	MemoryContext context = sessionize_aggregate_context(fcinfo, "timed_value_combine");
 	TimedValue *timed = PG_ARGISNULL(0) ? NULL : (TimedValue *) PG_GETARG_POINTER(0);
 	TimedValue *other = PG_ARGISNULL(1) ? NULL : (TimedValue *) PG_GETARG_POINTER(1);
 
@@ -167,7 +155,7 @@ invalid_state(const char *detail)
 Datum
 timed_value_deserialize(PG_FUNCTION_ARGS)
 {
-	MemoryContext context = aggregate_context(fcinfo, "timed_value_deserialize");
+	MemoryContext context = sessionize_aggregate_context(fcinfo, "timed_value_deserialize");
 	bytea	   *serialized = PG_GETARG_BYTEA_PP(0);
 	StringInfoData buffer;
 	int			kind;
@@ -262,7 +250,7 @@ distinct_state_create(MemoryContext context, Oid type, Oid collation)
 Datum
 distinct_transition(PG_FUNCTION_ARGS)
 {
-	MemoryContext context = aggregate_context(fcinfo, "distinct_transition");
+	MemoryContext context = sessionize_aggregate_context(fcinfo, "distinct_transition");
 	DistinctState *distinct = PG_ARGISNULL(0) ? NULL : (DistinctState *) PG_GETARG_POINTER(0);
 
 	if (distinct == NULL)
@@ -276,7 +264,7 @@ distinct_transition(PG_FUNCTION_ARGS)
 Datum
 distinct_combine(PG_FUNCTION_ARGS)
 {
-	MemoryContext context = aggregate_context(fcinfo, "distinct_combine");
+	MemoryContext context = sessionize_aggregate_context(fcinfo, "distinct_combine");
 	DistinctState *distinct = PG_ARGISNULL(0) ? NULL : (DistinctState *) PG_GETARG_POINTER(0);
 	DistinctState *other = PG_ARGISNULL(1) ? NULL : (DistinctState *) PG_GETARG_POINTER(1);
 
@@ -302,7 +290,7 @@ distinct_serialize(PG_FUNCTION_ARGS)
 Datum
 distinct_deserialize(PG_FUNCTION_ARGS)
 {
-	MemoryContext context = aggregate_context(fcinfo, "distinct_deserialize");
+	MemoryContext context = sessionize_aggregate_context(fcinfo, "distinct_deserialize");
 	DistinctState *distinct = distinct_state_create(context, InvalidOid, InvalidOid);
 	MemoryContext old = MemoryContextSwitchTo(context);
 

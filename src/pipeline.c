@@ -190,9 +190,10 @@ read_state(const Pipeline *pipeline, PipelineState *state)
  * database or cluster, or its slot dropped by hand) gets a new slot and
  * goes on with the changes committed from then on: its checkpoint is a
  * place in the WAL the old slot read, which means nothing to the new one.
- * pipeline_status shows from where it went on, in last_error.
+ * pipeline_status shows from where it went on, in last_error.  Returns the
+ * slot's name.
  */
-static void
+static Datum
 ensure_slot(const Pipeline *pipeline, PipelineState *state)
 {
 	Oid			types[2] = {TEXTOID, TEXTOID};
@@ -205,7 +206,7 @@ ensure_slot(const Pipeline *pipeline, PipelineState *state)
 	values[0] = CStringGetTextDatum(pipeline->name);
 	slot = run("SELECT sessionize.sessionize_slot_name($1)", 1, types, values, NULL, &isnull);
 	if (SearchNamedReplicationSlot(NameStr(*DatumGetName(slot)), true) != NULL)
-		return;
+		return slot;
 	if (TransactionIdIsValid(GetTopTransactionIdIfAny()))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -235,6 +236,7 @@ ensure_slot(const Pipeline *pipeline, PipelineState *state)
 	state->checkpoint.commit_lsn = InvalidXLogRecPtr;
 	state->checkpoint.lsn = InvalidXLogRecPtr;
 	state->checkpoint.lsn_row = 0;
+	return slot;
 }
 
 /* The source must still be a table. */
@@ -316,15 +318,11 @@ peek_changes(const Pipeline *pipeline, Datum slot, const PipelineState *state, i
  * WAL would be decoded again; otherwise an idle pipeline writes nothing.
  */
 static void
-consume_changes(const Pipeline *pipeline, const PipelineState *state, int max_events, BatchResult *result,
-				TakenChanges *changes)
+consume_changes(const Pipeline *pipeline, const PipelineState *state, Datum slot, int max_events,
+				BatchResult *result, TakenChanges *changes)
 {
-	Oid			type = TEXTOID;
 	Datum		name = CStringGetTextDatum(pipeline->name);
-	Datum		slot;
-	bool		isnull;
 
-	slot = run("SELECT sessionize.sessionize_slot_name($1)", 1, &type, &name, NULL, &isnull);
 	if (!sessionize_stream_changes(pipeline->header, NameStr(*DatumGetName(slot)), &state->checkpoint,
 								   state->slot_advance_to, max_events, changes))
 		peek_changes(pipeline, slot, state, max_events, changes);
@@ -451,6 +449,7 @@ run_pipeline_batch(PG_FUNCTION_ARGS)
 	PipelineState state;
 	BatchResult result = {0};
 	TakenChanges changes = {0};
+	Datum		slot = (Datum) 0;
 	TupleDesc	result_type;
 	Datum		values[5];
 	bool		nulls[5] = {false};
@@ -468,7 +467,7 @@ run_pipeline_batch(PG_FUNCTION_ARGS)
 	read_pipeline(&pipeline, fcinfo->args[0], fcinfo->args[1]);
 	read_state(&pipeline, &state);
 	if (pipeline.logical)
-		ensure_slot(&pipeline, &state);
+		slot = ensure_slot(&pipeline, &state);
 	check_source(&pipeline);
 	/* no trigger can be added to the source while this batch checks and claims */
 	if (!pipeline.logical)
@@ -479,7 +478,7 @@ run_pipeline_batch(PG_FUNCTION_ARGS)
 	read_events_of(&pipeline);
 
 	if (pipeline.logical)
-		consume_changes(&pipeline, &state, max_events, &result, &changes);
+		consume_changes(&pipeline, &state, slot, max_events, &result, &changes);
 	else
 	{
 		BatchSource source = batch_source(&pipeline, SOURCE_STAGING, INT4OID, Int32GetDatum(max_events));

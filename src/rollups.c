@@ -120,18 +120,6 @@ rollup_table(const PipelineBatch *batch, const char *what)
 	return psprintf("sessionize.%s", quote_identifier(psprintf("%s_kpi_%s", batch->name, what)));
 }
 
-static Datum
-make_array(Datum *values, bool *nulls, int count, Oid element_type)
-{
-	int16		length;
-	bool		byval;
-	char		align;
-
-	get_typlenbyvalalign(element_type, &length, &byval, &align);
-	return PointerGetDatum(construct_md_array(values, nulls, 1, &count, (int[]) {1}, element_type,
-											  length, byval, align));
-}
-
 /*
  * What a batch changes in one row of a rollup table: the row's key (grain,
  * bucket, and a bin, a type or a measure) and the differences of its values.
@@ -335,8 +323,8 @@ grain_bucket_arrays(const RollupDeltas *deltas, Datum *grains, Datum *buckets)
 		grain_values[i] = CStringGetTextDatum(grain_names[deltas->items[i].grain]);
 		bucket_values[i] = TimestampTzGetDatum(deltas->items[i].bucket);
 	}
-	*grains = make_array(grain_values, NULL, deltas->count, TEXTOID);
-	*buckets = make_array(bucket_values, NULL, deltas->count, TIMESTAMPTZOID);
+	*grains = sessionize_make_array(grain_values, NULL, deltas->count, TEXTOID);
+	*buckets = sessionize_make_array(bucket_values, NULL, deltas->count, TIMESTAMPTZOID);
 }
 
 static Datum
@@ -346,7 +334,7 @@ int64_array(const RollupDeltas *deltas, size_t offset)
 
 	for (int i = 0; i < deltas->count; i++)
 		values[i] = Int64GetDatum(*(int64 *) ((char *) &deltas->items[i] + offset));
-	return make_array(values, NULL, deltas->count, INT8OID);
+	return sessionize_make_array(values, NULL, deltas->count, INT8OID);
 }
 
 /* Keeps the deltas that change something. */
@@ -446,7 +434,7 @@ rollups_write(PipelineBatch *batch, KeyGroup *groups, int group_count, MergedSes
 	types[1] = types[5] = types[11] = types[15] = types[19] = TIMESTAMPTZARRAYOID;
 	grain_bucket_arrays(&users, &values[0], &values[1]);
 	types[2] = get_array_type(batch->key_type);
-	values[2] = make_array(user_keys, NULL, users.count, batch->key_type);
+	values[2] = sessionize_make_array(user_keys, NULL, users.count, batch->key_type);
 	values[3] = int64_array(&users, offsetof(RollupDelta, sessions));
 	grain_bucket_arrays(&changes.buckets, &values[4], &values[5]);
 	values[6] = int64_array(&changes.buckets, offsetof(RollupDelta, sessions));
@@ -458,27 +446,27 @@ rollups_write(PipelineBatch *batch, KeyGroup *groups, int group_count, MergedSes
 	column = palloc(sizeof(Datum) * Max(changes.durations.count, 1));
 	for (int i = 0; i < changes.durations.count; i++)
 		column[i] = Int32GetDatum(changes.durations.items[i].bin);
-	values[12] = make_array(column, NULL, changes.durations.count, INT4OID);
+	values[12] = sessionize_make_array(column, NULL, changes.durations.count, INT4OID);
 	values[13] = int64_array(&changes.durations, offsetof(RollupDelta, sessions));
 	grain_bucket_arrays(&changes.types, &values[14], &values[15]);
 	types[16] = TEXTARRAYOID;
 	column = palloc(sizeof(Datum) * Max(changes.types.count, 1));
 	for (int i = 0; i < changes.types.count; i++)
 		column[i] = CStringGetTextDatum(changes.types.items[i].type);
-	values[16] = make_array(column, NULL, changes.types.count, TEXTOID);
+	values[16] = sessionize_make_array(column, NULL, changes.types.count, TEXTOID);
 	values[17] = int64_array(&changes.types, offsetof(RollupDelta, events));
 	grain_bucket_arrays(&changes.measures, &values[18], &values[19]);
 	types[20] = TEXTARRAYOID;
 	column = palloc(sizeof(Datum) * Max(changes.measures.count, 1));
 	for (int i = 0; i < changes.measures.count; i++)
 		column[i] = CStringGetTextDatum(measures->items[rolled_measures[changes.measures.items[i].measure]].name);
-	values[20] = make_array(column, NULL, changes.measures.count, TEXTOID);
+	values[20] = sessionize_make_array(column, NULL, changes.measures.count, TEXTOID);
 	values[21] = int64_array(&changes.measures, offsetof(RollupDelta, sessions));
 	types[22] = NUMERICARRAYOID;
 	column = palloc(sizeof(Datum) * Max(changes.measures.count, 1));
 	for (int i = 0; i < changes.measures.count; i++)
 		column[i] = changes.measures.items[i].total;
-	values[22] = make_array(column, NULL, changes.measures.count, NUMERICOID);
+	values[22] = sessionize_make_array(column, NULL, changes.measures.count, NUMERICOID);
 
 	initStringInfo(&sql);
 	appendStringInfoString(&sql,

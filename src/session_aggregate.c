@@ -41,18 +41,6 @@ PG_FUNCTION_INFO_V1(sessions_deserialize);
 PG_FUNCTION_INFO_V1(sessions_final);
 PG_FUNCTION_INFO_V1(sessions_merge_transition);
 
-static MemoryContext
-aggregate_context(FunctionCallInfo fcinfo, const char *function)
-{
-	MemoryContext context;
-
-	if (!AggCheckCallContext(fcinfo, &context))
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("%s called in non-aggregate context", function)));
-	return context;
-}
-
 static SessionSet *
 session_set_copy(MemoryContext context, const SessionSet *from)
 {
@@ -66,7 +54,7 @@ session_set_copy(MemoryContext context, const SessionSet *from)
 Datum
 sessions_transition(PG_FUNCTION_ARGS)
 {
-	MemoryContext context = aggregate_context(fcinfo, "sessions_transition");
+	MemoryContext context = sessionize_aggregate_context(fcinfo, "sessions_transition");
 	SessionSet *state = PG_ARGISNULL(0) ? NULL : (SessionSet *) PG_GETARG_POINTER(0);
 	TimestampTz ts;
 	int64		gap;
@@ -99,7 +87,7 @@ sessions_transition(PG_FUNCTION_ARGS)
 Datum
 sessions_merge_transition(PG_FUNCTION_ARGS)
 {
-	MemoryContext context = aggregate_context(fcinfo, "sessions_merge_transition");
+	MemoryContext context = sessionize_aggregate_context(fcinfo, "sessions_merge_transition");
 	SessionSet *state = PG_ARGISNULL(0) ? NULL : (SessionSet *) PG_GETARG_POINTER(0);
 	SessionInterval item;
 
@@ -130,7 +118,7 @@ sessions_merge_transition(PG_FUNCTION_ARGS)
 Datum
 sessions_combine(PG_FUNCTION_ARGS)
 {
-	MemoryContext context = aggregate_context(fcinfo, "sessions_combine");
+	MemoryContext context = sessionize_aggregate_context(fcinfo, "sessions_combine");
 	SessionSet *into = PG_ARGISNULL(0) ? NULL : (SessionSet *) PG_GETARG_POINTER(0);
 	SessionSet *from = PG_ARGISNULL(1) ? NULL : (SessionSet *) PG_GETARG_POINTER(1);
 
@@ -154,7 +142,7 @@ sessions_serialize(PG_FUNCTION_ARGS)
 	Size		size;
 	bytea	   *result;
 
-	aggregate_context(fcinfo, "sessions_serialize");
+	sessionize_aggregate_context(fcinfo, "sessions_serialize");
 	state = (SessionSet *) PG_GETARG_POINTER(0);
 
 	header.format = SESSION_STATE_FORMAT;
@@ -193,7 +181,7 @@ sessions_deserialize(PG_FUNCTION_ARGS)
 	 * The result is short-lived: the combine function copies it into the
 	 * aggregate context only when it has no state of its own yet.
 	 */
-	aggregate_context(fcinfo, "sessions_deserialize");
+	sessionize_aggregate_context(fcinfo, "sessions_deserialize");
 	if (length < sizeof(header))
 		invalid_state("The state is shorter than its header.");
 	memcpy(&header, data, sizeof(header));
@@ -253,7 +241,7 @@ sessions_final(PG_FUNCTION_ARGS)
 	bool		element_by_value;
 	char		element_align;
 
-	aggregate_context(fcinfo, "sessions_final");
+	sessionize_aggregate_context(fcinfo, "sessions_final");
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
 	state = (SessionSet *) PG_GETARG_POINTER(0);

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * sessionize.c
- *	  Module entry point: settings, and the background worker when preloaded.
+ *	  Module entry point: settings, and the background worker when preloaded;
+ *	  and the small helpers that the aggregates and the sinks share.
  *
  * SQL functions and aggregates work in any backend that loads the library;
  * the settings are defined in every process so that they can be set in
@@ -14,7 +15,9 @@
 
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
 
 #include "sessionize.h"
 
@@ -81,4 +84,30 @@ _PG_init(void)
 
 	if (process_shared_preload_libraries_in_progress)
 		sessionize_register_launcher();
+}
+
+/* The memory context of an aggregate's state; an error outside aggregates. */
+MemoryContext
+sessionize_aggregate_context(FunctionCallInfo fcinfo, const char *function)
+{
+	MemoryContext context;
+
+	if (!AggCheckCallContext(fcinfo, &context))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s called in non-aggregate context", function)));
+	return context;
+}
+
+/* A one-dimensional array of element_type from values and nulls. */
+Datum
+sessionize_make_array(Datum *values, bool *nulls, int count, Oid element_type)
+{
+	int16		length;
+	bool		byval;
+	char		align;
+
+	get_typlenbyvalalign(element_type, &length, &byval, &align);
+	return PointerGetDatum(construct_md_array(values, nulls, 1, &count, (int[]) {1}, element_type,
+											  length, byval, align));
 }

@@ -389,6 +389,10 @@ extern int	sessionize_naptime_ms;
 extern int	sessionize_batch_size;
 extern int	sessionize_worker_turn_ms;
 
+/* sessionize.c: helpers the aggregates and the sinks share */
+extern MemoryContext sessionize_aggregate_context(FunctionCallInfo fcinfo, const char *function);
+extern Datum sessionize_make_array(Datum *values, bool *nulls, int count, Oid element_type);
+
 /* privileges.c: the locks that keep a pipeline to one worker, a database to one scheduler */
 extern bool sessionize_lock_pipeline_worker(int64 pipeline_id);
 extern bool sessionize_lock_scheduler(void);

@@ -60,18 +60,6 @@ sink_key_type(const char *pipeline, Oid *type, int32 *typmod, Oid *collation)
 	get_atttypetypmodcoll(stored, get_attnum(stored, "key"), type, typmod, collation);
 }
 
-static Datum
-make_array(Datum *values, bool *nulls, int count, Oid element_type)
-{
-	int16		length;
-	bool		byval;
-	char		align;
-
-	get_typlenbyvalalign(element_type, &length, &byval, &align);
-	return PointerGetDatum(construct_md_array(values, nulls, 1, &count, (int[]) {1}, element_type,
-											  length, byval, align));
-}
-
 static Oid
 key_array_type(PipelineBatch *batch)
 {
@@ -222,9 +210,9 @@ read_stored(PipelineBatch *batch, KeyGroup *groups, const int *chosen, int chose
 		highs[c] = TimestampTzGetDatum(groups[chosen[c]].high);
 		groups[chosen[c]].stored_count = 0;
 	}
-	values[0] = make_array(keys, NULL, chosen_count, batch->key_type);
-	values[1] = make_array(lows, NULL, chosen_count, TIMESTAMPTZOID);
-	values[2] = make_array(highs, NULL, chosen_count, TIMESTAMPTZOID);
+	values[0] = sessionize_make_array(keys, NULL, chosen_count, batch->key_type);
+	values[1] = sessionize_make_array(lows, NULL, chosen_count, TIMESTAMPTZOID);
+	values[2] = sessionize_make_array(highs, NULL, chosen_count, TIMESTAMPTZOID);
 	lateral = newest_only ?
 		psprintf("SELECT s.ctid, s.* FROM %s s"
 				 " WHERE s.key OPERATOR(pg_catalog.=) k.key AND s.session_start OPERATOR(pg_catalog.<=) k.high"
@@ -328,7 +316,7 @@ measure_parameters(const PipelineMeasures *measures, MergedSession *merged, int 
 		for (int s = 0; s < merged_count; s++)
 			column[s] = Int32GetDatum(merged[s].measured_since);
 		types[parameter - 1] = INT4ARRAYOID;
-		values[parameter - 1] = make_array(column, NULL, merged_count, INT4OID);
+		values[parameter - 1] = sessionize_make_array(column, NULL, merged_count, INT4OID);
 		appendStringInfo(unnests, ", pg_catalog.unnest($%d) AS measured_since", parameter);
 		parameter++;
 	}
@@ -348,7 +336,7 @@ measure_parameters(const PipelineMeasures *measures, MergedSession *merged, int 
 				column_nulls[s] = true;
 		}
 		types[parameter - 1] = array_type;
-		values[parameter - 1] = make_array(column, column_nulls, merged_count, measure->result_type);
+		values[parameter - 1] = sessionize_make_array(column, column_nulls, merged_count, measure->result_type);
 		appendStringInfo(unnests, ", pg_catalog.unnest($%d) AS %s", parameter, quote_identifier(measure->name));
 		parameter++;
 		if (state == NULL)
@@ -366,9 +354,9 @@ measure_parameters(const PipelineMeasures *measures, MergedSession *merged, int 
 		}
 		types[parameter - 1] = measure->input.kind == MEASURE_APPROX_COUNT_DISTINCT ? BYTEAARRAYOID
 			: TIMESTAMPTZARRAYOID;
-		values[parameter - 1] = make_array(column, column_nulls, merged_count,
-										   measure->input.kind == MEASURE_APPROX_COUNT_DISTINCT ? BYTEAOID
-										   : TIMESTAMPTZOID);
+		values[parameter - 1] = sessionize_make_array(column, column_nulls, merged_count,
+													  measure->input.kind == MEASURE_APPROX_COUNT_DISTINCT ? BYTEAOID
+													  : TIMESTAMPTZOID);
 		appendStringInfo(unnests, ", pg_catalog.unnest($%d) AS %s", parameter, quote_identifier(state));
 		parameter++;
 	}
@@ -406,7 +394,7 @@ sink_write_sessions(PipelineBatch *batch, KeyGroup *groups, int group_count,
 	if (row_count > 0)
 	{
 		types[0] = TIDARRAYOID;
-		values[0] = make_array(rows, NULL, row_count, TIDOID);
+		values[0] = sessionize_make_array(rows, NULL, row_count, TIDOID);
 		execute(psprintf("DELETE FROM %s WHERE ctid OPERATOR(pg_catalog.=) ANY ($1)", batch->stored_sessions),
 				1, types, values, SPI_OK_DELETE);
 		if (SPI_processed != (uint64) row_count)
@@ -430,17 +418,17 @@ sink_write_sessions(PipelineBatch *batch, KeyGroup *groups, int group_count,
 		columns[6][m] = Int32GetDatum(merged[m].revision);
 	}
 	types[0] = key_array_type(batch);
-	values[0] = make_array(columns[0], NULL, merged_count, batch->key_type);
+	values[0] = sessionize_make_array(columns[0], NULL, merged_count, batch->key_type);
 	types[1] = types[2] = types[3] = TIMESTAMPTZARRAYOID;
-	values[1] = make_array(columns[1], NULL, merged_count, TIMESTAMPTZOID);
-	values[2] = make_array(columns[2], NULL, merged_count, TIMESTAMPTZOID);
-	values[3] = make_array(columns[3], NULL, merged_count, TIMESTAMPTZOID);
+	values[1] = sessionize_make_array(columns[1], NULL, merged_count, TIMESTAMPTZOID);
+	values[2] = sessionize_make_array(columns[2], NULL, merged_count, TIMESTAMPTZOID);
+	values[3] = sessionize_make_array(columns[3], NULL, merged_count, TIMESTAMPTZOID);
 	types[4] = INT8ARRAYOID;
-	values[4] = make_array(columns[4], NULL, merged_count, INT8OID);
+	values[4] = sessionize_make_array(columns[4], NULL, merged_count, INT8OID);
 	types[5] = JSONBARRAYOID;
-	values[5] = make_array(columns[5], type_counts_null, merged_count, JSONBOID);
+	values[5] = sessionize_make_array(columns[5], type_counts_null, merged_count, JSONBOID);
 	types[6] = INT4ARRAYOID;
-	values[6] = make_array(columns[6], NULL, merged_count, INT4OID);
+	values[6] = sessionize_make_array(columns[6], NULL, merged_count, INT4OID);
 	initStringInfo(&unnests);
 	measure_count = measure_parameters(batch->measures, merged, merged_count, true, 8, types, values, &unnests);
 	execute(psprintf("INSERT INTO %s (key, session_start, last_event_at, expires_at, events, type_counts,"
@@ -459,15 +447,15 @@ sink_write_sessions(PipelineBatch *batch, KeyGroup *groups, int group_count,
 		columns[5][m] = CStringGetTextDatum(merged[m].replaced == 0 ? "opened" :
 											merged[m].replaced == 1 ? "extended" : "merged");
 	types[1] = TIMESTAMPTZARRAYOID;
-	values[1] = make_array(columns[1], NULL, merged_count, TIMESTAMPTZOID);
+	values[1] = sessionize_make_array(columns[1], NULL, merged_count, TIMESTAMPTZOID);
 	types[2] = TEXTARRAYOID;
-	values[2] = make_array(columns[5], NULL, merged_count, TEXTOID);
+	values[2] = sessionize_make_array(columns[5], NULL, merged_count, TEXTOID);
 	types[3] = INT4ARRAYOID;
-	values[3] = make_array(columns[6], NULL, merged_count, INT4OID);
+	values[3] = sessionize_make_array(columns[6], NULL, merged_count, INT4OID);
 	types[4] = TIMESTAMPTZARRAYOID;
-	values[4] = make_array(columns[2], NULL, merged_count, TIMESTAMPTZOID);
+	values[4] = sessionize_make_array(columns[2], NULL, merged_count, TIMESTAMPTZOID);
 	types[5] = INT8ARRAYOID;
-	values[5] = make_array(columns[4], NULL, merged_count, INT8OID);
+	values[5] = sessionize_make_array(columns[4], NULL, merged_count, INT8OID);
 	resetStringInfo(&unnests);
 	measure_count = measure_parameters(batch->measures, merged, merged_count, false, 7, types, values, &unnests);
 	execute(psprintf("INSERT INTO %s (key, session_start, change, revision, last_event_at, events%s)"
@@ -516,8 +504,8 @@ sink_write_rejects(PipelineBatch *batch, int first, int last)
 	}
 	if (late_count > 0)
 	{
-		values[0] = make_array(late_events, NULL, late_count, JSONBOID);
-		values[1] = make_array(late_reasons, NULL, late_count, TEXTOID);
+		values[0] = sessionize_make_array(late_events, NULL, late_count, JSONBOID);
+		values[1] = sessionize_make_array(late_reasons, NULL, late_count, TEXTOID);
 		execute(psprintf("INSERT INTO %s (event, reason)"
 						 " SELECT l.event, l.reason"
 						 " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) WITH ORDINALITY AS l(event, reason, position)"
@@ -527,8 +515,8 @@ sink_write_rejects(PipelineBatch *batch, int first, int last)
 	}
 	if (dead_count > 0)
 	{
-		values[0] = make_array(dead_events, NULL, dead_count, JSONBOID);
-		values[1] = make_array(dead_reasons, NULL, dead_count, TEXTOID);
+		values[0] = sessionize_make_array(dead_events, NULL, dead_count, JSONBOID);
+		values[1] = sessionize_make_array(dead_reasons, NULL, dead_count, TEXTOID);
 		values[2] = CStringGetTextDatum(batch->name);
 		execute("INSERT INTO sessionize.dead_letter (pipeline, event, error)"
 				" SELECT $3, d.event, d.error"
