@@ -11,12 +11,10 @@ PGFILEDESC = "sessionize - sessions, dedup and exactly-once pipelines"
 # assembled from its own steps and the fragments that define what it
 # (re)creates, so that an upgraded and a fresh install share one text.
 INSTALL_PARTS = $(sort $(wildcard sql/install/*.sql))
-UPGRADE_0.3.0--0.4.0 = sql/upgrade/0.3.0--0.4.0.sql sql/install/13_behavior.sql sql/install/41_create_pipeline.sql \
-	sql/install/41_peek_changes.sql sql/install/43_pipeline_tables.sql sql/install/44_pipeline_status.sql \
-	sql/install/45_extension_drop.sql sql/install/46_pipeline_results.sql sql/install/90_privileges.sql
-DATA_built = $(EXTENSION)--$(EXTVERSION).sql $(EXTENSION)--0.3.0--0.4.0.sql
-DATA = $(EXTENSION)--0.1.0.sql $(EXTENSION)--0.2.0.sql $(EXTENSION)--0.3.0.sql \
-	$(EXTENSION)--0.1.0--0.2.0.sql $(EXTENSION)--0.2.0--0.3.0.sql
+UPGRADE_0.4.0--0.5.0 = sql/upgrade/0.4.0--0.5.0.sql
+DATA_built = $(EXTENSION)--$(EXTVERSION).sql $(EXTENSION)--0.4.0--0.5.0.sql
+DATA = $(EXTENSION)--0.1.0.sql $(EXTENSION)--0.2.0.sql $(EXTENSION)--0.3.0.sql $(EXTENSION)--0.4.0.sql \
+	$(EXTENSION)--0.1.0--0.2.0.sql $(EXTENSION)--0.2.0--0.3.0.sql $(EXTENSION)--0.3.0--0.4.0.sql
 
 # pg_regress suites: every sql/*.sql (install fragments live in sql/install/).
 REGRESS = $(basename $(notdir $(sort $(wildcard sql/*.sql))))
@@ -36,7 +34,7 @@ $(OBJS): src/sessionize.h
 $(EXTENSION)--$(EXTVERSION).sql: $(INSTALL_PARTS) $(EXTENSION).control
 	cat $(INSTALL_PARTS) > $@
 
-$(EXTENSION)--0.3.0--0.4.0.sql: $(UPGRADE_0.3.0--0.4.0)
+$(EXTENSION)--0.4.0--0.5.0.sql: $(UPGRADE_0.4.0--0.5.0)
 	cat $^ > $@
 
 # The two commands of the README quick start, and their parts.
