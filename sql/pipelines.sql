@@ -22,6 +22,10 @@ SELECT key, session_start, change, revision, events FROM sessionize.plays_change
 
 SELECT name, state, consumed, merged, duplicates, late, dead_lettered, batches, backlog, max_event_time, watermark
 FROM sessionize.pipeline_status;
+-- the backlog of one pipeline; NULL for NULL, an error for an unknown one
+SELECT * FROM sessionize.pipeline_waiting('plays');
+SELECT sessionize.pipeline_backlog(NULL), sessionize.pipeline_waiting(NULL);
+SELECT sessionize.pipeline_waiting('no_such_pipeline');
 
 -- Paused pipelines keep their data; run_pipeline still works by hand.
 SELECT sessionize.pause_pipeline('plays');

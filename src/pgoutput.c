@@ -28,6 +28,7 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/pg_lsn.h"
+#include "utils/timestamp.h"
 #include "utils/typcache.h"
 
 #include "sessionize.h"
@@ -36,6 +37,7 @@ PG_FUNCTION_INFO_V1(pgoutput_message);
 PG_FUNCTION_INFO_V1(pgoutput_row);
 PG_FUNCTION_INFO_V1(pgoutput_row_by_name);
 PG_FUNCTION_INFO_V1(pgoutput_problem);
+PG_FUNCTION_INFO_V1(pgoutput_commit_time);
 
 /* Wraps a bytea in a StringInfo for the pq_getmsg* readers (read only). */
 static void
@@ -104,9 +106,9 @@ update_misses_values(StringInfo reader)
 
 /*
  * What a pgoutput message is: its type byte (B, C, R, I, U, D, T, ...), the
- * relation of an I, U, D or R (else InvalidOid), the commit LSN of a B (else
- * InvalidXLogRecPtr), and whether the new row of a U cannot be read whole
- * from the message.
+ * relation of an I, U, D or R (else InvalidOid), the commit LSN and time of
+ * a B (else InvalidXLogRecPtr and 0), and whether the new row of a U cannot
+ * be read whole from the message.
  */
 void
 sessionize_pgoutput_describe(const char *data, int length, PgoutputMessage *message)
@@ -120,11 +122,13 @@ sessionize_pgoutput_describe(const char *data, int length, PgoutputMessage *mess
 	message->kind = (char) pq_getmsgbyte(&reader);
 	message->relation = InvalidOid;
 	message->commit_lsn = InvalidXLogRecPtr;
+	message->commit_time = 0;
 	message->missing_values = false;
 	switch (message->kind)
 	{
 		case 'B':
 			message->commit_lsn = (XLogRecPtr) pq_getmsgint64(&reader);
+			message->commit_time = (TimestampTz) pq_getmsgint64(&reader);
 			break;
 		case 'I':
 		case 'U':
@@ -165,6 +169,25 @@ pgoutput_message(PG_FUNCTION_ARGS)
 	nulls[2] = XLogRecPtrIsInvalid(message.commit_lsn);
 	values[3] = BoolGetDatum(message.missing_values);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(result_desc), values, nulls)));
+}
+
+/*
+ * sessionize_pgoutput_commit_time(data bytea) returns timestamptz
+ *
+ * When the transaction a BEGIN message opens committed; NULL for any other
+ * message.  How long the oldest change a logical pipeline has not taken has
+ * waited.
+ */
+Datum
+pgoutput_commit_time(PG_FUNCTION_ARGS)
+{
+	bytea	   *data = PG_GETARG_BYTEA_PP(0);
+	PgoutputMessage message;
+
+	sessionize_pgoutput_describe(VARDATA_ANY(data), VARSIZE_ANY_EXHDR(data), &message);
+	if (message.kind != 'B')
+		PG_RETURN_NULL();
+	PG_RETURN_TIMESTAMPTZ(message.commit_time);
 }
 
 /* How to build rows of one composite type, kept across calls. */

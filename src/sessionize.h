@@ -341,6 +341,7 @@ typedef struct PgoutputMessage
 	char		kind;			/* B, C, R, I, U, D, T, ... */
 	Oid			relation;		/* of I, U, D and R */
 	XLogRecPtr	commit_lsn;		/* of B */
+	TimestampTz commit_time;	/* of B */
 	bool		missing_values; /* of U: the new row cannot be read whole */
 } PgoutputMessage;
 

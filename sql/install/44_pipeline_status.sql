@@ -17,10 +17,14 @@ CREATE VIEW sessionize.pipeline_status WITH (security_barrier) AS
 SELECT p.name, p.state, p.source_kind,
 	   w.worker_pid, w.waiting_reason,
 	   s.consumed, s.merged, s.duplicates, s.late, s.dead_lettered, s.batches,
-	   b.backlog,
+	   b.backlog, b.oldest_waiting_at,
 	   s.max_event_time, s.watermark,
-	   -- nothing is behind while no event waits in a staging table
+	   -- nothing is behind while no event waits; a change of a logical
+	   -- source says how long it has waited; otherwise the age of the
+	   -- newest event merged is the best that is known
 	   CASE WHEN b.backlog OPERATOR(pg_catalog.=) 0 THEN '0'::pg_catalog.interval
+			WHEN b.oldest_waiting_at IS NOT NULL
+			THEN pg_catalog.now() OPERATOR(pg_catalog.-) b.oldest_waiting_at
 			ELSE pg_catalog.now() OPERATOR(pg_catalog.-) s.last_event_time END AS lag,
 	   s.last_batch_at, s.last_error, s.last_error_at, s.failures,
 	   s.checkpoint_lsn,
@@ -33,8 +37,7 @@ FROM sessionize.pipelines p
 JOIN sessionize.pipeline_state s ON s.pipeline OPERATOR(pg_catalog.=) p.name
 CROSS JOIN LATERAL sessionize.sessionize_pipeline_service(p.id, p.state, s.failures) w
 -- counting the backlog reads the owner's table: for roles with its rights
-CROSS JOIN LATERAL (SELECT CASE WHEN pg_catalog.pg_has_role(p.owner, 'USAGE')
-								THEN sessionize.pipeline_backlog(p.name) END AS backlog) b
+CROSS JOIN LATERAL sessionize.pipeline_waiting(CASE WHEN pg_catalog.pg_has_role(p.owner, 'USAGE') THEN p.name END) b
 LEFT JOIN pg_catalog.pg_replication_slots r
 	   ON p.source_kind OPERATOR(pg_catalog.=) 'logical'
 	  AND r.slot_name OPERATOR(pg_catalog.=) pg_catalog.format('sessionize_%s_%s',

@@ -41,6 +41,7 @@ GRANT EXECUTE ON FUNCTION
 	sessionize.drop_pipeline(text),
 	sessionize.replay_late(text, integer),
 	sessionize.pipeline_backlog(text),
+	sessionize.pipeline_waiting(text),
 	sessionize.sessionize_pipeline_service(bigint, text, integer),
 	sessionize.set_rollups(text, boolean),
 	sessionize.grant_reader(text, regrole),

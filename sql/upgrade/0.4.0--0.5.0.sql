@@ -2,3 +2,10 @@
 -- fragments that define what 0.5.0 makes anew (see Makefile), so an upgraded
 -- database has the objects of a fresh one.
 \echo Use "ALTER EXTENSION sessionize UPDATE TO '0.5.0'" to load this file. \quit
+
+-- pipeline_status counts a logical source's backlog from its slot, and says
+-- how long its oldest change has waited (43_pipeline_backlog.sql,
+-- 44_pipeline_status.sql).
+DROP VIEW sessionize.pipeline_status, sessionize.pipeline_dead_letters;
+DROP FUNCTION sessionize.pipeline_backlog(text), sessionize.sessionize_pipeline_backlog(regrole, text),
+	sessionize.sessionize_pipeline_service(bigint, text, integer);

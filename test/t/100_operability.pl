@@ -176,6 +176,28 @@ ok($node->poll_query_until('analytics', q{
 like($node->safe_psql('analytics', "SELECT last_error FROM sessionize.pipeline_status WHERE name = 'clicks'"),
 	qr/^a new replication slot takes the changes committed from/, 'pipeline_status says from where it went on');
 
+# A logical source's backlog is counted from its slot, and its lag is how
+# long the oldest change not taken has waited since its commit.
+my $first_started = $node->safe_psql('analytics', q{
+	BEGIN; INSERT INTO clicks VALUES (4, '2024-01-01'), (5, '2024-01-01'); SELECT now(); COMMIT});
+$node->safe_psql('analytics', 'SELECT pg_sleep(1.1)');
+my $second_started = $node->safe_psql('analytics', q{
+	BEGIN; INSERT INTO clicks VALUES (6, '2024-01-01'); SELECT now(); COMMIT});
+is($node->safe_psql('analytics', qq{
+	SELECT backlog || ' ' || (oldest_waiting_at >= '$first_started' AND oldest_waiting_at < '$second_started')
+		   || ' ' || (lag >= interval '1 second') || ' ' || (sessionize.pipeline_backlog(name) = backlog)
+	FROM sessionize.pipeline_status WHERE name = 'clicks'}),
+	'3 true true true', 'a logical source counts the changes waiting in its slot, and how long the oldest has waited');
+is($node->safe_psql('analytics', qq{
+	SELECT consumed FROM sessionize.run_pipeline('clicks', 2);
+	SELECT backlog || ' ' || (oldest_waiting_at >= '$second_started') FROM sessionize.pipeline_status WHERE name = 'clicks'}),
+	"2\n1 true", 'a batch that takes the oldest transaction leaves the next one oldest');
+is($node->safe_psql('analytics', q{
+	SELECT consumed FROM sessionize.run_pipeline('clicks');
+	SELECT backlog || ' ' || lag || ' ' || coalesce(oldest_waiting_at::text, 'none')
+	FROM sessionize.pipeline_status WHERE name = 'clicks'}),
+	"1\n0 00:00:00 none", 'with nothing waiting, no lag');
+
 # A publication of sessionize dropped by hand: creating a logical pipeline
 # says how to make it again, and works once it is.
 $node->safe_psql('analytics', 'DROP PUBLICATION sessionize_pipeline_updates');
