@@ -56,7 +56,7 @@ if ls test/t/*.pl >/dev/null 2>&1; then
 	echo "== TAP (PostgreSQL::Test::Cluster)"
 	tap_dir=$logs/tap
 	mkdir -p "$tap_dir"
-	cp -r test README.md "$tap_dir/"
+	cp -r test README.md scripts "$tap_dir/"
 	[ "$(id -u)" -eq 0 ] && chown -R postgres: "$tap_dir"
 	(cd "$tap_dir" && as_server_user env \
 		PATH="$PG_BINDIR:$PATH" \

@@ -80,7 +80,7 @@ lc_messages = 'C'
 });
 $node->start;
 $node->safe_psql('postgres', 'CREATE SCHEMA demo');
-$node->safe_psql('postgres', slurp_file("$ENV{REPO_DIR}/scripts/demo_clickstream.sql"));
+$node->safe_psql('postgres', slurp_file("$ENV{TESTDIR}/scripts/demo_clickstream.sql"));
 $node->safe_psql('postgres', q{
 	CREATE TABLE clicks AS SELECT user_id, ts, url FROM demo.clicks WHERE user_id <= 200;
 	ANALYZE clicks});
