@@ -37,12 +37,14 @@ $(EXTENSION)--$(EXTVERSION).sql: $(INSTALL_PARTS) $(EXTENSION).control
 $(EXTENSION)--0.4.0--0.5.0.sql: $(UPGRADE_0.4.0--0.5.0)
 	cat $^ > $@
 
-# The two commands of the README quick start, and their parts.
-.PHONY: demo test deps bench
+# The commands of the README quick start, and their parts.
+.PHONY: demo dashboard test deps bench
 deps:
 	bash scripts/install-deps.sh
 demo:
 	bash scripts/demo.sh
+dashboard:
+	bash scripts/dashboard.sh
 test:
 	bash scripts/test.sh
 bench:
