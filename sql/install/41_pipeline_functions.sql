@@ -521,29 +521,3 @@ LANGUAGE C STABLE;
 COMMENT ON FUNCTION sessionize.pipeline_backlog(text) IS
 	'events waiting in the staging table of a pipeline (counts them); NULL for a logical source';
 
--- Counts as the pipeline's owner: whatever the table runs (row security,
--- a rule that made it a view) runs with the owner's rights.
-CREATE FUNCTION sessionize.sessionize_pipeline_backlog(caller regrole, name text)
-RETURNS bigint
-LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	pipeline sessionize.pipelines;
-	waiting bigint;
-BEGIN
-	pipeline := sessionize.sessionize_read_pipeline(caller, name, false);
-	IF pipeline.source_kind IS DISTINCT FROM 'table'
-	   OR NOT EXISTS (SELECT FROM pg_class WHERE oid = pipeline.source AND relkind = 'r') THEN
-		RETURN NULL;
-	END IF;
-	BEGIN
-		SELECT r.waiting INTO waiting
-		FROM sessionize.sessionize_rows_as(pipeline.owner, format('SELECT count(*) FROM ONLY %s', pipeline.source), NULL::integer)
-			 AS r(waiting bigint);
-	EXCEPTION WHEN insufficient_privilege OR undefined_table OR raise_exception OR query_canceled THEN
-		-- one owner's table cannot make pipeline_status fail for everyone
-		RETURN NULL;
-	END;
-	RETURN waiting;
-END $$;

@@ -10,6 +10,40 @@ LANGUAGE C STABLE;
 COMMENT ON FUNCTION sessionize.sessionize_pipeline_service(bigint, text, integer) IS
 	'the worker of a pipeline, or why it has none; whether it can run as things stand';
 
+-- Counts the events waiting for pipeline_backlog(), as the pipeline's owner:
+-- whatever the table runs (row security, a rule that made it a view) runs
+-- with the owner's rights.  For a caller with those rights, or one that reads
+-- the pipeline's results (grant_reader()): how many events wait says how
+-- fresh the results are, and nothing of the events.
+CREATE FUNCTION sessionize.sessionize_pipeline_backlog(caller regrole, name text)
+RETURNS bigint
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	pipeline sessionize.pipelines;
+	waiting bigint;
+BEGIN
+	IF coalesce(has_table_privilege(caller, to_regclass(format('sessionize.%I', name || '_sessions')), 'SELECT'), false) THEN
+		SELECT * INTO pipeline FROM sessionize.pipelines p WHERE p.name = sessionize_pipeline_backlog.name;
+	ELSE
+		pipeline := sessionize.sessionize_read_pipeline(caller, name, false);
+	END IF;
+	IF pipeline.source_kind IS DISTINCT FROM 'table'
+	   OR NOT EXISTS (SELECT FROM pg_class WHERE oid = pipeline.source AND relkind = 'r') THEN
+		RETURN NULL;
+	END IF;
+	BEGIN
+		SELECT r.waiting INTO waiting
+		FROM sessionize.sessionize_rows_as(pipeline.owner, format('SELECT count(*) FROM ONLY %s', pipeline.source), NULL::integer)
+			 AS r(waiting bigint);
+	EXCEPTION WHEN insufficient_privilege OR undefined_table OR raise_exception OR query_canceled THEN
+		-- one owner's table cannot make pipeline_status fail for everyone
+		RETURN NULL;
+	END;
+	RETURN waiting;
+END $$;
+
 -- A role sees the pipelines whose owner's rights it has, and those whose
 -- results it reads; security_barrier, so that no function of the reader's
 -- sees the rows it may not.
@@ -32,18 +66,19 @@ SELECT p.name, p.state, p.source_kind,
 FROM sessionize.pipelines p
 JOIN sessionize.pipeline_state s ON s.pipeline OPERATOR(pg_catalog.=) p.name
 CROSS JOIN LATERAL sessionize.sessionize_pipeline_service(p.id, p.state, s.failures) w
--- counting the backlog reads the owner's table: for roles with its rights
-CROSS JOIN LATERAL (SELECT CASE WHEN pg_catalog.pg_has_role(p.owner, 'USAGE')
-								THEN sessionize.pipeline_backlog(p.name) END AS backlog) b
+-- a role with the owner's rights, or a reader of the results (grant_reader())
+CROSS JOIN LATERAL (SELECT pg_catalog.pg_has_role(p.owner, 'USAGE')
+							OR pg_catalog.has_table_privilege(
+								pg_catalog.to_regclass(pg_catalog.format('sessionize.%I', p.name OPERATOR(pg_catalog.||) '_sessions')),
+								'SELECT') AS may_read) a
+-- counted only for the rows the role may read
+CROSS JOIN LATERAL (SELECT CASE WHEN a.may_read THEN sessionize.pipeline_backlog(p.name) END AS backlog) b
 LEFT JOIN pg_catalog.pg_replication_slots r
 	   ON p.source_kind OPERATOR(pg_catalog.=) 'logical'
 	  AND r.slot_name OPERATOR(pg_catalog.=) pg_catalog.format('sessionize_%s_%s',
 			(SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()),
 			p.name)
-WHERE pg_catalog.pg_has_role(p.owner, 'USAGE')
-   -- a reader of the pipeline's results (grant_reader()) sees how fresh they are
-   OR pg_catalog.has_table_privilege(
-		pg_catalog.to_regclass(pg_catalog.format('sessionize.%I', p.name OPERATOR(pg_catalog.||) '_sessions')), 'SELECT');
+WHERE a.may_read;
 COMMENT ON VIEW sessionize.pipeline_status IS 'one row per pipeline the current role may use or whose results it reads: state, worker or why it waits for one, counts, backlog, watermark, lag, last error';
 
 -- A role sees the dead letters of the pipelines whose owner's rights it has.
