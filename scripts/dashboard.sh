@@ -16,8 +16,7 @@ psql -X -q -v ON_ERROR_STOP=1 -f examples/dashboard/demo.sql >/dev/null
 
 cd examples/dashboard
 # the dashboard reads as the role demo.sql gave the pipeline's results
-export SEND_ANONYMOUS_USAGE_STATS=no \
-	EVIDENCE_VAR__pipeline=clicks \
+export EVIDENCE_VAR__pipeline=clicks \
 	EVIDENCE_SOURCE__sessionize__host="$PGHOST" \
 	EVIDENCE_SOURCE__sessionize__port="$PGPORT" \
 	EVIDENCE_SOURCE__sessionize__database="$PGDATABASE" \
