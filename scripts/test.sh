@@ -3,7 +3,9 @@
 #
 #   1. pg_regress suites (sql/, expected/)       -- make installcheck
 #   2. pgTAP suites (test/pgtap/*.sql)            -- pg_prove
-#   3. TAP tests with their own clusters (test/t) -- prove, for restarts/crashes
+#   3. the dashboard in a browser (test/browser)  -- prove: examples/dashboard/
+#      built by Evidence from a pipeline, opened in headless Chromium
+#   4. TAP tests with their own clusters (test/t) -- prove, for restarts/crashes
 #
 # Installs missing packages first, builds and installs the extension, and ends
 # with one line "sessionize: N passed, N failed".
@@ -11,7 +13,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/cluster.sh
 
-bash scripts/install-deps.sh || exit 1
+bash scripts/install-deps.sh --dashboard --browser || exit 1
 control_version=$(sed -nE "s/^default_version = '(.*)'/\1/p" sessionize.control)
 if ! grep -q "\"version\": \"$control_version\"" META.json; then
 	echo "META.json does not carry version $control_version of sessionize.control" >&2
@@ -49,6 +51,16 @@ bad=$(grep -oE 'Failed [0-9]+/' "$logs/pgtap.log" | grep -oE '[0-9]+' | awk '{ s
 grep -q '^Result: PASS' "$logs/pgtap.log" || [ -n "$bad" ] || bad=1
 passed=$((passed + ${tests:-0} - ${bad:-0}))
 failed=$((failed + ${bad:-0}))
+
+echo "== dashboard (Evidence in headless Chromium; screenshots in $logs/dashboard)"
+mkdir -p "$logs/dashboard"
+REPO_DIR="$PWD" TEST_LOG_DIR="$logs/dashboard" prove -v --ext .pl test/browser 2>&1 |
+	tee "$logs/dashboard.log" | grep -E '^(ok|not ok|#|Files=|Result:)'
+tests=$(sed -nE 's/^Files=[0-9]+, Tests=([0-9]+),.*/\1/p' "$logs/dashboard.log")
+bad=$(grep -cE '^not ok' "$logs/dashboard.log" || true)
+grep -q '^Result: PASS' "$logs/dashboard.log" || [ "$bad" -gt 0 ] || bad=1
+passed=$((passed + ${tests:-0} - bad))
+failed=$((failed + bad))
 
 cluster_stop
 

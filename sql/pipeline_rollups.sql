@@ -186,6 +186,9 @@ SELECT c.relname FROM pg_class c
 WHERE c.relnamespace = 'sessionize'::regnamespace AND c.relkind IN ('r', 'v', 'm', 'p', 'f')
   AND has_table_privilege('rollups_reader', c.oid, 'SELECT')
 ORDER BY 1;
+-- three events wait in the staging table
+INSERT INTO shop_in VALUES (1, '2024-03-20 00:00+00', 'view', 1, false), (2, '2024-03-20 00:00+00', 'view', 1, false),
+	(3, '2024-03-20 00:00+00', 'view', 1, false);
 SET ROLE rollups_reader;
 SELECT count(*) > 0 AS reads_kpis FROM sessionize.shop_kpi_daily;
 SELECT count(*) > 0 AS reads_sessions FROM sessionize.shop_sessions_final;
@@ -199,6 +202,10 @@ SELECT count(*) FROM sessionize.pipelines;
 SELECT name, consumed > 0 AS consumed, last_batch_at IS NOT NULL AS has_batched, watermark IS NOT NULL AS has_watermark,
 	   backlog
 FROM sessionize.pipeline_status;
+-- how many events wait, and nothing of them; not for another pipeline
+SELECT sessionize.pipeline_backlog('shop');
+SELECT count(*) FROM shop_in;
+SELECT sessionize.pipeline_backlog('other');
 -- a reader is no owner
 SELECT sessionize.grant_reader('shop', 'rollups_other');
 SELECT sessionize.set_rollups('shop', false);

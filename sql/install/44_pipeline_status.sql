@@ -36,17 +36,19 @@ SELECT p.name, p.state, p.source_kind,
 FROM sessionize.pipelines p
 JOIN sessionize.pipeline_state s ON s.pipeline OPERATOR(pg_catalog.=) p.name
 CROSS JOIN LATERAL sessionize.sessionize_pipeline_service(p.id, p.state, s.failures) w
--- counting the backlog reads the owner's table: for roles with its rights
-CROSS JOIN LATERAL sessionize.pipeline_waiting(CASE WHEN pg_catalog.pg_has_role(p.owner, 'USAGE') THEN p.name END) b
+-- a role with the owner's rights, or a reader of the results (grant_reader())
+CROSS JOIN LATERAL (SELECT pg_catalog.pg_has_role(p.owner, 'USAGE')
+							OR pg_catalog.has_table_privilege(
+								pg_catalog.to_regclass(pg_catalog.format('sessionize.%I', p.name OPERATOR(pg_catalog.||) '_sessions')),
+								'SELECT') AS may_read) a
+-- counted only for the rows the role may read
+CROSS JOIN LATERAL sessionize.pipeline_waiting(CASE WHEN a.may_read THEN p.name END) b
 LEFT JOIN pg_catalog.pg_replication_slots r
 	   ON p.source_kind OPERATOR(pg_catalog.=) 'logical'
 	  AND r.slot_name OPERATOR(pg_catalog.=) pg_catalog.format('sessionize_%s_%s',
 			(SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()),
 			p.name)
-WHERE pg_catalog.pg_has_role(p.owner, 'USAGE')
-   -- a reader of the pipeline's results (grant_reader()) sees how fresh they are
-   OR pg_catalog.has_table_privilege(
-		pg_catalog.to_regclass(pg_catalog.format('sessionize.%I', p.name OPERATOR(pg_catalog.||) '_sessions')), 'SELECT');
+WHERE a.may_read;
 COMMENT ON VIEW sessionize.pipeline_status IS 'one row per pipeline the current role may use or whose results it reads: state, worker or why it waits for one, counts, backlog, watermark, lag, last error';
 
 -- A role sees the dead letters of the pipelines whose owner's rights it has.

@@ -3,8 +3,9 @@
 -- database has the objects of a fresh one.
 \echo Use "ALTER EXTENSION sessionize UPDATE TO '0.5.0'" to load this file. \quit
 
--- pipeline_status counts a logical source's backlog from its slot, and says
--- how long its oldest change has waited (43_pipeline_backlog.sql,
+-- pipeline_status counts a logical source's backlog from its slot, says how
+-- long its oldest change has waited, and shows a reader of a pipeline's
+-- results (grant_reader()) its backlog (43_pipeline_backlog.sql,
 -- 44_pipeline_status.sql).
 DROP VIEW sessionize.pipeline_status, sessionize.pipeline_dead_letters;
 DROP FUNCTION sessionize.pipeline_backlog(text), sessionize.sessionize_pipeline_backlog(regrole, text),
