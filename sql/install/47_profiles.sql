@@ -90,11 +90,11 @@ DECLARE
 	source_pipeline sessionize.pipelines;
 	dimension text;
 	column_type regtype;
-	days text := sessionize.sessionize_profile_table(pipeline, name, '_days');
-	dictionary text := sessionize.sessionize_profile_table(pipeline, name, '_values');
-	population text := sessionize.sessionize_profile_table(pipeline, name, '_population');
-	counts_view text := sessionize.sessionize_profile_table(pipeline, name, '');
-	numeric_view text := sessionize.sessionize_profile_table(pipeline, name, '_numeric');
+	days text;
+	dictionary text;
+	population text;
+	counts_view text;
+	numeric_view text;
 	reader oid;
 BEGIN
 	IF name IS NULL OR categorical IS NULL OR numerics IS NULL OR day_time_zone IS NULL OR keep IS NULL THEN
@@ -113,11 +113,20 @@ BEGIN
 			   WHERE r.pipeline = sessionize_add_profile.pipeline AND r.name = sessionize_add_profile.name) THEN
 		RAISE EXCEPTION 'profile "%" of pipeline "%" already exists', name, pipeline USING ERRCODE = 'duplicate_object';
 	END IF;
+	days := sessionize.sessionize_profile_table(pipeline, name, '_days');
+	dictionary := sessionize.sessionize_profile_table(pipeline, name, '_values');
+	population := sessionize.sessionize_profile_table(pipeline, name, '_population');
+	counts_view := sessionize.sessionize_profile_table(pipeline, name, '');
+	numeric_view := sessionize.sessionize_profile_table(pipeline, name, '_numeric');
+	IF array_ndims(categorical) > 1 OR array_ndims(numerics) > 1 THEN
+		RAISE EXCEPTION 'the dimensions of a profile are a one-dimensional array of names'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
 	IF cardinality(categorical) + cardinality(numerics) = 0 THEN
 		RAISE EXCEPTION 'a profile needs at least one dimension' USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 	IF array_position(categorical, NULL) IS NOT NULL OR array_position(numerics, NULL) IS NOT NULL
-	   OR '' = ANY (categorical) OR '' = ANY (numerics) OR array_ndims(categorical) > 1 OR array_ndims(numerics) > 1 THEN
+	   OR '' = ANY (categorical) OR '' = ANY (numerics) THEN
 		RAISE EXCEPTION 'the dimensions of a profile must be names, not NULL or empty' USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 	IF (SELECT count(DISTINCT d) FROM unnest(categorical) d) < cardinality(categorical)
@@ -205,6 +214,9 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	PERFORM sessionize.sessionize_read_pipeline(caller, pipeline, true);
+	IF name IS NULL THEN
+		RAISE EXCEPTION 'name must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
 	DELETE FROM sessionize.pipeline_profiles r
 	WHERE r.pipeline = sessionize_drop_profile.pipeline AND r.name = sessionize_drop_profile.name;
 	IF NOT FOUND THEN
@@ -267,6 +279,7 @@ SET timezone_abbreviations = 'Default'
 AS $$
 DECLARE
 	found sessionize.pipelines;
+	missing text;
 BEGIN
 	IF name IS NULL OR source IS NULL OR from_day IS NULL OR to_day IS NULL THEN
 		RAISE EXCEPTION 'name, source, from_day and to_day must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -285,6 +298,27 @@ BEGIN
 		RAISE EXCEPTION 'permission denied for table %', source
 			USING ERRCODE = 'insufficient_privilege',
 				  DETAIL = format('The events are read with the rights of the pipeline''s owner, %s.', found.owner);
+	END IF;
+	-- a table of columns has those the pipeline and the profile read
+	IF found.payload_column IS NULL THEN
+		SELECT d.name INTO missing
+		FROM (SELECT found.key_column::text UNION ALL SELECT found.time_column::text
+			  UNION ALL SELECT unnest(r.categorical || r."numeric")
+			  FROM sessionize.pipeline_profiles r
+			  WHERE r.pipeline = found.name AND r.name = sessionize_rebuild_profile.name) d(name)
+		WHERE NOT EXISTS (SELECT FROM pg_attribute a
+						  WHERE a.attrelid = source AND a.attname = d.name AND a.attnum > 0 AND NOT a.attisdropped)
+		LIMIT 1;
+	ELSE
+		SELECT d.name INTO missing
+		FROM (VALUES (found.payload_column::text)) d(name)
+		WHERE NOT EXISTS (SELECT FROM pg_attribute a
+						  WHERE a.attrelid = source AND a.attname = d.name AND a.attnum > 0 AND NOT a.attisdropped);
+	END IF;
+	IF missing IS NOT NULL THEN
+		RAISE EXCEPTION 'column "%" of table % does not exist', missing, source
+			USING ERRCODE = 'undefined_column',
+				  HINT = 'The table of past events has the columns of the pipeline''s source.';
 	END IF;
 	-- times without an offset are read in the pipeline's time zone
 	PERFORM sessionize.sessionize_use_time_zone(found);
