@@ -37,6 +37,7 @@
 #include <math.h>
 
 #include "access/htup_details.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "funcapi.h"
@@ -527,6 +528,12 @@ profile_definitions(const char *pipeline, const char *only, int *count)
 	ProfileDefinition *profiles;
 	SPITupleTable *rows;
 
+	/* until ALTER EXTENSION sessionize UPDATE, a database has no profiles */
+	if (!OidIsValid(get_relname_relid("pipeline_profiles", get_namespace_oid("sessionize", false))))
+	{
+		*count = 0;
+		return NULL;
+	}
 	if (SPI_execute_with_args("SELECT r.name::pg_catalog.text, r.categorical, r.numeric, r.day_time_zone,"
 							  " p.payload_column::pg_catalog.text"
 							  " FROM sessionize.pipeline_profiles r JOIN sessionize.pipelines p"
