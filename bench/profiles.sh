@@ -13,9 +13,13 @@
 # written in bulk with SQL (no batch would make them in minutes), then
 # profile() over the 30 days with a half life and a prior, for 10,000
 # random keys, timed by pgbench -M prepared from its per-transaction log
-# (-l), three runs; p50 and p99 of each run are reported.
+# (-l), three runs; p50 and p99 of each run are reported, beside those of
+# a query of about the same CPU time that reads no table, timed alike (what
+# the machine's scheduling alone costs), and of the same calls timed inside
+# the server by clock_timestamp().
 #
-#   make bench BENCH=profiles   (EVENTS=200000 USERS=20000 ROUNDS=3 KEYS=1000000 DAYS=30 LOOKUPS=10000)
+#   make bench BENCH=profiles   (EVENTS=200000 USERS=20000 ROUNDS=3 KEYS=1000000 DAYS=30 LOOKUPS=10000;
+#                                ROUNDS=0 times the serving alone)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 events=${EVENTS:-200000}
@@ -88,7 +92,7 @@ for round in $(seq 1 "$rounds"); do
 	done
 done
 # the last drain kept a profile: it equals a GROUP BY over the distinct events
-psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
+[ "$rounds" -eq 0 ] || psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
 DO $$
 BEGIN
 	IF EXISTS ((SELECT key, day, dimension, value, count FROM sessionize.profiled_profile_p
@@ -108,7 +112,7 @@ BEGIN
 	END IF;
 END $$;
 SQL
-psql -X -q -c "SELECT sessionize.drop_pipeline('profiled')" -c "DROP TABLE profile_in" >/dev/null
+[ "$rounds" -eq 0 ] || psql -X -q -c "SELECT sessionize.drop_pipeline('profiled')" -c "DROP TABLE profile_in" >/dev/null
 
 # Serving: the days of KEYS keys written in bulk.  Value ids 1-12 are the
 # colors, 13-52 the makes; each key-day holds 3 colors and 2 makes, and
@@ -165,19 +169,41 @@ SELECT variant, rounds, events, round(median_s::numeric, 2) || ' s' AS median,
 		   AS throughput_ratio
 FROM medians ORDER BY variant DESC;
 SQL
-echo "| run | lookups | p50 | p99 | mean |"
-echo "|---|---|---|---|---|"
+echo 'SELECT sum(x) FROM generate_series(1, 500) x;' >"$work/baseline.sql"
+echo "| run | query | lookups | p50 | p99 | mean |"
+echo "|---|---|---|---|---|---|"
 for run in 1 2 3; do
-	rm -f "$work"/pgbench_log.*
-	(cd "$work" && "$pgbench" -n -M prepared -f profile.sql -t "$lookups" -c 1 -l >/dev/null 2>"$work/pgbench.err") ||
-		{ cat "$work/pgbench.err"; exit 1; }
-	# the log's third column is the latency in microseconds
-	sort -n -k3,3 "$work"/pgbench_log.* | awk -v run="$run" '
-		{ latency[NR] = $3; sum += $3 }
-		END {
-			p50 = latency[int(NR * 0.50 + 0.5)]; p99 = latency[int(NR * 0.99 + 0.5)];
-			printf "| %d | %d | %.3f ms | %.3f ms | %.3f ms |\n", run, NR, p50 / 1000, p99 / 1000, sum / NR / 1000
-		}'
+	for script in profile baseline; do
+		rm -f "$work"/pgbench_log.*
+		(cd "$work" && "$pgbench" -n -M prepared -f "$script.sql" -t "$lookups" -c 1 -l >/dev/null 2>"$work/pgbench.err") ||
+			{ cat "$work/pgbench.err"; exit 1; }
+		# the log's third column is the latency in microseconds
+		sort -n -k3,3 "$work"/pgbench_log.* | awk -v run="$run" -v query="$script" '
+			{ latency[NR] = $3; sum += $3 }
+			END {
+				p50 = latency[int(NR * 0.50 + 0.5)]; p99 = latency[int(NR * 0.99 + 0.5)];
+				printf "| %d | %s (pgbench) | %d | %.3f ms | %.3f ms | %.3f ms |\n", run, query == "profile" ? "profile()" : "sum over generate_series(1, 500)", NR, p50 / 1000, p99 / 1000, sum / NR / 1000
+			}'
+	done
+	psql -X -qAt -v ON_ERROR_STOP=1 <<SQL
+CREATE TEMP TABLE latencies (us float8);
+DO \$\$
+DECLARE
+	started timestamptz;
+	result jsonb;
+BEGIN
+	FOR i IN 1..$lookups LOOP
+		started := clock_timestamp();
+		result := sessionize.profile('served', 'p', (random() * ($keys - 1))::bigint, '2024-01-01', '$last_day', '7 days', 5);
+		INSERT INTO latencies VALUES (extract(epoch FROM clock_timestamp() - started) * 1e6);
+	END LOOP;
+END \$\$;
+SELECT format('| %s | profile() (in the server) | %s | %s ms | %s ms | %s ms |', $run, count(*),
+			  round((percentile_cont(0.5) WITHIN GROUP (ORDER BY us) / 1000)::numeric, 3),
+			  round((percentile_cont(0.99) WITHIN GROUP (ORDER BY us) / 1000)::numeric, 3),
+			  round((avg(us) / 1000)::numeric, 3))
+FROM latencies;
+SQL
 done
 psql -X -q -c "SELECT sessionize.drop_pipeline('served')" -c "DROP TABLE served_in, profile_events, profile_runs" \
 	-c "DROP PROCEDURE profile_drain(text, int)" >/dev/null

@@ -323,19 +323,50 @@ dictionary_entry(ServedProfile *served, int32 id)
 	return entry;
 }
 
-/* A weighted count of a value. */
+/* A weighted count of a value, and the value once looked up. */
 typedef struct ValueCount
 {
 	int32		id;
 	double		count;
+	DictionaryEntry *entry;
 } ValueCount;
+
+/*
+ * Weighted counts by value id.  Ids below dense_size are summed in place
+ * (the dictionary's ids are dense, from 1); others are listed and sorted.
+ */
+#define DENSE_IDS 4096
 
 typedef struct ValueCounts
 {
+	double	   *dense;
+	int32		dense_size;
 	ValueCount *items;
 	int			count;
 	int			capacity;
 } ValueCounts;
+
+static void
+counts_init(ValueCounts *counts, const ServedProfile *served)
+{
+	counts->dense_size = served->loaded_up_to < DENSE_IDS ? served->loaded_up_to + 1 : 0;
+	counts->dense = counts->dense_size > 0 ? palloc0(sizeof(double) * counts->dense_size) : NULL;
+}
+
+static void
+counts_append(ValueCounts *counts, int32 id, double count)
+{
+	if (counts->count == counts->capacity)
+	{
+		counts->capacity = Max(64, 2 * counts->capacity);
+		counts->items = counts->items == NULL ? palloc(sizeof(ValueCount) * counts->capacity)
+			: repalloc(counts->items, sizeof(ValueCount) * counts->capacity);
+	}
+	counts->items[counts->count].id = id;
+	counts->items[counts->count].count = count;
+	counts->items[counts->count].entry = NULL;
+	counts->count++;
+}
 
 static void
 counts_add_pairs(ValueCounts *counts, ArrayType *pairs, double weight)
@@ -345,19 +376,18 @@ counts_add_pairs(ValueCounts *counts, ArrayType *pairs, double weight)
 
 	if ((ARR_ELEMTYPE(pairs) != INT4OID && !wide) || ARR_HASNULL(pairs) || items % 2 != 0)
 		elog(ERROR, "the counts of a profile are not (id, count) pairs");
-	if (counts->count + items / 2 > counts->capacity)
-	{
-		counts->capacity = Max(64, 2 * (counts->count + items / 2));
-		counts->items = counts->items == NULL ? palloc(sizeof(ValueCount) * counts->capacity)
-			: repalloc(counts->items, sizeof(ValueCount) * counts->capacity);
-	}
 	for (int i = 0; i < items; i += 2)
 	{
-		ValueCount *item = &counts->items[counts->count++];
+		int64		id = wide ? ((int64 *) ARR_DATA_PTR(pairs))[i] : ((int32 *) ARR_DATA_PTR(pairs))[i];
+		double		count = weight * (wide ? (double) ((int64 *) ARR_DATA_PTR(pairs))[i + 1]
+									  : (double) ((int32 *) ARR_DATA_PTR(pairs))[i + 1]);
 
-		item->id = wide ? (int32) ((int64 *) ARR_DATA_PTR(pairs))[i] : ((int32 *) ARR_DATA_PTR(pairs))[i];
-		item->count = weight * (wide ? (double) ((int64 *) ARR_DATA_PTR(pairs))[i + 1]
-								: (double) ((int32 *) ARR_DATA_PTR(pairs))[i + 1]);
+		if (id < 1 || id > PG_INT32_MAX)
+			elog(ERROR, "the counts of a profile hold an id out of range");
+		if (id < counts->dense_size)
+			counts->dense[id] += count;
+		else
+			counts_append(counts, (int32) id, count);
 	}
 }
 
@@ -370,23 +400,39 @@ value_count_order(const void *a, const void *b)
 	return x->id < y->id ? -1 : x->id > y->id;
 }
 
-/* Sorts by id and sums the counts of each. */
+/*
+ * Leaves one item per id, in id order, each with its dictionary entry: the
+ * dense ids first, then those listed, which are all greater.
+ */
 static void
-counts_combine(ValueCounts *counts)
+counts_combine(ValueCounts *counts, ServedProfile *served)
 {
+	int			listed = counts->count;
 	int			kept = 0;
+	ValueCount *sparse = counts->items;
 
-	if (counts->count == 0)
-		return;
-	qsort(counts->items, counts->count, sizeof(ValueCount), value_count_order);
-	for (int i = 1; i < counts->count; i++)
+	if (listed > 0)
 	{
-		if (counts->items[i].id == counts->items[kept].id)
-			counts->items[kept].count += counts->items[i].count;
-		else
-			counts->items[++kept] = counts->items[i];
+		qsort(sparse, listed, sizeof(ValueCount), value_count_order);
+		for (int i = 1; i < listed; i++)
+		{
+			if (sparse[i].id == sparse[kept].id)
+				sparse[kept].count += sparse[i].count;
+			else
+				sparse[++kept] = sparse[i];
+		}
+		listed = kept + 1;
 	}
-	counts->count = kept + 1;
+	counts->items = NULL;
+	counts->count = 0;
+	counts->capacity = 0;
+	for (int32 id = 1; id < counts->dense_size; id++)
+		if (counts->dense[id] != 0)
+			counts_append(counts, id, counts->dense[id]);
+	for (int i = 0; i < listed; i++)
+		counts_append(counts, sparse[i].id, sparse[i].count);
+	for (int i = 0; i < counts->count; i++)
+		counts->items[i].entry = dictionary_entry(served, counts->items[i].id);
 }
 
 /*
@@ -580,34 +626,28 @@ profile_json(PG_FUNCTION_ARGS)
 
 	sums.to_day = to_day;
 	sums.numeric_count = served->numeric_count;
+	counts_init(&sums.counts, served);
+	counts_init(&population, served);
 	sums.moments = palloc0(sizeof(double) * PROFILE_MOMENTS * Max(served->numeric_count, 1));
 	scan_days(served->days, served->days_index, true, profile_key(fcinfo, served->key_type), from_day, to_day,
 			  visit_key_day, &sums);
-	counts_combine(&sums.counts);
+	counts_combine(&sums.counts, served);
 	if (prior_weight > 0)
 	{
 		scan_days(served->population, served->population_index, false, (Datum) 0, from_day, to_day,
 				  visit_population_day, &population);
-		counts_combine(&population);
+		counts_combine(&population, served);
 	}
 
 	/* totals per dimension, of the key and of the population */
 	totals = palloc0(sizeof(double) * Max(served->categorical_count, 1));
 	population_totals = palloc0(sizeof(double) * Max(served->categorical_count, 1));
 	for (int i = 0; i < sums.counts.count; i++)
-	{
-		DictionaryEntry *entry = dictionary_entry(served, sums.counts.items[i].id);
-
-		if (entry->dimension >= 0)
-			totals[entry->dimension] += sums.counts.items[i].count;
-	}
+		if (sums.counts.items[i].entry->dimension >= 0)
+			totals[sums.counts.items[i].entry->dimension] += sums.counts.items[i].count;
 	for (int i = 0; i < population.count; i++)
-	{
-		DictionaryEntry *entry = dictionary_entry(served, population.items[i].id);
-
-		if (entry->dimension >= 0)
-			population_totals[entry->dimension] += population.items[i].count;
-	}
+		if (population.items[i].entry->dimension >= 0)
+			population_totals[population.items[i].entry->dimension] += population.items[i].count;
 
 	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
 	push_key(&state, "categorical");
@@ -625,9 +665,9 @@ profile_json(PG_FUNCTION_ARGS)
 			int32		key_id = k < sums.counts.count ? sums.counts.items[k].id : PG_INT32_MAX;
 			int32		population_id = p < population.count ? population.items[p].id : PG_INT32_MAX;
 			int32		id = Min(key_id, population_id);
+			DictionaryEntry *entry = key_id == id ? sums.counts.items[k].entry : population.items[p].entry;
 			double		count = key_id == id ? sums.counts.items[k++].count : 0;
 			double		population_count = population_id == id ? population.items[p++].count : 0;
-			DictionaryEntry *entry = dictionary_entry(served, id);
 			double		share;
 
 			if (entry->dimension != d || (count <= 0 && population_count <= 0))

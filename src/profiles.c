@@ -419,7 +419,6 @@ sums_write(ProfileSums *sums, Oid key_type)
 	int			next = 0;
 	Oid			types[10];
 	Datum		values[10];
-	char		nulls[10] = "          ";
 
 	if (n == 0)
 		return;
@@ -514,7 +513,7 @@ sums_write(ProfileSums *sums, Oid key_type)
 									   : psprintf("$6[r.i OPERATOR(pg_catalog.*) %1$d OPERATOR(pg_catalog.+) 1"
 												  " : (r.i OPERATOR(pg_catalog.+) 1) OPERATOR(pg_catalog.*) %1$d]",
 												  moment_count)),
-							  10, types, values, nulls, false, 0) != SPI_OK_SELECT)
+							  10, types, values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not write profile \"%s\"", profile->name);
 }
 
@@ -759,8 +758,10 @@ rebuild_profile_days(PG_FUNCTION_ARGS)
 	past_key_collation = key_collation;
 	qsort(events, kept, sizeof(PastEvent), past_event_order);
 
-	if (SPI_execute_with_args(psprintf("WITH d AS (DELETE FROM %s WHERE day BETWEEN $1 AND $2)"
-									   " DELETE FROM %s WHERE day BETWEEN $1 AND $2",
+	if (SPI_execute_with_args(psprintf("WITH d AS (DELETE FROM %1$s WHERE day OPERATOR(pg_catalog.>=) $1"
+									   " AND day OPERATOR(pg_catalog.<=) $2)"
+									   " DELETE FROM %2$s WHERE day OPERATOR(pg_catalog.>=) $1"
+									   " AND day OPERATOR(pg_catalog.<=) $2",
 									   profile->days_table, profile->population_table),
 							  2, types, values, NULL, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "could not clear the days of profile \"%s\"", name);
