@@ -169,7 +169,7 @@ SELECT variant, rounds, events, round(median_s::numeric, 2) || ' s' AS median,
 		   AS throughput_ratio
 FROM medians ORDER BY variant DESC;
 SQL
-echo 'SELECT sum(x) FROM generate_series(1, 500) x;' >"$work/baseline.sql"
+echo 'SELECT sum(x) FROM generate_series(1, 800) x;' >"$work/baseline.sql"
 echo "| run | query | lookups | p50 | p99 | mean |"
 echo "|---|---|---|---|---|---|"
 for run in 1 2 3; do
@@ -182,7 +182,7 @@ for run in 1 2 3; do
 			{ latency[NR] = $3; sum += $3 }
 			END {
 				p50 = latency[int(NR * 0.50 + 0.5)]; p99 = latency[int(NR * 0.99 + 0.5)];
-				printf "| %d | %s (pgbench) | %d | %.3f ms | %.3f ms | %.3f ms |\n", run, query == "profile" ? "profile()" : "sum over generate_series(1, 500)", NR, p50 / 1000, p99 / 1000, sum / NR / 1000
+				printf "| %d | %s (pgbench) | %d | %.3f ms | %.3f ms | %.3f ms |\n", run, query == "profile" ? "profile()" : "sum over generate_series(1, 800)", NR, p50 / 1000, p99 / 1000, sum / NR / 1000
 			}'
 	done
 	psql -X -qAt -v ON_ERROR_STOP=1 <<SQL
