@@ -310,7 +310,7 @@ SELECT CASE WHEN NOT EXISTS (
 	THEN 'agree' ELSE 'DISAGREE' END AS measures_vs_batch_after_replay;
 
 \echo
-\echo == User 42's profile over the week: page and campaign shares, what they paid
+\echo == The profile of user 42 over the week: page and campaign shares, what the user paid
 SELECT jsonb_pretty(sessionize.profile('clicks', 'interests', 42, '2024-06-03', '2024-06-10'));
 \echo
 \echo == The same, recent days weighing more (half life 2 days) and smoothed toward all users (prior weight 20)
