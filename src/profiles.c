@@ -28,7 +28,8 @@
  * Each batch sums its events per (key, day) here, then two statements, run
  * as the extension's owner like the sinks', give new values their ids and
  * merge the sums into the rows (sessionize_profile_add_* on conflict).
- * Batches of a pipeline are serialized, so the dictionary has one writer.
+ * Batches of a pipeline and rebuild_profile() take the same lock, so the
+ * dictionary has one writer at a time.
  *
  *-------------------------------------------------------------------------
  */
@@ -39,19 +40,16 @@
 #include "access/htup_details.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "common/int.h"
 #include "executor/spi.h"
 #include "funcapi.h"
-#include "lib/stringinfo.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/datum.h"
-#include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
-#include "utils/memutils.h"
 #include "utils/numeric.h"
 #include "utils/typcache.h"
-#include "common/int.h"
 
 #include "sessionize.h"
 
@@ -392,9 +390,9 @@ assign_ids(ProfileSums *sums)
 }
 
 /*
- * Merges the sums into the profile's days and population tables; with
- * replace, the rows of the days they cover are there no more (a rebuild
- * deleted them), so that the sums become the rows.
+ * Merges the sums into the profile's days and population tables: added to
+ * the rows there are, or the rows themselves where there are none (as after
+ * a rebuild deleted the days it covers).
  */
 static void
 sums_write(ProfileSums *sums, Oid key_type)
