@@ -54,6 +54,11 @@ PG_FUNCTION_INFO_V1(profile_json);
 
 #define SERVED_KEY_LENGTH (2 * NAMEDATALEN + 2)
 
+#if PG_VERSION_NUM < 140000
+/* before 14, keys are strings unless said otherwise */
+#define HASH_STRINGS 0
+#endif
+
 typedef struct DictionaryEntry
 {
 	int32		id;				/* hash key */
