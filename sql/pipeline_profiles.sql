@@ -241,6 +241,7 @@ INSERT INTO docs_in VALUES
 SELECT merged FROM sessionize.run_pipeline('docs');
 SELECT * FROM sessionize.docs_profile_p ORDER BY key, dimension, value;
 SELECT * FROM sessionize.docs_profile_p_numeric ORDER BY key;
+SELECT sessionize.profile('docs', 'p', 'a'::text, '2024-03-10', '2024-03-10') AS text_key;
 
 -- Rebuilding from a table of past events: the days of the range become
 -- those of its distinct events, and a second run changes nothing.
