@@ -153,6 +153,9 @@ SELECT sessionize.create_pipeline('clicks', 'demo.click_stream', 'user_id', 'ts'
 									  bool_or(url = '/checkout') AS converted,
 									  approx_count_distinct(url) AS distinct_pages
 								  $$);
+-- a profile per user and day, kept by the same batches: which pages and
+-- campaigns a user engages with, and what they pay
+SELECT sessionize.add_profile('clicks', 'interests', '{url,campaign}', '{price}');
 SQL
 echo
 echo "== Streaming $(psql -X -qAt -c 'SELECT count(*) FROM demo.arrivals') events into demo.click_stream; the worker sessionizes them"
@@ -272,6 +275,33 @@ SELECT CASE WHEN NOT EXISTS (
 		  FROM (SELECT DISTINCT user_id, ts, url, campaign, price FROM demo.arrivals) e) s
 	GROUP BY user_id, session)
 	THEN 'agree' ELSE 'DISAGREE' END AS measures_vs_batch_after_replay;
+
+\echo
+\echo == The profile of user 42 over the week: page and campaign shares, what the user paid
+SELECT jsonb_pretty(sessionize.profile('clicks', 'interests', 42, '2024-06-03', '2024-06-10'));
+\echo
+\echo == The same, recent days weighing more (half life 2 days) and smoothed toward all users (prior weight 20)
+SELECT jsonb_pretty(sessionize.profile('clicks', 'interests', 42, '2024-06-03', '2024-06-10',
+									   half_life => '2 days', prior_weight => 20));
+\echo
+\echo == A user never seen gets the prior alone: the shares of all users
+SELECT sessionize.profile('clicks', 'interests', 999999, '2024-06-03', '2024-06-10', prior_weight => 20)
+	   -> 'categorical' -> 'campaign' AS newcomer_campaigns;
+SELECT CASE WHEN NOT EXISTS (
+	(SELECT key, day, dimension, value, count FROM sessionize.clicks_profile_interests
+	 EXCEPT ALL
+	 SELECT user_id, (ts AT TIME ZONE 'UTC')::date, d.dimension, d.value, count(*)
+	 FROM (SELECT DISTINCT user_id, ts, url, campaign, price FROM demo.arrivals) e,
+		  LATERAL (VALUES ('url', url), ('campaign', campaign)) d(dimension, value)
+	 WHERE d.value IS NOT NULL GROUP BY 1, 2, 3, 4)
+	UNION ALL
+	(SELECT user_id, (ts AT TIME ZONE 'UTC')::date, d.dimension, d.value, count(*)
+	 FROM (SELECT DISTINCT user_id, ts, url, campaign, price FROM demo.arrivals) e,
+		  LATERAL (VALUES ('url', url), ('campaign', campaign)) d(dimension, value)
+	 WHERE d.value IS NOT NULL GROUP BY 1, 2, 3, 4
+	 EXCEPT ALL
+	 SELECT key, day, dimension, value, count FROM sessionize.clicks_profile_interests))
+	THEN 'agree' ELSE 'DISAGREE' END AS profile_vs_group_by_after_replay;
 SQL
 
 cluster_stop

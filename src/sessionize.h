@@ -23,6 +23,7 @@
 #include "postmaster/bgworker.h"
 #include "storage/itemptr.h"
 #include "utils/array.h"
+#include "utils/date.h"
 #include "utils/uuid.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
@@ -218,7 +219,8 @@ typedef enum SourceKind
 {
 	SOURCE_STAGING,				/* $1: how many rows to claim */
 	SOURCE_CHANGES,				/* $1: [relation message, change] pairs */
-	SOURCE_LATE					/* $1: late events, as jsonb */
+	SOURCE_LATE,				/* $1: late events, as jsonb */
+	SOURCE_TABLE				/* a table of past events; $1 unused */
 } SourceKind;
 
 typedef struct SourcePipeline
@@ -498,5 +500,30 @@ extern int	next_node_index(BehaviorState *state);
 /* rollups.c: a pipeline's KPI rollups, moved by each batch */
 extern void rollups_write(PipelineBatch *batch, KeyGroup *groups, int group_count,
 						  MergedSession *merged, int merged_count);
+
+/*
+ * profiles.c: a pipeline's user profiles, per key, day and dimension; each
+ * numeric dimension keeps PROFILE_MOMENTS values (n, sx, sxx, min, max).
+ */
+#define PROFILE_MOMENTS 5
+
+typedef struct ProfileDefinition
+{
+	char	   *name;
+	int			categorical_count;
+	char	  **categorical;
+	int			numeric_count;
+	char	  **numeric;
+	text	   *zone;			/* the days' time zone */
+	char	   *payload_column; /* NULL: the source's columns */
+	char	   *days_table;		/* qualified, quoted */
+	char	   *values_table;
+	char	   *population_table;
+} ProfileDefinition;
+
+extern ProfileDefinition *profile_definitions(const char *pipeline, const char *only, int *count);
+extern void profiles_write(PipelineBatch *batch, KeyGroup *groups, int group_count);
+extern void profile_moments_combine(double *into, const double *other);
+extern DateADT profile_day(text *zone, TimestampTz ts);
 
 #endif							/* SESSIONIZE_H */

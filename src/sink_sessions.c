@@ -2,7 +2,8 @@
  *
  * sink_sessions.c
  *	  Where a batch's outcome goes: a pipeline's sessions (and their KPI
- *	  rollups, rollups.c), change log, late table and the dead letters.
+ *	  rollups, rollups.c, and its profiles, profiles.c), change log, late
+ *	  table and the dead letters.
  *
  * Each table is read or written with one statement per batch, whatever the
  * number of keys: the values travel as arrays, unnested by the statement (in
@@ -365,7 +366,8 @@ measure_parameters(const PipelineMeasures *measures, MergedSession *merged, int 
 
 /*
  * Replaces the touched stored sessions by the merged ones, moving the KPI
- * rollups by the difference (rollups.c), and logs each merged session as
+ * rollups by the difference (rollups.c) and adding the merged events to
+ * the profiles (profiles.c), and logs each merged session as
  * opened, extended or merged, in key and start order.
  */
 void
@@ -383,6 +385,7 @@ sink_write_sessions(PipelineBatch *batch, KeyGroup *groups, int group_count,
 	int			measure_count;
 
 	rollups_write(batch, groups, group_count, merged, merged_count);
+	profiles_write(batch, groups, group_count);
 	for (int g = 0; g < group_count; g++)
 		row_count += groups[g].stored_count;
 	rows = palloc(sizeof(Datum) * Max(row_count, 1));

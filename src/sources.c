@@ -9,7 +9,7 @@
  *
  *	 (position, key, ts, ts_text, event_type, event, fingerprint, problem)
  *
- * Three sources build that query:
+ * Four sources build that query:
  *
  * - a staging table: its rows are claimed with DELETE ... RETURNING, oldest
  *	 event time first (through the index on the time column, so that a
@@ -17,7 +17,9 @@
  *	 transactions hold; $1 is the number of rows to take;
  * - logical changes: $1 is an array of [relation message, change] pairs of
  *	 pgoutput, decoded into rows of the source table's type;
- * - late events being replayed: $1 is an array of source rows as jsonb.
+ * - late events being replayed: $1 is an array of source rows as jsonb;
+ * - a table of past events, read whole to rebuild a profile (profiles.c);
+ *	 $1 is unused.
  *
  * How an event is read from a row (key, time, type, what is fingerprinted,
  * what makes it a dead letter) is decided once, by event_expressions(), for
@@ -286,6 +288,12 @@ sessionize_source_query(const SourcePipeline *pipeline, SourceKind kind, bool me
 							" LATERAL (SELECT coalesce(pg_catalog.to_jsonb(d.r),"
 							" pg_catalog.jsonb_build_object('undecodable_change',"
 							" pg_catalog.encode(m.change, 'base64'))) AS event) e",
+							pipeline->source, read.key, read.ts, read.ts_text, read.event_type,
+							fingerprint_of(pipeline, read.content), read.problem);
+		case SOURCE_TABLE:
+			read = event_expressions(pipeline, "r", "e.event");
+			return psprintf("SELECT pg_catalog.row_number() OVER (), %2$s, %3$s, %4$s, %5$s, e.event, %6$s, %7$s"
+							" FROM %1$s r, LATERAL (SELECT pg_catalog.to_jsonb(r) AS event) e",
 							pipeline->source, read.key, read.ts, read.ts_text, read.event_type,
 							fingerprint_of(pipeline, read.content), read.problem);
 		case SOURCE_LATE:

@@ -359,26 +359,6 @@ BEGIN
 	PERFORM sessionize.sessionize_set_reader(caller, pipeline, reader, false);
 END $$;
 
-CREATE FUNCTION sessionize.sessionize_set_reader(caller regrole, pipeline text, reader regrole, granted boolean)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	found sessionize.pipelines;
-BEGIN
-	found := sessionize.sessionize_read_pipeline(caller, pipeline, false);
-	IF reader IS NULL THEN
-		RAISE EXCEPTION 'reader must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	-- the grants of the views' owner, which alter_pipeline() gives again
-	-- when it makes the views anew
-	EXECUTE format(CASE WHEN granted THEN 'GRANT SELECT ON %s TO %s' ELSE 'REVOKE SELECT ON %s FROM %s' END,
-				   (SELECT string_agg(format('sessionize.%I', v.name), ', ')
-					FROM unnest(sessionize.sessionize_result_views(found.name)) v(name)),
-				   reader);
-END $$;
-
 -- Every pipeline keeps rollups from the start, and comments on its views'
 -- columns; in an upgrade, those made before get them here, the rollups
 -- filled from their sessions, and like those of pipelines made later they

@@ -45,7 +45,12 @@ GRANT EXECUTE ON FUNCTION
 	sessionize.sessionize_pipeline_service(bigint, text, integer),
 	sessionize.set_rollups(text, boolean),
 	sessionize.grant_reader(text, regrole),
-	sessionize.revoke_reader(text, regrole)
+	sessionize.revoke_reader(text, regrole),
+	sessionize.add_profile(text, text, text[], text[], text, interval),
+	sessionize.drop_profile(text, text),
+	sessionize.profile(text, text, anyelement, date, date, interval, float8),
+	sessionize.rebuild_profile(text, text, regclass, date, date),
+	sessionize.expire_profiles(text)
 TO PUBLIC;
 
 GRANT SELECT ON sessionize.pipeline_status, sessionize.pipeline_dead_letters TO PUBLIC;

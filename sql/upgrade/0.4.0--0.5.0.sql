@@ -10,3 +10,7 @@
 DROP VIEW sessionize.pipeline_status, sessionize.pipeline_dead_letters;
 DROP FUNCTION sessionize.pipeline_backlog(text), sessionize.sessionize_pipeline_backlog(regrole, text),
 	sessionize.sessionize_pipeline_service(bigint, text, integer);
+
+-- grant_reader() also grants the views of a pipeline's profiles
+-- (47_profiles.sql makes it anew).
+DROP FUNCTION sessionize.sessionize_set_reader(regrole, text, regrole, boolean);

@@ -5,7 +5,8 @@
 # while the worker has a backlog.  After each restart the pipeline's state is
 # exactly that of the batches committed before the crash; at the end its
 # sessions equal sessions() over the distinct events, which is what a run
-# without crashes gives, and every event fed is counted exactly once.
+# without crashes gives, and every event fed is counted exactly once; so do
+# the pipeline's profile's counts and moments.
 # SESSIONIZE_SEED=n generates the same events again (crash moments still vary).
 use strict;
 use warnings;
@@ -40,19 +41,25 @@ $node->start;
 # crash recovery empties it, which proves that a crash really happened.
 $node->safe_psql('postgres', qq{
 	CREATE EXTENSION sessionize;
-	CREATE TABLE clicks_in (user_id int, ts timestamptz);
+	CREATE TABLE clicks_in (user_id int, ts timestamptz, kind text, price float8);
 	SELECT sessionize.create_pipeline('clicks', 'clicks_in', 'user_id', 'ts', '15 minutes',
 		measures => 'first(ts) AS first_ts, last(ts) AS last_ts, count(*) FILTER (WHERE user_id % 2 = 0) AS even,
 					 sum(extract(second FROM ts)::int) AS seconds, approx_count_distinct(ts) AS distinct_ts,
 					 bool_or(extract(second FROM ts) = 0) AS on_the_minute');
+	SELECT sessionize.add_profile('clicks', 'p', '{kind}', '{price}');
 	SELECT setseed($seed / 2147483648.0);
 	CREATE TABLE distinct_events AS
 	SELECT DISTINCT (random() * 99)::int AS user_id,
 		   timestamptz '2024-01-01' + (random() * 86400)::int * interval '1 second' AS ts
 	FROM generate_series(1, 30000);
-	CREATE TABLE planned (arrival int PRIMARY KEY, user_id int, ts timestamptz);
+	-- what the profile counts, a function of (user_id, ts)
+	ALTER TABLE distinct_events ADD COLUMN kind text, ADD COLUMN price float8;
+	UPDATE distinct_events
+	SET kind = (ARRAY['car', 'van', 'bike'])[1 + (extract(epoch FROM ts)::bigint + user_id) % 3],
+		price = ((extract(epoch FROM ts)::bigint * 7 + user_id) % 10000) / 100.0;
+	CREATE TABLE planned (arrival int PRIMARY KEY, user_id int, ts timestamptz, kind text, price float8);
 	INSERT INTO planned
-	SELECT row_number() OVER (ORDER BY random()), user_id, ts
+	SELECT row_number() OVER (ORDER BY random()), user_id, ts, kind, price
 	FROM (SELECT * FROM distinct_events UNION ALL SELECT * FROM distinct_events WHERE random() < 0.2) e;
 	CREATE TABLE fed (upto int NOT NULL);
 	INSERT INTO fed VALUES (0);
@@ -67,7 +74,7 @@ $node->safe_psql('postgres', qq{
 			SELECT upto INTO done FROM fed FOR UPDATE;
 			EXIT WHEN done >= stop_at;
 			INSERT INTO clicks_in
-			SELECT user_id, ts FROM planned
+			SELECT user_id, ts, kind, price FROM planned
 			WHERE arrival > done AND arrival <= least(done + chunk, stop_at) ORDER BY arrival;
 			UPDATE fed SET upto = least(done + chunk, stop_at);
 			COMMIT;
@@ -90,6 +97,32 @@ my $consistent = pipeline_agrees_query(
 	pipeline => 'clicks',
 	gap => '15 minutes');
 my $worker_query = "SELECT worker_pid FROM sessionize.pipeline_status WHERE name = 'clicks'";
+
+# The profile holds the counts of the distinct events consumed, per key and
+# UTC day, and their prices' moments (those of avg() and var_pop(), within
+# 1e-9); $events is a query of the distinct events.
+sub profile_agrees_query
+{
+	my ($events) = @_;
+	return qq{
+	WITH events AS ($events),
+	counts AS (SELECT user_id AS key, (ts AT TIME ZONE 'UTC')::date AS day, 'kind' AS dimension, kind AS value,
+					  count(*) AS count
+			   FROM events GROUP BY 1, 2, 3, 4),
+	moments AS (SELECT user_id AS key, (ts AT TIME ZONE 'UTC')::date AS day, 'price' AS dimension, count(*) AS n,
+					   avg(price) AS mean, var_pop(price) AS variance, min(price) AS min, max(price) AS max
+				FROM events GROUP BY 1, 2, 3)
+	SELECT NOT EXISTS ((TABLE counts EXCEPT ALL SELECT * FROM sessionize.clicks_profile_p)
+					   UNION ALL (SELECT * FROM sessionize.clicks_profile_p EXCEPT ALL TABLE counts))
+		   AND NOT EXISTS (SELECT FROM moments e FULL JOIN sessionize.clicks_profile_p_numeric a USING (key, day, dimension)
+						   WHERE (a.n, a.min, a.max) IS DISTINCT FROM (e.n, e.min, e.max)
+							  OR NOT abs(a.mean - e.mean) <= 1e-9 * greatest(abs(e.mean), 1)
+							  OR NOT abs(a.variance - e.variance) <= 1e-9 * greatest(abs(e.variance), 1))};
+}
+my $profile_consistent = profile_agrees_query(q{
+	SELECT DISTINCT * FROM (SELECT user_id, ts, kind, price FROM planned WHERE arrival <= (SELECT upto FROM fed)
+							EXCEPT ALL
+							SELECT user_id, ts, kind, price FROM clicks_in) c});
 
 ok($node->poll_query_until('postgres', "SELECT worker_pid IS NOT NULL FROM sessionize.pipeline_status WHERE name = 'clicks'"),
 	'the worker runs');
@@ -133,6 +166,8 @@ for my $crash (1 .. $crashes)
 		"crash $crash: a new worker runs");
 	is($node->safe_psql('postgres', $consistent), 't',
 		"crash $crash: the pipeline holds exactly the batches committed before it");
+	is($node->safe_psql('postgres', $profile_consistent), 't',
+		"crash $crash: the profile holds exactly the batches committed before it");
 }
 note "crashes with a backlog: $busy{backlog}, inside a batch: $busy{in_batch}";
 cmp_ok($busy{backlog}, '>=', $crashes / 2, 'most crashes came while the worker had a backlog');
@@ -164,6 +199,8 @@ is( $node->safe_psql('postgres', qq{
 		SELECT count(*) FROM (($measures_actual EXCEPT $measures_expected)
 							  UNION ALL ($measures_expected EXCEPT $measures_actual)) d}),
 	'0', 'the session measures equal the batch query over the distinct events, as without crashes');
+is($node->safe_psql('postgres', profile_agrees_query('SELECT * FROM distinct_events')), 't',
+	'the profile equals a GROUP BY over the distinct events, as without crashes');
 is($node->safe_psql('postgres', 'SELECT upto FROM fed'), $planned, 'the producer fed every planned row');
 is( $node->safe_psql('postgres',
 		"SELECT consumed, merged, duplicates, late, dead_lettered FROM sessionize.pipeline_state WHERE pipeline = 'clicks'"),
