@@ -80,6 +80,12 @@ extern void session_set_set_max_duration(SessionSet *set, int64 max_duration);
 extern void session_set_add_event(SessionSet *set, TimestampTz ts, int64 gap);
 extern void session_set_add_interval(SessionSet *set, const SessionInterval *item);
 extern void session_set_merge(SessionSet *into, const SessionSet *from);
+extern void session_set_compact(SessionSet *set);
+
+/* session_set.c: the stored form of a SessionSet, and aggregate states of it */
+extern SessionSet *session_set_read(Datum value);
+extern SessionSet *session_set_state(FunctionCallInfo fcinfo, int argno, MemoryContext aggcontext,
+									 Datum *datum);
 extern SessionInterval *session_set_sessions(SessionSet *set, int32 *count);
 
 /* fingerprint.c: content fingerprints */

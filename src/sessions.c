@@ -222,8 +222,9 @@ session_interval_compare(const void *a, const void *b)
 /*
  * Sorts the items by start; without max_duration also coalesces every run of
  * touching intervals into one, so the items become the sessions themselves.
+ * The stored form of a set (session_set.c) is its compacted items.
  */
-static void
+void
 session_set_compact(SessionSet *set)
 {
 	int			kept = 0;
