@@ -304,7 +304,9 @@ sessions_final(PG_FUNCTION_ARGS)
 /*
  * Builds the session[] result.  The element type is the composite named by
  * the final function's declared result, so the timestamp and timestamptz
- * flavours share this code (both are microseconds since 2000).
+ * flavours share this code (both are microseconds since 2000).  It is read
+ * from the function, not the call expression, which Citus's combining on
+ * the coordinator does not pass.
  */
 static Datum
 sessions_array(FunctionCallInfo fcinfo, SessionSet *state)
@@ -319,7 +321,7 @@ sessions_array(FunctionCallInfo fcinfo, SessionSet *state)
 	bool		element_by_value;
 	char		element_align;
 
-	array_type = get_fn_expr_rettype(fcinfo->flinfo);
+	array_type = get_func_rettype(fcinfo->flinfo->fn_oid);
 	element_type = get_element_type(array_type);
 	if (!OidIsValid(element_type))
 		elog(ERROR, "sessions_final must return an array of sessions");

@@ -153,57 +153,30 @@ session_set_read(Datum value)
 }
 
 /*
- * The context that holds the sets of every group of one aggregate context,
- * found through the function's fn_extra.  The executor keeps a read/write
- * expanded state without copying it only when its context is a direct child
- * of the aggregate context; a context per group would do, but hash
- * aggregation sums the memory of every child context at each new group,
- * which costs the square of the number of groups.  So all groups share one
- * child context, forgotten when the aggregate context is reset.
+ * The context that holds the sets of every group of one aggregate context.
+ * The executor keeps a read/write expanded state without copying it only
+ * when its context is a direct child of the aggregate context; a context per
+ * group would do, but hash aggregation sums the memory of every child
+ * context at each new group, which costs the square of the number of groups.
+ * So all groups share one child context, found by its name among the
+ * children: the context tree itself remembers it, and it goes when the
+ * aggregate context is reset, whoever calls the function (Citus calls
+ * transition functions through an FmgrInfo of its own for every row, so
+ * fn_extra cannot keep it).
  *
  * Sharing is safe because the executor deletes a state only when its
  * transition function returns another pointer, and ours return the state
  * they were given whenever it is a read/write set.
  */
-typedef struct SharedSetContext
-{
-	MemoryContext aggcontext;
-	MemoryContext context;		/* NULL: not made since the last reset */
-	MemoryContextCallback forget;
-	struct SharedSetContext *next;
-} SharedSetContext;
-
-static void
-forget_shared_context(void *arg)
-{
-	((SharedSetContext *) arg)->context = NULL;
-}
+#define SHARED_CONTEXT_NAME "session_set states"
 
 static MemoryContext
-shared_set_context(FunctionCallInfo fcinfo, MemoryContext aggcontext)
+shared_set_context(MemoryContext aggcontext)
 {
-	SharedSetContext *shared;
-
-	/* grouping sets have an aggregate context per set */
-	for (shared = fcinfo->flinfo->fn_extra; shared != NULL; shared = shared->next)
-		if (shared->aggcontext == aggcontext)
-			break;
-	if (shared == NULL)
-	{
-		shared = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(SharedSetContext));
-		shared->aggcontext = aggcontext;
-		shared->forget.func = forget_shared_context;
-		shared->forget.arg = shared;
-		shared->next = fcinfo->flinfo->fn_extra;
-		fcinfo->flinfo->fn_extra = shared;
-	}
-	if (shared->context == NULL)
-	{
-		shared->context = AllocSetContextCreate(aggcontext, "session_set states",
-												ALLOCSET_DEFAULT_SIZES);
-		MemoryContextRegisterResetCallback(aggcontext, &shared->forget);
-	}
-	return shared->context;
+	for (MemoryContext child = aggcontext->firstchild; child != NULL; child = child->nextchild)
+		if (strcmp(child->name, SHARED_CONTEXT_NAME) == 0)
+			return child;
+	return AllocSetContextCreate(aggcontext, SHARED_CONTEXT_NAME, ALLOCSET_DEFAULT_SIZES);
 }
 
 /*
@@ -224,7 +197,7 @@ session_set_state(FunctionCallInfo fcinfo, int argno, MemoryContext aggcontext, 
 		return ((ExpandedSessionSet *) DatumGetEOHP(*datum))->set;
 	}
 
-	context = shared_set_context(fcinfo, aggcontext);
+	context = shared_set_context(aggcontext);
 	expanded = MemoryContextAlloc(context, sizeof(ExpandedSessionSet));
 	EOH_init_header(&expanded->header, &expanded_session_set_methods, context);
 	expanded->set = session_set_create(context);
