@@ -59,7 +59,7 @@ typedef struct SessionSetData
 typedef struct ExpandedSessionSet
 {
 	ExpandedObjectHeader header;
-	SessionSet *set;
+	SessionSet	set;			/* in line: one memory access less per event */
 } ExpandedSessionSet;
 
 static Size expanded_session_set_flat_size(ExpandedObjectHeader *eohptr);
@@ -102,13 +102,13 @@ session_set_flatten(SessionSet *set, SessionSetData *flat, Size size)
 static Size
 expanded_session_set_flat_size(ExpandedObjectHeader *eohptr)
 {
-	return session_set_flat_size(((ExpandedSessionSet *) eohptr)->set);
+	return session_set_flat_size(&((ExpandedSessionSet *) eohptr)->set);
 }
 
 static void
 expanded_session_set_flatten(ExpandedObjectHeader *eohptr, void *result, Size allocated_size)
 {
-	session_set_flatten(((ExpandedSessionSet *) eohptr)->set, result, allocated_size);
+	session_set_flatten(&((ExpandedSessionSet *) eohptr)->set, result, allocated_size);
 }
 
 /* Is this datum a set of ours that may be changed in place? */
@@ -135,7 +135,7 @@ session_set_read(Datum value)
 
 		if (header->eoh_methods != &expanded_session_set_methods)
 			elog(ERROR, "expanded object is not a session_set");
-		return ((ExpandedSessionSet *) header)->set;
+		return &((ExpandedSessionSet *) header)->set;
 	}
 	flat = (SessionSetData *) PG_DETOAST_DATUM(value);
 	if (flat->format != SESSION_SET_FORMAT)
@@ -194,17 +194,17 @@ session_set_state(FunctionCallInfo fcinfo, int argno, MemoryContext aggcontext, 
 	if (!PG_ARGISNULL(argno) && is_writable_set(PG_GETARG_DATUM(argno)))
 	{
 		*datum = PG_GETARG_DATUM(argno);
-		return ((ExpandedSessionSet *) DatumGetEOHP(*datum))->set;
+		return &((ExpandedSessionSet *) DatumGetEOHP(*datum))->set;
 	}
 
 	context = shared_set_context(aggcontext);
 	expanded = MemoryContextAlloc(context, sizeof(ExpandedSessionSet));
 	EOH_init_header(&expanded->header, &expanded_session_set_methods, context);
-	expanded->set = session_set_create(context);
+	session_set_init(&expanded->set, context);
 	if (!PG_ARGISNULL(argno))
-		session_set_merge(expanded->set, session_set_read(PG_GETARG_DATUM(argno)));
+		session_set_merge(&expanded->set, session_set_read(PG_GETARG_DATUM(argno)));
 	*datum = EOHPGetRWDatum(&expanded->header);
-	return expanded->set;
+	return &expanded->set;
 }
 
 static void

@@ -75,6 +75,7 @@ extern int64 sessionize_add_events(int64 a, int64 b);
 
 /* sessions.c: sets of sessions built from unordered input */
 extern SessionSet *session_set_create(MemoryContext context);
+extern void session_set_init(SessionSet *set, MemoryContext context);
 extern void session_set_clear(SessionSet *set);
 extern void session_set_set_max_duration(SessionSet *set, int64 max_duration);
 extern void session_set_add_event(SessionSet *set, TimestampTz ts, int64 gap);

@@ -170,12 +170,20 @@ session_extend_with(SessionInterval *session, TimestampTz ts, int64 gap)
 SessionSet *
 session_set_create(MemoryContext context)
 {
-	SessionSet *set = MemoryContextAllocZero(context, sizeof(SessionSet));
+	SessionSet *set = MemoryContextAlloc(context, sizeof(SessionSet));
 
+	session_set_init(set, context);
+	return set;
+}
+
+/* Makes *set an empty set whose items live in context. */
+void
+session_set_init(SessionSet *set, MemoryContext context)
+{
+	memset(set, 0, sizeof(SessionSet));
 	set->capacity = SESSION_SET_INITIAL_CAPACITY;
 	set->items = MemoryContextAlloc(context, sizeof(SessionInterval) * set->capacity);
 	set->compact = true;
-	return set;
 }
 
 /* Empties the set, keeping its memory, to build another key's sessions. */
