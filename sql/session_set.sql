@@ -267,3 +267,26 @@ SELECT sessionize.session_set(ts, '30 minutes') AS s
 FROM generate_series(timestamptz '2024-01-01', '2024-12-31', '1 hour') ts;
 SELECT count(*), sum(events) FROM big_set, sessionize.session_rows(big_set.s);
 SELECT pg_column_size(s) < octet_length(s::text) AS stored_compactly FROM big_set;
+
+-- Many sessions of one key, in random, descending and ascending order, with a
+-- dynamic gap, against a walk in time order: an event starts a session when
+-- it comes after every earlier event's ts + gap.
+SELECT setseed(0.3);
+CREATE TABLE one_key AS
+SELECT timestamptz '2024-01-01' + random() * interval '365 days' AS ts,
+	   CASE WHEN random() < 0.1 THEN interval '5 hours' ELSE interval '90 minutes' END AS gap
+FROM generate_series(1, 8000);
+CREATE TEMP VIEW walked AS
+WITH ordered AS (
+	SELECT ts, max(ts + gap) OVER (ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach
+	FROM one_key),
+numbered AS (
+	SELECT ts, sum(CASE WHEN reach IS NULL OR ts > reach THEN 1 ELSE 0 END) OVER (ORDER BY ts ROWS UNBOUNDED PRECEDING) AS sid
+	FROM ordered)
+SELECT min(ts) AS started_at, max(ts) AS ended_at, count(*) AS events FROM numbered GROUP BY sid;
+SELECT o.input_order, (SELECT count(*) FROM walked) AS sessions,
+	   (SELECT count(*) FROM (SELECT * FROM walked EXCEPT ALL SELECT r.* FROM sessionize.session_rows(o.s) r) a) +
+	   (SELECT count(*) FROM (SELECT r.* FROM sessionize.session_rows(o.s) r EXCEPT ALL SELECT * FROM walked) b) AS differences
+FROM (SELECT 'random' AS input_order, sessionize.session_set(ts, gap ORDER BY random()) AS s FROM one_key
+	  UNION ALL SELECT 'descending', sessionize.session_set(ts, gap ORDER BY ts DESC) FROM one_key
+	  UNION ALL SELECT 'ascending', sessionize.session_set(ts, gap ORDER BY ts) FROM one_key) o;

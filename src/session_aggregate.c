@@ -51,7 +51,7 @@ PG_FUNCTION_INFO_V1(session_set_sessions_final);
 static Datum sessions_array(FunctionCallInfo fcinfo, SessionSet *state);
 
 static SessionSet *
-session_set_copy(MemoryContext context, const SessionSet *from)
+session_set_copy(MemoryContext context, SessionSet *from)
 {
 	SessionSet *copy = session_set_create(context);
 
@@ -213,6 +213,7 @@ sessions_serialize(PG_FUNCTION_ARGS)
 
 	sessionize_aggregate_context(fcinfo, "sessions_serialize");
 	state = (SessionSet *) PG_GETARG_POINTER(0);
+	session_set_compact(state);
 
 	header.format = SESSION_STATE_FORMAT;
 	header.flags = state->has_max_duration ? SESSION_STATE_HAS_MAX_DURATION : 0;
