@@ -290,3 +290,10 @@ SELECT o.input_order, (SELECT count(*) FROM walked) AS sessions,
 FROM (SELECT 'random' AS input_order, sessionize.session_set(ts, gap ORDER BY random()) AS s FROM one_key
 	  UNION ALL SELECT 'descending', sessionize.session_set(ts, gap ORDER BY ts DESC) FROM one_key
 	  UNION ALL SELECT 'ascending', sessionize.session_set(ts, gap ORDER BY ts) FROM one_key) o;
+
+-- An event out of order right after the array of a set was coalesced to
+-- make room: the set must still come out in time order.
+SELECT sessionize.session_set(ts, '30 minutes' ORDER BY position)
+FROM (SELECT position, timestamptz '2024-05-01' + hours * interval '1 hour' AS ts
+	  FROM unnest(ARRAY[0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, -10, 200, 150])
+		   WITH ORDINALITY AS e(hours, position)) e;

@@ -318,6 +318,7 @@ void
 session_set_add_interval(SessionSet *set, const SessionInterval *item)
 {
 	SessionInterval *newest = &set->newest;
+	SessionInterval previous;
 
 	if (set->has_newest)
 	{
@@ -338,10 +339,16 @@ session_set_add_interval(SessionSet *set, const SessionInterval *item)
 			newest->events = sessionize_add_events(newest->events, item->events);
 			return;
 		}
-		if (item->started_at < newest->started_at ||
-			(set->max_duration == 0 && item->started_at <= newest->expires_at))
-			set->compact = false;
+		previous = *newest;
 		session_set_flush(set);
+
+		/*
+		 * Flushing may have coalesced the array, before it appended the
+		 * previous newest item: that one is its last item now.
+		 */
+		if (item->started_at < previous.started_at ||
+			(set->max_duration == 0 && item->started_at <= previous.expires_at))
+			set->compact = false;
 	}
 	else if (set->count > 0)
 	{
