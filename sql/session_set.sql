@@ -101,9 +101,11 @@ INSERT INTO stored_sets
 SELECT user_id, sessionize.session_set(ts, '30 minutes') FROM set_clicks GROUP BY user_id
 UNION ALL
 SELECT 3, sessionize.session_set(ts, '30 minutes', '40 minutes') FROM set_clicks;
-COPY stored_sets TO '/tmp/sessionize_session_set.bin' WITH (FORMAT binary);
+-- files of this backend only, so that concurrent runs do not meet
+SELECT '/tmp/sessionize_session_set_' || pg_backend_pid() || '.bin' AS copy_file \gset
+COPY stored_sets TO :'copy_file' WITH (FORMAT binary);
 CREATE TABLE copied_sets (LIKE stored_sets);
-COPY copied_sets FROM '/tmp/sessionize_session_set.bin' WITH (FORMAT binary);
+COPY copied_sets FROM :'copy_file' WITH (FORMAT binary);
 SELECT id, s::text = (SELECT s::text FROM stored_sets t WHERE t.id = c.id) AS round_trip FROM copied_sets c ORDER BY id;
 
 -- Untrusted bytes: a bytea column copied out in binary is its raw bytes,
@@ -125,9 +127,10 @@ DECLARE
 BEGIN
 	FOR r IN SELECT id FROM raw_sets ORDER BY id LOOP
 		EXECUTE format('COPY (SELECT id, b FROM raw_sets WHERE id = %s) TO %L WITH (FORMAT binary)',
-					   r.id, '/tmp/sessionize_session_set_raw.bin');
+					   r.id, '/tmp/sessionize_session_set_raw_' || pg_backend_pid() || '.bin');
 		BEGIN
-			COPY received_sets FROM '/tmp/sessionize_session_set_raw.bin' WITH (FORMAT binary);
+			EXECUTE format('COPY received_sets FROM %L WITH (FORMAT binary)',
+						   '/tmp/sessionize_session_set_raw_' || pg_backend_pid() || '.bin');
 			RAISE NOTICE 'bytes %: accepted', r.id;
 		EXCEPTION WHEN OTHERS THEN
 			RAISE NOTICE 'bytes %: % (%)', r.id, SQLERRM, SQLSTATE;
