@@ -11,8 +11,9 @@ PGFILEDESC = "sessionize - sessions, dedup and exactly-once pipelines"
 # assembled from its own steps and the fragments that define what it
 # (re)creates, so that an upgraded and a fresh install share one text.
 INSTALL_PARTS = $(sort $(wildcard sql/install/*.sql))
-UPGRADE_0.4.0--0.5.0 = sql/upgrade/0.4.0--0.5.0.sql sql/install/43_pipeline_backlog.sql \
-	sql/install/44_pipeline_status.sql sql/install/47_profiles.sql sql/install/90_privileges.sql
+UPGRADE_0.4.0--0.5.0 = sql/upgrade/0.4.0--0.5.0.sql sql/install/11_session_set.sql \
+	sql/install/43_pipeline_backlog.sql sql/install/44_pipeline_status.sql sql/install/47_profiles.sql \
+	sql/install/90_privileges.sql
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql $(EXTENSION)--0.4.0--0.5.0.sql
 DATA = $(EXTENSION)--0.1.0.sql $(EXTENSION)--0.2.0.sql $(EXTENSION)--0.3.0.sql $(EXTENSION)--0.4.0.sql \
 	$(EXTENSION)--0.1.0--0.2.0.sql $(EXTENSION)--0.2.0--0.3.0.sql $(EXTENSION)--0.3.0--0.4.0.sql

@@ -36,14 +36,14 @@ ORDER BY ts LIMIT 12;
 \echo
 \echo == User 42: sessions from the aggregate, which needs no ordering
 SELECT s.*, s.ended_at - s.started_at AS duration
-FROM (SELECT sessionize.sessions(ts, '30 minutes') AS all_sessions FROM demo.clicks WHERE user_id = 42) u,
-	 unnest(all_sessions) s;
+FROM (SELECT sessionize.session_set(ts, '30 minutes') AS all_sessions FROM demo.clicks WHERE user_id = 42) u,
+	 sessionize.session_rows(all_sessions) s;
 
 CREATE TABLE demo.sessions AS
 SELECT user_id, s.started_at, s.ended_at, s.events
-FROM (SELECT user_id, sessionize.sessions(ts, '30 minutes') AS all_sessions
+FROM (SELECT user_id, sessionize.session_set(ts, '30 minutes') AS all_sessions
 	  FROM demo.clicks GROUP BY user_id) per_user,
-	 unnest(all_sessions) s;
+	 sessionize.session_rows(all_sessions) s;
 
 \echo
 \echo == Sessions per user
@@ -65,13 +65,15 @@ FROM demo.sessions;
 \echo == Sessions cut at 1 hour (max_duration), and with a longer gap for checkout clicks
 SELECT 'gap 30 min' AS rule, count(*) AS sessions FROM demo.sessions
 UNION ALL
-SELECT 'gap 30 min, at most 1 hour', sum(array_length(s, 1))
-FROM (SELECT sessionize.sessions(ts, '30 minutes', '1 hour') AS s FROM demo.clicks GROUP BY user_id) u
+SELECT 'gap 30 min, at most 1 hour', count(*)
+FROM (SELECT sessionize.session_set(ts, '30 minutes', '1 hour') AS s FROM demo.clicks GROUP BY user_id) u,
+	 sessionize.session_rows(u.s)
 UNION ALL
-SELECT 'gap 2 hours after /checkout', sum(array_length(s, 1))
-FROM (SELECT sessionize.sessions(ts, CASE WHEN url = '/checkout' THEN interval '2 hours'
-										  ELSE interval '30 minutes' END) AS s
-	  FROM demo.clicks GROUP BY user_id) u;
+SELECT 'gap 2 hours after /checkout', count(*)
+FROM (SELECT sessionize.session_set(ts, CASE WHEN url = '/checkout' THEN interval '2 hours'
+											 ELSE interval '30 minutes' END) AS s
+	  FROM demo.clicks GROUP BY user_id) u,
+	 sessionize.session_rows(u.s);
 
 \echo
 \echo == Check: the window function and the aggregate agree

@@ -6,6 +6,8 @@
 #   3. the dashboard in a browser (test/browser)  -- prove: examples/dashboard/
 #      built by Evidence from a pipeline, opened in headless Chromium
 #   4. TAP tests with their own clusters (test/t) -- prove, for restarts/crashes
+#      and the Citus cluster of test/t/120_citus.pl (scripts/citus.sh builds
+#      Citus in the background while the other suites run)
 #
 # Installs missing packages first, builds and installs the extension, and ends
 # with one line "sessionize: N passed, N failed".
@@ -14,6 +16,10 @@ cd "$(dirname "$0")/.."
 . scripts/cluster.sh
 
 bash scripts/install-deps.sh --dashboard --browser || exit 1
+# Citus, for the scale-out test, builds in the background meanwhile.
+citus_log=$(mktemp /tmp/sessionize-citus.XXXXXX)
+PG_CONFIG="$PG_CONFIG" bash scripts/citus.sh >"$citus_log" 2>&1 &
+citus_pid=$!
 control_version=$(sed -nE "s/^default_version = '(.*)'/\1/p" sessionize.control)
 if ! grep -q "\"version\": \"$control_version\"" META.json; then
 	echo "META.json does not carry version $control_version of sessionize.control" >&2
@@ -64,6 +70,13 @@ failed=$((failed + bad))
 
 cluster_stop
 
+if ! wait "$citus_pid"; then
+	echo "could not build Citus, without which test/t/120_citus.pl skips (counted as a failure):" >&2
+	failed=$((failed + 1))
+fi
+cat "$citus_log"
+rm -f "$citus_log"
+
 if ls test/t/*.pl >/dev/null 2>&1; then
 	echo "== TAP (PostgreSQL::Test::Cluster)"
 	tap_dir=$logs/tap
@@ -73,7 +86,7 @@ if ls test/t/*.pl >/dev/null 2>&1; then
 	(cd "$tap_dir" && as_server_user env \
 		PATH="$PG_BINDIR:$PATH" \
 		PERL5LIB="$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/perl:$tap_dir/test/lib" \
-		TESTDIR="$tap_dir" PG_REGRESS=/bin/true \
+		TESTDIR="$tap_dir" PG_REGRESS=/bin/true PG_CONFIG="$PG_CONFIG" \
 		REPO_DIR="$PWD" \
 		prove -v --ext .pl test/t ) 2>&1 | tee "$logs/tap.log" | grep -E '^(t/|test/|ok|not ok|#   Failed|Files=|Result:|All tests)'
 	tests=$(sed -nE 's/^Files=[0-9]+, Tests=([0-9]+),.*/\1/p' "$logs/tap.log")

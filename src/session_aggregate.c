@@ -1,13 +1,17 @@
 /*-------------------------------------------------------------------------
  *
  * session_aggregate.c
- *	  The aggregate sessions(ts, gap [, max_duration]) -> session[].
+ *	  The aggregates over sessions: sessions(ts, gap [, max_duration]) ->
+ *	  session[], session_set(ts, gap [, max_duration]) -> session_set,
+ *	  merge(session_set), and the pipelines' sessionize_merge_sessions().
  *
  * The state is a SessionSet (sessions.c): sessions are built from events in
- * any order, so the aggregate needs no sorted input, and two states merge by
- * coalescing, which gives partial and parallel aggregation.  States cross
- * process boundaries as bytea; deserialization treats the bytes as untrusted
- * and checks every field.
+ * any order, so the aggregates need no sorted input, and two states merge by
+ * coalescing, which gives partial and parallel aggregation.  The public
+ * aggregates keep it as a session_set (session_set.c), a type Citus can ship
+ * between nodes.  The pipelines' aggregate keeps an internal state that
+ * crosses process boundaries as bytea; deserialization treats the bytes as
+ * untrusted and checks every field.
  *
  *-------------------------------------------------------------------------
  */
@@ -40,9 +44,14 @@ PG_FUNCTION_INFO_V1(sessions_serialize);
 PG_FUNCTION_INFO_V1(sessions_deserialize);
 PG_FUNCTION_INFO_V1(sessions_final);
 PG_FUNCTION_INFO_V1(sessions_merge_transition);
+PG_FUNCTION_INFO_V1(session_set_transition);
+PG_FUNCTION_INFO_V1(session_set_combine);
+PG_FUNCTION_INFO_V1(session_set_sessions_final);
+
+static Datum sessions_array(FunctionCallInfo fcinfo, SessionSet *state);
 
 static SessionSet *
-session_set_copy(MemoryContext context, const SessionSet *from)
+session_set_copy(MemoryContext context, SessionSet *from)
 {
 	SessionSet *copy = session_set_create(context);
 
@@ -50,21 +59,16 @@ session_set_copy(MemoryContext context, const SessionSet *from)
 	return copy;
 }
 
-/* sessions_transition(state, ts, gap [, max_duration]) */
-Datum
-sessions_transition(PG_FUNCTION_ARGS)
+/* Adds the event of arguments ts, gap [, max_duration] to a set. */
+static void
+add_event_arguments(FunctionCallInfo fcinfo, SessionSet *state)
 {
-	MemoryContext context = sessionize_aggregate_context(fcinfo, "sessions_transition");
-	SessionSet *state = PG_ARGISNULL(0) ? NULL : (SessionSet *) PG_GETARG_POINTER(0);
 	TimestampTz ts;
 	int64		gap;
 	int64		max_duration;
 
-	if (state == NULL)
-		state = session_set_create(context);
 	if (PG_ARGISNULL(1))
-		PG_RETURN_POINTER(state);
-
+		return;
 	ts = PG_GETARG_TIMESTAMPTZ(1);
 	sessionize_check_event_time(ts);
 	gap = sessionize_gap_value(PG_GETARG_DATUM(2), PG_ARGISNULL(2));
@@ -74,7 +78,72 @@ sessions_transition(PG_FUNCTION_ARGS)
 		max_duration = 0;
 	session_set_set_max_duration(state, max_duration);
 	session_set_add_event(state, ts, gap);
+}
+
+/*
+ * sessions_transition(internal, ts, gap [, max_duration]): the transition of
+ * sessions() up to 0.4.0, kept so that its definition works with this
+ * library until ALTER EXTENSION sessionize UPDATE.
+ */
+Datum
+sessions_transition(PG_FUNCTION_ARGS)
+{
+	MemoryContext context = sessionize_aggregate_context(fcinfo, "sessions_transition");
+	SessionSet *state = PG_ARGISNULL(0) ? NULL : (SessionSet *) PG_GETARG_POINTER(0);
+
+	if (state == NULL)
+		state = session_set_create(context);
+	add_event_arguments(fcinfo, state);
 	PG_RETURN_POINTER(state);
+}
+
+/* session_set_transition(session_set, ts, gap [, max_duration]) */
+Datum
+session_set_transition(PG_FUNCTION_ARGS)
+{
+	MemoryContext context = sessionize_aggregate_context(fcinfo, "session_set_transition");
+	Datum		result;
+	SessionSet *state = session_set_state(fcinfo, 0, context, &result);
+
+	add_event_arguments(fcinfo, state);
+	PG_RETURN_DATUM(result);
+}
+
+/*
+ * session_set_combine(session_set, session_set): the combine function of
+ * the aggregates, and the transition of merge().
+ */
+Datum
+session_set_combine(PG_FUNCTION_ARGS)
+{
+	MemoryContext context = sessionize_aggregate_context(fcinfo, "session_set_combine");
+	Datum		result;
+	SessionSet *state;
+
+	if (PG_ARGISNULL(1))
+	{
+		if (PG_ARGISNULL(0))
+			PG_RETURN_NULL();
+		PG_RETURN_DATUM(PG_GETARG_DATUM(0));
+	}
+	if (PG_ARGISNULL(0))
+	{
+		/* the first set: a copy of it becomes the state */
+		session_set_state(fcinfo, 1, context, &result);
+		PG_RETURN_DATUM(result);
+	}
+	state = session_set_state(fcinfo, 0, context, &result);
+	session_set_merge(state, session_set_read(PG_GETARG_DATUM(1)));
+	PG_RETURN_DATUM(result);
+}
+
+/* session_set_sessions_final(session_set): the session[] of sessions() */
+Datum
+session_set_sessions_final(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	return sessions_array(fcinfo, session_set_read(PG_GETARG_DATUM(0)));
 }
 
 /*
@@ -144,6 +213,7 @@ sessions_serialize(PG_FUNCTION_ARGS)
 
 	sessionize_aggregate_context(fcinfo, "sessions_serialize");
 	state = (SessionSet *) PG_GETARG_POINTER(0);
+	session_set_compact(state);
 
 	header.format = SESSION_STATE_FORMAT;
 	header.flags = state->has_max_duration ? SESSION_STATE_HAS_MAX_DURATION : 0;
@@ -222,15 +292,26 @@ sessions_deserialize(PG_FUNCTION_ARGS)
 	PG_RETURN_POINTER(state);
 }
 
-/*
- * Builds the session[] result.  The element type is the composite named by
- * the final function's declared result, so the timestamp and timestamptz
- * flavours share this code (both are microseconds since 2000).
- */
+/* sessions_final(internal): the sessions of an internal state as an array */
 Datum
 sessions_final(PG_FUNCTION_ARGS)
 {
-	SessionSet *state;
+	sessionize_aggregate_context(fcinfo, "sessions_final");
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	return sessions_array(fcinfo, (SessionSet *) PG_GETARG_POINTER(0));
+}
+
+/*
+ * Builds the session[] result.  The element type is the composite named by
+ * the final function's declared result, so the timestamp and timestamptz
+ * flavours share this code (both are microseconds since 2000).  It is read
+ * from the function, not the call expression, which Citus's combining on
+ * the coordinator does not pass.
+ */
+static Datum
+sessions_array(FunctionCallInfo fcinfo, SessionSet *state)
+{
 	SessionInterval *sessions;
 	int32		count;
 	Oid			array_type;
@@ -241,12 +322,7 @@ sessions_final(PG_FUNCTION_ARGS)
 	bool		element_by_value;
 	char		element_align;
 
-	sessionize_aggregate_context(fcinfo, "sessions_final");
-	if (PG_ARGISNULL(0))
-		PG_RETURN_NULL();
-	state = (SessionSet *) PG_GETARG_POINTER(0);
-
-	array_type = get_fn_expr_rettype(fcinfo->flinfo);
+	array_type = get_func_rettype(fcinfo->flinfo->fn_oid);
 	element_type = get_element_type(array_type);
 	if (!OidIsValid(element_type))
 		elog(ERROR, "sessions_final must return an array of sessions");

@@ -48,7 +48,10 @@ typedef struct SessionInterval
  * they touch, so the set stays as small as the number of sessions.  With
  * max_duration, where a session's extent depends on where it started, the
  * items are single events kept until the final pass replays them in time
- * order.
+ * order.  The item added last stays in the set itself (newest) until
+ * another item or a reader (session_set_compact(), session_set_merge())
+ * moves it into the array: readers of items call session_set_compact()
+ * first.
  */
 typedef struct SessionSet
 {
@@ -58,6 +61,8 @@ typedef struct SessionSet
 	int32		capacity;		/* items allocated */
 	bool		compact;		/* items sorted and coalesced */
 	SessionInterval *items;
+	bool		has_newest;		/* the newest item is below, not in items */
+	SessionInterval newest;
 } SessionSet;
 
 /* sessions.c: argument checks shared by every face */
@@ -76,11 +81,18 @@ extern int64 sessionize_add_events(int64 a, int64 b);
 
 /* sessions.c: sets of sessions built from unordered input */
 extern SessionSet *session_set_create(MemoryContext context);
+extern void session_set_init(SessionSet *set, MemoryContext context);
 extern void session_set_clear(SessionSet *set);
 extern void session_set_set_max_duration(SessionSet *set, int64 max_duration);
 extern void session_set_add_event(SessionSet *set, TimestampTz ts, int64 gap);
 extern void session_set_add_interval(SessionSet *set, const SessionInterval *item);
-extern void session_set_merge(SessionSet *into, const SessionSet *from);
+extern void session_set_merge(SessionSet *into, SessionSet *from);
+extern void session_set_compact(SessionSet *set);
+
+/* session_set.c: the stored form of a SessionSet, and aggregate states of it */
+extern SessionSet *session_set_read(Datum value);
+extern SessionSet *session_set_state(FunctionCallInfo fcinfo, int argno, MemoryContext aggcontext,
+									 Datum *datum);
 extern SessionInterval *session_set_sessions(SessionSet *set, int32 *count);
 
 /* fingerprint.c: content fingerprints */

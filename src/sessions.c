@@ -30,6 +30,7 @@
 #define SESSION_SET_INITIAL_CAPACITY 16
 
 static void session_set_grow(SessionSet *set, Size needed);
+static void session_set_flush(SessionSet *set);
 
 /*
  * Converts an interval argument to microseconds, refusing what has no fixed
@@ -170,12 +171,20 @@ session_extend_with(SessionInterval *session, TimestampTz ts, int64 gap)
 SessionSet *
 session_set_create(MemoryContext context)
 {
-	SessionSet *set = MemoryContextAllocZero(context, sizeof(SessionSet));
+	SessionSet *set = MemoryContextAlloc(context, sizeof(SessionSet));
 
+	session_set_init(set, context);
+	return set;
+}
+
+/* Makes *set an empty set whose items live in context. */
+void
+session_set_init(SessionSet *set, MemoryContext context)
+{
+	memset(set, 0, sizeof(SessionSet));
 	set->capacity = SESSION_SET_INITIAL_CAPACITY;
 	set->items = MemoryContextAlloc(context, sizeof(SessionInterval) * set->capacity);
 	set->compact = true;
-	return set;
 }
 
 /* Empties the set, keeping its memory, to build another key's sessions. */
@@ -185,6 +194,7 @@ session_set_clear(SessionSet *set)
 	set->has_max_duration = false;
 	set->max_duration = 0;
 	set->count = 0;
+	set->has_newest = false;
 	set->compact = true;
 }
 
@@ -222,12 +232,14 @@ session_interval_compare(const void *a, const void *b)
 /*
  * Sorts the items by start; without max_duration also coalesces every run of
  * touching intervals into one, so the items become the sessions themselves.
+ * The stored form of a set (session_set.c) is its compacted items.
  */
-static void
+void
 session_set_compact(SessionSet *set)
 {
 	int			kept = 0;
 
+	session_set_flush(set);
 	if (set->compact)
 		return;
 	qsort(set->items, set->count, sizeof(SessionInterval), session_interval_compare);
@@ -270,37 +282,84 @@ session_set_reserve(SessionSet *set)
 	session_set_grow(set, (Size) set->capacity + 1);
 }
 
+/*
+ * Moves the newest item into the array, where every function but
+ * session_set_add_interval() expects it.
+ */
+static void
+session_set_flush(SessionSet *set)
+{
+	SessionInterval newest;
+	bool		was_compact = set->compact;
+
+	if (!set->has_newest)
+		return;
+	newest = set->newest;
+	set->has_newest = false;
+	session_set_reserve(set);
+	/* coalescing to make room changed the last item: compare anew */
+	if (!was_compact && set->compact && set->count > 0)
+	{
+		SessionInterval *last = &set->items[set->count - 1];
+
+		if (newest.started_at < last->started_at ||
+			(set->max_duration == 0 && newest.started_at <= last->expires_at))
+			set->compact = false;
+	}
+	set->items[set->count++] = newest;
+}
+
+/*
+ * Adds an interval.  The newest item is kept in the set itself rather than
+ * in the array, so that in-order input, which mostly extends it or starts
+ * the next one, reads no memory but the set's own.
+ */
 void
 session_set_add_interval(SessionSet *set, const SessionInterval *item)
 {
-	SessionInterval *last = set->count > 0 ? &set->items[set->count - 1] : NULL;
+	SessionInterval *newest = &set->newest;
+	SessionInterval previous;
 
-	/* In-order input mostly extends the newest item: merge it in place. */
-	if (set->max_duration == 0 && last != NULL &&
-		item->started_at <= last->expires_at && last->started_at <= item->expires_at)
+	if (set->has_newest)
 	{
-		if (item->started_at < last->started_at)
+		/* In-order input mostly extends the newest item: merge it in place. */
+		if (set->max_duration == 0 &&
+			item->started_at <= newest->expires_at && newest->started_at <= item->expires_at)
 		{
-			/* it may reach back to an earlier item now */
-			last->started_at = item->started_at;
-			set->compact = false;
+			if (item->started_at < newest->started_at)
+			{
+				/* it may reach back to an earlier item now */
+				newest->started_at = item->started_at;
+				set->compact = false;
+			}
+			if (item->ended_at > newest->ended_at)
+				newest->ended_at = item->ended_at;
+			if (item->expires_at > newest->expires_at)
+				newest->expires_at = item->expires_at;
+			newest->events = sessionize_add_events(newest->events, item->events);
+			return;
 		}
-		if (item->ended_at > last->ended_at)
-			last->ended_at = item->ended_at;
-		if (item->expires_at > last->expires_at)
-			last->expires_at = item->expires_at;
-		last->events = sessionize_add_events(last->events, item->events);
-		return;
-	}
+		previous = *newest;
+		session_set_flush(set);
 
-	/* reserving may coalesce the items, so look at the newest one afterwards */
-	session_set_reserve(set);
-	last = set->count > 0 ? &set->items[set->count - 1] : NULL;
-	if (last != NULL &&
-		(item->started_at < last->started_at ||
-		 (set->max_duration == 0 && item->started_at <= last->expires_at)))
-		set->compact = false;
-	set->items[set->count++] = *item;
+		/*
+		 * Flushing may have coalesced the array, before it appended the
+		 * previous newest item: that one is its last item now.
+		 */
+		if (item->started_at < previous.started_at ||
+			(set->max_duration == 0 && item->started_at <= previous.expires_at))
+			set->compact = false;
+	}
+	else if (set->count > 0)
+	{
+		SessionInterval *last = &set->items[set->count - 1];
+
+		if (item->started_at < last->started_at ||
+			(set->max_duration == 0 && item->started_at <= last->expires_at))
+			set->compact = false;
+	}
+	set->newest = *item;
+	set->has_newest = true;
 }
 
 void
@@ -335,8 +394,10 @@ session_set_grow(SessionSet *set, Size needed)
  * coalesced at once, so that combining partial states stays linear.
  */
 void
-session_set_merge(SessionSet *into, const SessionSet *from)
+session_set_merge(SessionSet *into, SessionSet *from)
 {
+	session_set_flush(into);
+	session_set_flush(from);
 	if (from->has_max_duration)
 		session_set_set_max_duration(into, from->max_duration);
 	if (from->count == 0)

@@ -1,6 +1,6 @@
 -- Session windows: window functions session_id() and session_start(), and the
--- mergeable aggregate sessions().  All three call the one C implementation in
--- src/sessions.c.
+-- types of sessions() (whose aggregates are in 11_session_set.sql).  All call
+-- the one C implementation in src/sessions.c.
 
 CREATE TYPE sessionize.session AS (
 	started_at timestamptz,
@@ -75,27 +75,7 @@ COMMENT ON FUNCTION sessionize.session_start(timestamp, interval) IS
 COMMENT ON FUNCTION sessionize.session_start(timestamp, interval, interval) IS
 	'window function: first event time of the row''s session, sessions cut at max_duration';
 
--- The sessions() aggregate ---------------------------------------------------
-
-CREATE FUNCTION sessionize.sessionize_sessions_transition(internal, timestamptz, interval)
-RETURNS internal
-AS 'MODULE_PATHNAME', 'sessions_transition'
-LANGUAGE C IMMUTABLE PARALLEL SAFE;
-
-CREATE FUNCTION sessionize.sessionize_sessions_transition(internal, timestamptz, interval, interval)
-RETURNS internal
-AS 'MODULE_PATHNAME', 'sessions_transition'
-LANGUAGE C IMMUTABLE PARALLEL SAFE;
-
-CREATE FUNCTION sessionize.sessionize_sessions_transition(internal, timestamp, interval)
-RETURNS internal
-AS 'MODULE_PATHNAME', 'sessions_transition'
-LANGUAGE C IMMUTABLE PARALLEL SAFE;
-
-CREATE FUNCTION sessionize.sessionize_sessions_transition(internal, timestamp, interval, interval)
-RETURNS internal
-AS 'MODULE_PATHNAME', 'sessions_transition'
-LANGUAGE C IMMUTABLE PARALLEL SAFE;
+-- The internal state of the pipelines' sessionize_merge_sessions() -----------
 
 CREATE FUNCTION sessionize.sessionize_sessions_combine(internal, internal)
 RETURNS internal
@@ -111,62 +91,3 @@ CREATE FUNCTION sessionize.sessionize_sessions_deserialize(bytea, internal)
 RETURNS internal
 AS 'MODULE_PATHNAME', 'sessions_deserialize'
 LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
-
-CREATE FUNCTION sessionize.sessionize_sessions_final(internal)
-RETURNS sessionize.session[]
-AS 'MODULE_PATHNAME', 'sessions_final'
-LANGUAGE C IMMUTABLE PARALLEL SAFE;
-
-CREATE FUNCTION sessionize.sessionize_local_sessions_final(internal)
-RETURNS sessionize.local_session[]
-AS 'MODULE_PATHNAME', 'sessions_final'
-LANGUAGE C IMMUTABLE PARALLEL SAFE;
-
-CREATE AGGREGATE sessionize.sessions(ts timestamptz, gap interval) (
-	SFUNC = sessionize.sessionize_sessions_transition,
-	STYPE = internal,
-	FINALFUNC = sessionize.sessionize_sessions_final,
-	COMBINEFUNC = sessionize.sessionize_sessions_combine,
-	SERIALFUNC = sessionize.sessionize_sessions_serialize,
-	DESERIALFUNC = sessionize.sessionize_sessions_deserialize,
-	PARALLEL = SAFE
-);
-
-CREATE AGGREGATE sessionize.sessions(ts timestamptz, gap interval, max_duration interval) (
-	SFUNC = sessionize.sessionize_sessions_transition,
-	STYPE = internal,
-	FINALFUNC = sessionize.sessionize_sessions_final,
-	COMBINEFUNC = sessionize.sessionize_sessions_combine,
-	SERIALFUNC = sessionize.sessionize_sessions_serialize,
-	DESERIALFUNC = sessionize.sessionize_sessions_deserialize,
-	PARALLEL = SAFE
-);
-
-CREATE AGGREGATE sessionize.sessions(ts timestamp, gap interval) (
-	SFUNC = sessionize.sessionize_sessions_transition,
-	STYPE = internal,
-	FINALFUNC = sessionize.sessionize_local_sessions_final,
-	COMBINEFUNC = sessionize.sessionize_sessions_combine,
-	SERIALFUNC = sessionize.sessionize_sessions_serialize,
-	DESERIALFUNC = sessionize.sessionize_sessions_deserialize,
-	PARALLEL = SAFE
-);
-
-CREATE AGGREGATE sessionize.sessions(ts timestamp, gap interval, max_duration interval) (
-	SFUNC = sessionize.sessionize_sessions_transition,
-	STYPE = internal,
-	FINALFUNC = sessionize.sessionize_local_sessions_final,
-	COMBINEFUNC = sessionize.sessionize_sessions_combine,
-	SERIALFUNC = sessionize.sessionize_sessions_serialize,
-	DESERIALFUNC = sessionize.sessionize_sessions_deserialize,
-	PARALLEL = SAFE
-);
-
-COMMENT ON AGGREGATE sessionize.sessions(timestamptz, interval) IS
-	'sessions of the group''s events, ordered by start; input order does not matter';
-COMMENT ON AGGREGATE sessionize.sessions(timestamptz, interval, interval) IS
-	'sessions of the group''s events cut at max_duration, ordered by start';
-COMMENT ON AGGREGATE sessionize.sessions(timestamp, interval) IS
-	'sessions of the group''s events, ordered by start; input order does not matter';
-COMMENT ON AGGREGATE sessionize.sessions(timestamp, interval, interval) IS
-	'sessions of the group''s events cut at max_duration, ordered by start';

@@ -14,3 +14,17 @@ DROP FUNCTION sessionize.pipeline_backlog(text), sessionize.sessionize_pipeline_
 -- grant_reader() also grants the views of a pipeline's profiles
 -- (47_profiles.sql makes it anew).
 DROP FUNCTION sessionize.sessionize_set_reader(regrole, text, regrole, boolean);
+
+-- sessions() keeps its state as a session_set (11_session_set.sql), which
+-- Citus can combine on its workers; its internal transition and final
+-- functions go with the old aggregates.
+DROP AGGREGATE sessionize.sessions(timestamptz, interval);
+DROP AGGREGATE sessionize.sessions(timestamptz, interval, interval);
+DROP AGGREGATE sessionize.sessions(timestamp, interval);
+DROP AGGREGATE sessionize.sessions(timestamp, interval, interval);
+DROP FUNCTION sessionize.sessionize_sessions_transition(internal, timestamptz, interval);
+DROP FUNCTION sessionize.sessionize_sessions_transition(internal, timestamptz, interval, interval);
+DROP FUNCTION sessionize.sessionize_sessions_transition(internal, timestamp, interval);
+DROP FUNCTION sessionize.sessionize_sessions_transition(internal, timestamp, interval, interval);
+DROP FUNCTION sessionize.sessionize_sessions_final(internal);
+DROP FUNCTION sessionize.sessionize_local_sessions_final(internal);
