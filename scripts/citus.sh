@@ -10,6 +10,7 @@
 #
 # Does nothing when that PostgreSQL already has Citus 12.1.  As root it
 # installs the Debian packages the build needs; otherwise it prints them.
+# Exits with 3 when there is no source archive.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${PG_CONFIG:=pg_config}"
@@ -25,7 +26,7 @@ if [ -f "$control" ] && [ -f "$("$PG_CONFIG" --pkglibdir)/citus.so" ] &&
 fi
 if [ ! -f "$tarball" ]; then
 	echo "no Citus source archive at $tarball: set CITUS_TARBALL (see README, Scaling out with Citus)" >&2
-	exit 1
+	exit 3
 fi
 
 packages=(libcurl4-openssl-dev liblz4-dev libzstd-dev libkrb5-dev libssl-dev
