@@ -56,6 +56,8 @@ PG_FUNCTION_INFO_V1(call_as_extension_in_schema);
 PG_FUNCTION_INFO_V1(rows_as);
 PG_FUNCTION_INFO_V1(run_as);
 PG_FUNCTION_INFO_V1(lock_pipeline_batch);
+PG_FUNCTION_INFO_V1(try_lock_pipeline_batch_briefly);
+PG_FUNCTION_INFO_V1(unlock_pipeline_batch_briefly);
 PG_FUNCTION_INFO_V1(check_owner_cached);
 
 /*
@@ -277,6 +279,22 @@ pipeline_lock_tag(LOCKTAG *tag, uint64 key, uint16 lock_class)
 	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) (key >> 32), (uint32) key, lock_class);
 }
 
+/* The lock tag of the batches of the pipeline named by argument 0. */
+static void
+pipeline_batch_lock_tag(LOCKTAG *tag, FunctionCallInfo fcinfo)
+{
+	text	   *name;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("pipeline name must not be null")));
+	name = PG_GETARG_TEXT_PP(0);
+	pipeline_lock_tag(tag, hash_bytes_extended((const unsigned char *) VARDATA_ANY(name),
+											   VARSIZE_ANY_EXHDR(name), 0),
+					  PIPELINE_BATCH_LOCK_CLASS);
+}
+
 /*
  * sessionize_lock_pipeline_batch(name text): waits for, then holds until the
  * end of the transaction, the lock that serializes the batches, alter and
@@ -285,19 +303,38 @@ pipeline_lock_tag(LOCKTAG *tag, uint64 key, uint16 lock_class)
 Datum
 lock_pipeline_batch(PG_FUNCTION_ARGS)
 {
-	text	   *name;
 	LOCKTAG		tag;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("pipeline name must not be null")));
-	name = PG_GETARG_TEXT_PP(0);
-	pipeline_lock_tag(&tag, hash_bytes_extended((const unsigned char *) VARDATA_ANY(name),
-												VARSIZE_ANY_EXHDR(name), 0),
-					  PIPELINE_BATCH_LOCK_CLASS);
+	pipeline_batch_lock_tag(&tag, fcinfo);
 	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 	PG_RETURN_VOID();
+}
+
+/*
+ * sessionize_try_lock_pipeline_batch_briefly(name text) returns boolean:
+ * takes the batch lock of a pipeline if no one holds it, without waiting,
+ * for the session, so that it can be let go before the transaction ends
+ * (sessionize_unlock_pipeline_batch_briefly()).  While it is held, a batch
+ * of the pipeline waits instead of finding its slot in use by someone who
+ * only counts what waits in it.
+ */
+Datum
+try_lock_pipeline_batch_briefly(PG_FUNCTION_ARGS)
+{
+	LOCKTAG		tag;
+
+	pipeline_batch_lock_tag(&tag, fcinfo);
+	PG_RETURN_BOOL(LockAcquire(&tag, ExclusiveLock, true, true) != LOCKACQUIRE_NOT_AVAIL);
+}
+
+/* sessionize_unlock_pipeline_batch_briefly(name text): lets that lock go. */
+Datum
+unlock_pipeline_batch_briefly(PG_FUNCTION_ARGS)
+{
+	LOCKTAG		tag;
+
+	pipeline_batch_lock_tag(&tag, fcinfo);
+	PG_RETURN_BOOL(LockRelease(&tag, ExclusiveLock, true));
 }
 
 /*

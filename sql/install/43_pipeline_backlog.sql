@@ -27,6 +27,23 @@ CREATE FUNCTION sessionize.sessionize_backlog_peek_limit()
 RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN 1000000;
+
+-- A count holds the pipeline's batch lock while it peeks at the slot, so
+-- that a batch that starts meanwhile waits instead of failing on a slot in
+-- use; it lets the lock go as soon as it has counted.
+CREATE FUNCTION sessionize.sessionize_try_lock_pipeline_batch_briefly(name text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'try_lock_pipeline_batch_briefly'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION sessionize.sessionize_try_lock_pipeline_batch_briefly(text) IS
+	'takes a pipeline''s batch lock for the session if no one holds it, without waiting';
+
+CREATE FUNCTION sessionize.sessionize_unlock_pipeline_batch_briefly(name text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'unlock_pipeline_batch_briefly'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION sessionize.sessionize_unlock_pipeline_batch_briefly(text) IS
+	'lets go of the batch lock sessionize_try_lock_pipeline_batch_briefly() took';
 COMMENT ON FUNCTION sessionize.sessionize_backlog_peek_limit() IS
 	'most pgoutput messages a count of a logical source''s backlog decodes';
 
@@ -35,11 +52,12 @@ COMMENT ON FUNCTION sessionize.sessionize_backlog_peek_limit() IS
 -- with those rights, or one that reads the pipeline's results
 -- (grant_reader()): how many events wait says how fresh the results are,
 -- and nothing of the events.  A logical source is counted from its slot,
--- which holds every change the checkpoint has not passed, unless a worker
--- is decoding from it right now.
+-- which holds every change the checkpoint has not passed, while no worker
+-- serves the pipeline (one that does decodes the slot itself, and keeps up)
+-- and no batch runs.
 CREATE FUNCTION sessionize.sessionize_pipeline_waiting(caller regrole, name text,
 													   OUT backlog bigint, OUT oldest_waiting_at timestamptz)
-LANGUAGE plpgsql STABLE SECURITY DEFINER
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -67,6 +85,10 @@ BEGIN
 		RETURN;
 	END IF;
 	SELECT * INTO state FROM sessionize.pipeline_state s WHERE s.pipeline = pipeline.name;
+	IF (SELECT w.worker_pid FROM sessionize.sessionize_pipeline_service(pipeline.id, pipeline.state, state.failures) w) IS NOT NULL
+	   OR NOT sessionize.sessionize_try_lock_pipeline_batch_briefly(pipeline.name) THEN
+		RETURN;
+	END IF;
 	slot := format('sessionize_%s_%s', (SELECT d.oid FROM pg_database d WHERE d.datname = current_database()), pipeline.name);
 	BEGIN
 		WITH peeked AS (
@@ -93,12 +115,20 @@ BEGIN
 			   (SELECT b.commit_time FROM peeked b
 				WHERE b.kind = 'B' AND b.commit_lsn = (SELECT min(p.commit_lsn) FROM pending p))
 		INTO backlog, oldest_waiting_at;
-	EXCEPTION WHEN object_in_use OR undefined_object OR object_not_in_prerequisite_state
-				   OR feature_not_supported OR insufficient_privilege OR query_canceled THEN
-		-- a worker is decoding from the slot, or there is none to read
-		backlog := NULL;
-		oldest_waiting_at := NULL;
+	EXCEPTION
+		WHEN object_in_use OR undefined_object OR object_not_in_prerequisite_state
+			 OR feature_not_supported OR insufficient_privilege THEN
+			-- someone else decodes from the slot, or there is none to read
+			backlog := NULL;
+			oldest_waiting_at := NULL;
+		WHEN query_canceled THEN
+			PERFORM sessionize.sessionize_unlock_pipeline_batch_briefly(pipeline.name);
+			RAISE;
+		WHEN OTHERS THEN
+			PERFORM sessionize.sessionize_unlock_pipeline_batch_briefly(pipeline.name);
+			RAISE;
 	END;
+	PERFORM sessionize.sessionize_unlock_pipeline_batch_briefly(pipeline.name);
 END $$;
 
 CREATE FUNCTION sessionize.sessionize_pipeline_backlog(caller regrole, name text)

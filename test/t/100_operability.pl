@@ -197,6 +197,25 @@ is($node->safe_psql('analytics', q{
 	SELECT backlog || ' ' || lag || ' ' || coalesce(oldest_waiting_at::text, 'none')
 	FROM sessionize.pipeline_status WHERE name = 'clicks'}),
 	"1\n0 00:00:00 none", 'with nothing waiting, no lag');
+# A count holds the pipeline's batch lock while it peeks at the slot: a
+# batch that starts meanwhile waits instead of failing on a slot in use,
+# and a count while a batch holds the lock gives no number.
+my $counter = $node->background_psql('analytics');
+$counter->query_safe("SELECT sessionize.sessionize_try_lock_pipeline_batch_briefly('clicks')");
+$node->safe_psql('analytics', "INSERT INTO clicks VALUES (7, '2024-01-01')");
+my ($batch_out, $batch_err) = ('', '');
+my $batch = IPC::Run::start(['psql', '-X', '-At', '-d', $node->connstr('analytics'), '-c',
+		"SELECT consumed FROM sessionize.run_pipeline('clicks')"], '>', \$batch_out, '2>', \$batch_err);
+ok( $node->poll_query_until('analytics', q{
+		SELECT count(*) > 0 FROM pg_stat_activity
+		WHERE wait_event_type = 'Lock' AND query LIKE '%run_pipeline(''clicks'')%'}),
+	'a batch waits while the backlog of its slot is counted');
+is($node->safe_psql('analytics', "SELECT coalesce(backlog::text, 'unknown') FROM sessionize.pipeline_status WHERE name = 'clicks'"),
+	'unknown', 'a count while a batch holds the lock gives no number');
+$counter->query_safe("SELECT sessionize.sessionize_unlock_pipeline_batch_briefly('clicks')");
+$batch->finish;
+is($batch_out . $batch_err, "1\n", 'then the batch takes its event, without an error');
+$counter->quit;
 
 # A publication of sessionize dropped by hand: creating a logical pipeline
 # says how to make it again, and works once it is.
