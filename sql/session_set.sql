@@ -93,6 +93,28 @@ SELECT 'max_duration=-5us {}'::sessionize.session_set;
 SELECT 'max_duration=60 {}'::sessionize.session_set;
 SELECT 'max_duration=600000000us {(2024-05-01 10:00:00+00,2024-05-01 10:00:00+00,2024-05-01 10:30:00+00,1)}'::sessionize.session_set;
 SELECT 'max_duration=2400000000us {(2024-05-01 10:00:00+00,2024-05-01 10:00:00+00,2024-05-01 10:30:00+00,2)}'::sessionize.session_set;
+-- Whatever the output writes reads back: 19-digit max_duration and event
+-- counts, and a session that expires at the end of time.  Numbers beyond
+-- int64 are refused, not wrapped.
+SELECT sessionize.session_set(ts, '1 hour', '2000000000 hours')::text::sessionize.session_set
+FROM (VALUES (timestamptz '2024-05-01 10:00:00+00')) v(ts);
+SELECT sessionize.merge(s)::text::sessionize.session_set
+FROM (VALUES ('{(2024-05-01 10:00:00+00,2024-05-01 11:00:00+00,2024-05-01 11:30:00+00,999999999999999999)}'::sessionize.session_set),
+			 ('{(2024-05-01 10:00:00+00,2024-05-01 11:00:00+00,2024-05-01 11:30:00+00,999999999999999999)}')) v(s);
+SELECT sessionize.merge(s)
+FROM (VALUES ('{(2024-05-01 10:00:00+00,2024-05-01 11:00:00+00,2024-05-01 11:30:00+00,9223372036854775807)}'::sessionize.session_set),
+			 ('{(2024-05-01 10:30:00+00,2024-05-01 10:30:00+00,2024-05-01 11:00:00+00,1)}')) v(s);
+SELECT 'max_duration=9223372036854775807us {}'::sessionize.session_set::text::sessionize.session_set;
+SELECT 'max_duration=9223372036854775808us {}'::sessionize.session_set;
+SELECT '{(2024-05-01 10:00:00+00,2024-05-01 11:00:00+00,2024-05-01 11:30:00+00,9223372036854775808)}'::sessionize.session_set;
+SELECT '{(2024-05-01 10:00:00+00,2024-05-01 11:00:00+00,2024-05-01 11:30:00+00,10000000000000000000)}'::sessionize.session_set;
+SELECT sessionize.session_set(ts, '1 hour')::text::sessionize.session_set
+FROM (VALUES (timestamptz '294276-12-31 23:00:00+00')) v(ts);
+-- Events further apart than int64 counts are longer than any max_duration.
+SELECT r.* FROM (SELECT sessionize.session_set(ts, '2562047788 hours', '2562047788 hours') s
+				 FROM (VALUES (timestamptz '4713-01-01 00:00:00+00 BC'), ('100000-01-01 00:00:00+00'),
+							  ('294276-12-31 00:00:00+00')) v(ts)) g,
+		 sessionize.session_rows(g.s) r;
 
 -- Binary form ------------------------------------------------------------------
 
@@ -119,7 +141,10 @@ UNION ALL SELECT 4, sessionize.sessionize_session_set_send(s) || '\x00'::bytea F
 UNION ALL SELECT 5, overlay(sessionize.sessionize_session_set_send(s) PLACING '\xffffffff'::bytea FROM 10) FROM stored_sets WHERE id = 1
 UNION ALL SELECT 6, overlay(sessionize.sessionize_session_set_send(s) PLACING '\x0000000000000000'::bytea FROM 38) FROM stored_sets WHERE id = 1
 UNION ALL SELECT 7, overlay(sessionize.sessionize_session_set_send(s) PLACING '\x7fffffffffffffff'::bytea FROM 14) FROM stored_sets WHERE id = 1
-UNION ALL SELECT 8, overlay(sessionize.sessionize_session_set_send(s) PLACING '\xffffffffffffffff'::bytea FROM 2) FROM stored_sets WHERE id = 1;
+UNION ALL SELECT 8, overlay(sessionize.sessionize_session_set_send(s) PLACING '\xffffffffffffffff'::bytea FROM 2) FROM stored_sets WHERE id = 1
+-- times that are neither infinite nor within the range of timestamptz
+UNION ALL SELECT 9, overlay(sessionize.sessionize_session_set_send(s) PLACING '\x8000000000000001'::bytea FROM 14) FROM stored_sets WHERE id = 1
+UNION ALL SELECT 10, overlay(sessionize.sessionize_session_set_send(s) PLACING '\x7ffffffffffffffe'::bytea FROM 30) FROM stored_sets WHERE id = 1;
 CREATE TABLE received_sets (id int, s sessionize.session_set);
 DO $$
 DECLARE

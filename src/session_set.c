@@ -27,6 +27,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "common/int.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "libpq/pqformat.h"
@@ -142,6 +143,13 @@ session_set_read(Datum value)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("session_set of unknown format %d", flat->format)));
+	/* a damaged count would make us read past the value */
+	if (VARSIZE(flat) < SESSION_SET_HEADER_SIZE || flat->count < 0 ||
+		VARSIZE(flat) != SESSION_SET_HEADER_SIZE + sizeof(SessionInterval) * (Size) flat->count)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("session_set of %d sessions does not fit its %u bytes",
+						flat->count, (unsigned int) VARSIZE(flat))));
 	set = palloc0(sizeof(SessionSet));
 	set->count = flat->count;
 	set->capacity = flat->count;
@@ -235,8 +243,15 @@ session_set_from_items(SessionInterval *items, int32 count, int64 max_duration)
 	{
 		SessionInterval *item = &items[i];
 
-		if (TIMESTAMP_NOT_FINITE(item->started_at) || TIMESTAMP_NOT_FINITE(item->ended_at))
-			invalid_session_set("A session must start and end at finite times.");
+		/*
+		 * Only times PostgreSQL can print may be stored: the output and
+		 * session_rows() fail on others.  A session that never expires
+		 * expires at infinity.
+		 */
+		if (!IS_VALID_TIMESTAMP(item->started_at) || !IS_VALID_TIMESTAMP(item->ended_at))
+			invalid_session_set("A session must start and end at finite times within the range of timestamptz.");
+		if (!IS_VALID_TIMESTAMP(item->expires_at) && item->expires_at != DT_NOEND)
+			invalid_session_set("A session must expire within the range of timestamptz or at infinity.");
 		if (item->started_at > item->ended_at || item->ended_at >= item->expires_at)
 			invalid_session_set("A session needs started_at <= ended_at < expires_at.");
 		if (item->events < 1 || (item->events < 2 && item->started_at != item->ended_at))
@@ -320,7 +335,10 @@ session_set_out(PG_FUNCTION_ARGS)
 	PG_RETURN_CSTRING(out.data);
 }
 
-/* Reads 1 to max_digits decimal digits. */
+/*
+ * Reads min_digits to max_digits decimal digits; false also when the number
+ * does not fit in int64.  19 digits hold any int64 the output writes.
+ */
 static bool
 read_number(const char **cursor, int min_digits, int max_digits, int64 *value)
 {
@@ -330,7 +348,9 @@ read_number(const char **cursor, int min_digits, int max_digits, int64 *value)
 	*value = 0;
 	while (digits < max_digits && *p >= '0' && *p <= '9')
 	{
-		*value = *value * 10 + (*p - '0');
+		if (pg_mul_s64_overflow(*value, 10, value) ||
+			pg_add_s64_overflow(*value, *p - '0', value))
+			return false;
 		p++;
 		digits++;
 	}
@@ -453,7 +473,7 @@ session_set_in(PG_FUNCTION_ARGS)
 	if (strncmp(p, "max_duration=", 13) == 0)
 	{
 		p += 13;
-		if (!read_number(&p, 1, 18, &max_duration) || max_duration == 0 ||
+		if (!read_number(&p, 1, 19, &max_duration) || max_duration == 0 ||
 			strncmp(p, "us", 2) != 0)
 			invalid_session_set("max_duration is written max_duration=<positive microseconds>us.");
 		p += 2;
@@ -485,7 +505,7 @@ session_set_in(PG_FUNCTION_ARGS)
 			if (!expect_char(&p, ','))
 				invalid_session_set("A session is written (started_at,ended_at,expires_at,events).");
 			item->expires_at = read_time(&p, true);
-			if (!expect_char(&p, ',') || !read_number(&p, 1, 18, &item->events) ||
+			if (!expect_char(&p, ',') || !read_number(&p, 1, 19, &item->events) ||
 				!expect_char(&p, ')'))
 				invalid_session_set("A session is written (started_at,ended_at,expires_at,events).");
 			skip_spaces(&p);

@@ -114,7 +114,8 @@ sessionize_add_usecs(TimestampTz ts, int64 usecs)
 {
 	TimestampTz result;
 
-	if (pg_add_s64_overflow(ts, usecs, &result) || result > END_TIMESTAMP)
+	/* END_TIMESTAMP itself is no valid time: it could not be read back */
+	if (pg_add_s64_overflow(ts, usecs, &result) || result >= END_TIMESTAMP)
 		return DT_NOEND;
 	return result;
 }
@@ -140,9 +141,13 @@ sessionize_add_events(int64 a, int64 b)
 bool
 session_continues(const SessionInterval *session, TimestampTz ts, int64 max_duration)
 {
+	int64		length;
+
 	if (ts > session->expires_at)
 		return false;
-	if (max_duration > 0 && ts - session->started_at > max_duration)
+	/* valid times can lie further apart than int64 counts */
+	if (max_duration > 0 &&
+		(pg_sub_s64_overflow(ts, session->started_at, &length) || length > max_duration))
 		return false;
 	return true;
 }
