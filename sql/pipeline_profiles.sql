@@ -368,6 +368,50 @@ SELECT sessionize.sessionize_profile_add_moments('{1,2,0,2,2}', '{1,4,0,4,4}') A
 SELECT sessionize.sessionize_profile_add_moments('{1,2,0,2}', '{1,4,0,4}');
 SELECT sessionize.sessionize_profile_add_moments('{1,2,0,2,2}', '{1,4,0,4,4,1,1,1,1,1}');
 
+-- One event never stops a pipeline: a categorical value too long for the
+-- dictionary's index is no value; a number beyond float8 is no value and
+-- the event is not set aside; values the sums would overflow with are
+-- skipped, and profile() shows no Infinity or NaN; a day seen again after
+-- a zone fell back past midnight adds to the same row.
+CREATE TABLE edge_in (user_id bigint, ts timestamptz, color text, price numeric);
+SELECT sessionize.create_pipeline('edge', 'edge_in', 'user_id', 'ts', '30 minutes');
+SELECT sessionize.add_profile('edge', 'p', '{color}', '{price}', day_time_zone => 'America/Goose_Bay');
+INSERT INTO edge_in SELECT 1, '2024-03-01 15:00+00', string_agg(md5(i::text), ''), 1 FROM generate_series(1, 300) i;
+INSERT INTO edge_in VALUES
+	(2, '2024-03-01 15:00+00', 'red', 1e400),
+	(2, '2024-03-01 15:01+00', 'red', 5),
+	(3, '2024-03-01 15:00+00', 'red', 1e200),
+	(3, '2024-03-01 15:01+00', 'red', 1e200),
+	(3, '2024-03-01 15:02+00', 'red', -1e200),
+	(4, '2010-11-07 02:59:00+00', 'red', 1),
+	(4, '2010-11-07 03:00:30+00', 'blue', 2),
+	(4, '2010-11-07 03:02:00+00', 'red', 3);
+CREATE TABLE edge_history AS SELECT * FROM edge_in WHERE user_id = 4;
+SELECT consumed, merged, dead_lettered FROM sessionize.run_pipeline('edge');
+SELECT key, day, dimension, value, count FROM sessionize.edge_profile_p ORDER BY key, day, dimension, value;
+SELECT key, day, moments FROM sessionize.edge_profile_p_days ORDER BY key, day;
+SELECT sessionize.profile('edge', 'p', 2, '2024-03-01', '2024-03-01') -> 'numeric' AS beyond_float8;
+SELECT sessionize.profile('edge', 'p', 3, '2024-03-01', '2024-03-01') -> 'numeric' -> 'price' -> 'n' AS overflowing_n;
+-- sums that overflowed before are shown as null
+UPDATE sessionize.edge_profile_p_days SET moments = '{2,Infinity,NaN,1,Infinity}' WHERE key = 2;
+SELECT sessionize.profile('edge', 'p', 2, '2024-03-01', '2024-03-01') -> 'numeric' AS not_finite;
+-- two days whose sums overflow together: the merge skips one
+SELECT sessionize.sessionize_profile_add_moments('{1,1e308,0,1e308,1e308}', '{1,1e308,0,1e308,1e308}') AS moments;
+SELECT sessionize.profile('edge', 'p', 4, '2010-11-06', '2010-11-07') AS fell_back;
+SELECT sessionize.rebuild_profile('edge', 'p', 'edge_history', '2010-11-01', '2010-11-30');
+SELECT key, day, counts, moments FROM sessionize.edge_profile_p_days WHERE key = 4 ORDER BY day;
+SELECT sessionize.drop_pipeline('edge');
+DROP TABLE edge_in, edge_history;
+-- a number beyond float8 alone in a batch: merged, not set aside
+CREATE TABLE edge_big_in (user_id bigint, ts timestamptz, price numeric);
+SELECT sessionize.create_pipeline('edge_big', 'edge_big_in', 'user_id', 'ts', '30 minutes');
+SELECT sessionize.add_profile('edge_big', 'p', '{}', '{price}');
+INSERT INTO edge_big_in VALUES (1, '2024-03-01 15:00+00', 1e400), (1, '2024-03-01 15:01+00', 2);
+SELECT consumed, merged, dead_lettered FROM sessionize.run_pipeline('edge_big');
+SELECT key, day, moments FROM sessionize.edge_big_profile_p_days;
+SELECT sessionize.drop_pipeline('edge_big');
+DROP TABLE edge_big_in;
+
 -- Dropping a profile drops its tables; dropping the pipeline drops its profiles.
 SET ROLE profiles_tenant;
 SELECT sessionize.drop_profile('market', 'later');

@@ -548,7 +548,8 @@ push_number(JsonbParseState **state, double number, bool isnull)
 {
 	JsonbValue	value;
 
-	if (isnull)
+	/* jsonb has no Infinity nor NaN: a number that is not finite is null */
+	if (isnull || !isfinite(number))
 		value.type = jbvNull;
 	else
 	{
@@ -699,7 +700,8 @@ profile_json(PG_FUNCTION_ARGS)
 		push_key(&state, "mean");
 		push_number(&state, none ? 0 : moments[1] / moments[0], none);
 		push_key(&state, "stddev");
-		push_number(&state, none ? 0 : sqrt(Max(moments[2], 0) / moments[0]), none);
+		/* a NaN variance stays NaN (null), where Max() would make it 0 */
+		push_number(&state, none ? 0 : sqrt((moments[2] < 0 ? 0 : moments[2]) / moments[0]), none);
 		push_key(&state, "min");
 		push_number(&state, moments[3], none);
 		push_key(&state, "max");

@@ -81,43 +81,67 @@ typedef struct ProfileSums
 	ProfileEntry *entries;
 	int			count;
 	int			capacity;
+	int			key_start;		/* the first entry of the last key */
 	Occurrence *occurrences;
 	int			occurrence_count;
 	int			occurrence_capacity;
 } ProfileSums;
 
-/* Adds x to a moments state (n, sx, sxx, min, max) as float8_accum() does. */
+/*
+ * The longest categorical value kept, in bytes: the dictionary's unique
+ * index takes no entry over about 2.7kB, and a value it refused would fail
+ * every retry of the batch.  Longer values are no value, as nulls are.
+ */
+#define PROFILE_VALUE_MAX_LENGTH 1024
+
+/*
+ * Adds x to a moments state (n, sx, sxx, min, max) as float8_accum() does.
+ * A value the sums would overflow with is skipped, as a value that is not
+ * finite is, where float8_accum() raises: one event must not stop a batch,
+ * nor leave sums no profile can show.
+ */
 static void
 moments_accum(double *state, double x)
 {
 	double		n = state[0] + 1.0;
 	double		sx = state[1] + x;
+	double		sxx = 0.0;
 
 	if (state[0] > 0.0)
 	{
 		double		tmp = x * n - sx;
 
-		state[2] += tmp * tmp / (n * state[0]);
+		sxx = state[2] + tmp * tmp / (n * state[0]);
+	}
+	if (!isfinite(sx) || !isfinite(sxx))
+		return;
+	if (state[0] > 0.0)
+	{
 		state[3] = Min(state[3], x);
 		state[4] = Max(state[4], x);
 	}
 	else
 	{
-		state[2] = 0.0;
 		state[3] = x;
 		state[4] = x;
 	}
 	state[0] = n;
 	state[1] = sx;
+	state[2] = sxx;
 }
 
-/* Merges a moments state into another as float8_combine() does. */
+/*
+ * Merges a moments state into another as float8_combine() does.  A state
+ * the sums would overflow with is skipped, as moments_accum() skips a value.
+ */
 void
 profile_moments_combine(double *into, const double *other)
 {
 	double		n1 = into[0];
 	double		n2 = other[0];
 	double		tmp;
+	double		sx;
+	double		sxx;
 
 	if (n2 == 0.0)
 		return;
@@ -127,9 +151,13 @@ profile_moments_combine(double *into, const double *other)
 		return;
 	}
 	tmp = into[1] / n1 - other[1] / n2;
-	into[2] = into[2] + other[2] + n1 * n2 * tmp * tmp / (n1 + n2);
+	sx = into[1] + other[1];
+	sxx = into[2] + other[2] + n1 * n2 * tmp * tmp / (n1 + n2);
+	if (!isfinite(sx) || !isfinite(sxx))
+		return;
 	into[0] = n1 + n2;
-	into[1] = into[1] + other[1];
+	into[1] = sx;
+	into[2] = sxx;
 	into[3] = Min(into[3], other[3]);
 	into[4] = Max(into[4], other[4]);
 }
@@ -194,7 +222,8 @@ categorical_value(const JsonbValue *value, const char **text, int *length)
 
 /*
  * A numeric value: a JSON number, or a string that reads as one.  Values
- * that are not finite are no value, as nulls are.
+ * that are not finite are no value, as nulls are, and so are numbers beyond
+ * the range of float8 (which numeric_float8() would raise on).
  */
 static bool
 numeric_value(const JsonbValue *value, double *result)
@@ -203,7 +232,7 @@ numeric_value(const JsonbValue *value, double *result)
 	{
 		if (numeric_is_nan(value->val.numeric))
 			return false;
-		*result = DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(value->val.numeric)));
+		*result = DatumGetFloat8(DirectFunctionCall1(numeric_float8_no_overflow, NumericGetDatum(value->val.numeric)));
 	}
 	else if (value->type == jbvString)
 	{
@@ -222,8 +251,10 @@ numeric_value(const JsonbValue *value, double *result)
 
 /*
  * Adds an event of key at ts to the sums.  Events come grouped by key and,
- * within a key, in time order, so that a key's day is the last entry's or
- * a new one.
+ * within a key, in time order, so that a key's day is mostly the last
+ * entry's or a new one; but where a zone falls back just after midnight a
+ * later time can be on the day before, so the key's earlier entries are
+ * searched before a day is added (one INSERT cannot write a row twice).
  */
 static void
 sums_add(ProfileSums *sums, Datum key, bool same_key, TimestampTz ts, Jsonb *event)
@@ -232,8 +263,14 @@ sums_add(ProfileSums *sums, Datum key, bool same_key, TimestampTz ts, Jsonb *eve
 	DateADT		day = profile_day(profile->zone, ts);
 	ProfileEntry *entry;
 	JsonbValue	value;
+	int			e = -1;
 
-	if (!same_key || sums->count == 0 || sums->entries[sums->count - 1].day != day)
+	if (!same_key || sums->count == 0)
+		sums->key_start = sums->count;
+	else
+		for (e = sums->count - 1; e >= sums->key_start && sums->entries[e].day != day; e--)
+			;
+	if (e < sums->key_start)
 	{
 		if (sums->count == sums->capacity)
 		{
@@ -245,8 +282,9 @@ sums_add(ProfileSums *sums, Datum key, bool same_key, TimestampTz ts, Jsonb *eve
 		entry->key = key;
 		entry->day = day;
 		entry->moments = palloc0(sizeof(double) * PROFILE_MOMENTS * Max(profile->numeric_count, 1));
+		e = sums->count - 1;
 	}
-	entry = &sums->entries[sums->count - 1];
+	entry = &sums->entries[e];
 
 	for (int d = 0; d < profile->categorical_count; d++)
 	{
@@ -254,8 +292,9 @@ sums_add(ProfileSums *sums, Datum key, bool same_key, TimestampTz ts, Jsonb *eve
 		const char *text;
 		int			length;
 
+		/* a value too long for the dictionary's index is no value */
 		if (!event_field(event, profile->payload_column, profile->categorical[d], &value) ||
-			!categorical_value(&value, &text, &length))
+			!categorical_value(&value, &text, &length) || length > PROFILE_VALUE_MAX_LENGTH)
 			continue;
 		if (sums->occurrence_count == sums->occurrence_capacity)
 		{
@@ -265,7 +304,7 @@ sums_add(ProfileSums *sums, Datum key, bool same_key, TimestampTz ts, Jsonb *eve
 				: repalloc_huge(sums->occurrences, sizeof(Occurrence) * sums->occurrence_capacity);
 		}
 		occurrence = &sums->occurrences[sums->occurrence_count++];
-		occurrence->entry = sums->count - 1;
+		occurrence->entry = e;
 		occurrence->dimension = d;
 		occurrence->value = text;
 		occurrence->length = length;
