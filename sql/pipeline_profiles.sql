@@ -327,7 +327,6 @@ SELECT sessionize.add_profile('market', '', '{channel}');
 SELECT sessionize.add_profile('market', repeat('x', 50), '{channel}');
 SELECT sessionize.add_profile('market', 'q', NULL);
 SELECT sessionize.add_profile('market', 'q', '{channel}', day_time_zone => 'Mars/Olympus');
-SELECT sessionize.add_profile('market', 'q', '{channel}', day_time_zone => NULL);
 SELECT sessionize.add_profile('market', 'q', '{channel}', keep => '-1 day');
 SELECT sessionize.add_profile('market', 'q', '{channel}', keep => NULL);
 SELECT sessionize.add_profile(NULL, 'q', '{color}');
@@ -420,6 +419,20 @@ SELECT to_regclass('sessionize.market_profile_later_days') AS days, to_regclass(
 SELECT sessionize.drop_pipeline('market');
 SELECT count(*) AS profile_relations FROM pg_class WHERE relnamespace = 'sessionize'::regnamespace AND relname LIKE 'market_profile%';
 SELECT count(*) AS profile_rows FROM sessionize.pipeline_profiles WHERE pipeline = 'market';
+-- without a day_time_zone, a profile's days are in the pipeline's time zone
+CREATE TABLE tokyo_in (user_id int, ts timestamp, color text);
+SELECT sessionize.create_pipeline('tokyo', 'tokyo_in', 'user_id', 'ts', '30 minutes', time_zone => 'Asia/Tokyo');
+SELECT sessionize.add_profile('tokyo', 'p', '{color}');
+SELECT sessionize.add_profile('tokyo', 'utc', '{color}', day_time_zone => 'UTC');
+INSERT INTO tokyo_in VALUES (1, '2024-05-01 08:00', 'red');
+SELECT merged FROM sessionize.run_pipeline('tokyo');
+SELECT name, day_time_zone, sessionize.profile('tokyo', name, 1, '2024-04-30', '2024-05-01') -> 'categorical' AS profile
+FROM sessionize.pipeline_profiles WHERE pipeline = 'tokyo' ORDER BY name;
+-- 08:00 in Tokyo on May 1st is 23:00 UTC on April 30th
+SELECT 'p' AS profile, key, day, value, count FROM sessionize.tokyo_profile_p UNION ALL
+SELECT 'utc', key, day, value, count FROM sessionize.tokyo_profile_utc ORDER BY profile;
+SELECT sessionize.drop_pipeline('tokyo');
+DROP TABLE tokyo_in;
 SELECT sessionize.drop_pipeline('cars');
 SELECT sessionize.drop_pipeline('lately');
 SELECT sessionize.drop_pipeline('docs');

@@ -72,7 +72,7 @@ AS $$
 $$;
 
 CREATE FUNCTION sessionize.add_profile(pipeline text, name text, categorical text[] DEFAULT '{}',
-									   "numeric" text[] DEFAULT '{}', day_time_zone text DEFAULT 'UTC',
+									   "numeric" text[] DEFAULT '{}', day_time_zone text DEFAULT NULL,
 									   keep interval DEFAULT '90 days')
 RETURNS void
 AS 'MODULE_PATHNAME', 'call_as_extension'
@@ -97,12 +97,14 @@ DECLARE
 	numeric_view text;
 	reader oid;
 BEGIN
-	IF name IS NULL OR categorical IS NULL OR numerics IS NULL OR day_time_zone IS NULL OR keep IS NULL THEN
-		RAISE EXCEPTION 'name, categorical, numeric, day_time_zone and keep must not be NULL'
+	IF name IS NULL OR categorical IS NULL OR numerics IS NULL OR keep IS NULL THEN
+		RAISE EXCEPTION 'name, categorical, numeric and keep must not be NULL'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
 	-- between batches: a batch writes the profiles it sees
 	source_pipeline := sessionize.sessionize_read_pipeline(caller, pipeline, true);
+	-- days are the pipeline's own unless asked otherwise
+	day_time_zone := coalesce(day_time_zone, source_pipeline.time_zone);
 	IF name = '' OR octet_length(pipeline || '_profile_' || name || '_population') > 63 THEN
 		RAISE EXCEPTION 'invalid profile name "%"', name
 			USING ERRCODE = 'invalid_name',
