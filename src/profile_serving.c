@@ -157,6 +157,17 @@ text_array_strings(Datum array, int *count)
 	}
 }
 
+/* The current role reads a profile through its view, and needs SELECT on it. */
+static void
+check_may_read(Oid view, const char *pipeline, const char *name)
+{
+	if (pg_class_aclcheck(view, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for profile \"%s\" of pipeline \"%s\"", name, pipeline),
+				 errhint("The pipeline's owner lets a role read its profiles with grant_reader().")));
+}
+
 /*
  * Reads a profile's definition from sessionize.pipeline_profiles (pipeline,
  * name, categorical, numeric, ...) and finds its relations.  Raises the
@@ -209,6 +220,8 @@ load_profile(ServedProfile *served, const char *pipeline, const char *name)
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("the tables of profile \"%s\" of pipeline \"%s\" are missing", name, pipeline),
 				 errhint("Drop the profile and add it again.")));
+	/* before any of its tables is opened: a role that may not read them must not lock them */
+	check_may_read(served->view, pipeline, name);
 	served->days_index = primary_key_of(served->days);
 	served->population_index = primary_key_of(served->population);
 	served->dictionary_index = primary_key_of(served->dictionary_table);
@@ -622,11 +635,7 @@ profile_json(PG_FUNCTION_ARGS)
 			USECS_PER_DAY;
 
 	served = served_profile(pipeline, name);
-	if (pg_class_aclcheck(served->view, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied for profile \"%s\" of pipeline \"%s\"", name, pipeline),
-				 errhint("The pipeline's owner lets a role read its profiles with grant_reader().")));
+	check_may_read(served->view, pipeline, name);
 
 	sums.to_day = to_day;
 	sums.numeric_count = served->numeric_count;
