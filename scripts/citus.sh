@@ -29,22 +29,7 @@ if [ ! -f "$tarball" ]; then
 	exit 3
 fi
 
-packages=(libcurl4-openssl-dev liblz4-dev libzstd-dev libkrb5-dev libssl-dev
-	libselinux1-dev libxslt1-dev libpam0g-dev libreadline-dev)
-missing=()
-for p in "${packages[@]}"; do
-	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
-		missing+=("$p")
-	fi
-done
-if [ ${#missing[@]} -gt 0 ]; then
-	if [ "$(id -u)" -ne 0 ]; then
-		echo "building Citus needs: sudo apt-get install -y ${missing[*]}" >&2
-		exit 1
-	fi
-	DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
-		--no-install-recommends "${missing[@]}" >/dev/null
-fi
+bash scripts/install-deps.sh --citus
 
 rm -rf "$build_dir"
 mkdir -p "$build_dir"

@@ -7,6 +7,8 @@
 #                the npm packages of examples/dashboard/ (`npm ci`, from the
 #                npm registry, as package-lock.json pins them)
 #   --browser    also Chromium, which the dashboard's browser test drives
+#   --citus      also the libraries building Citus from source needs
+#                (scripts/citus.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,8 +33,12 @@ for arg in "$@"; do
 			fi
 			;;
 		--browser) packages+=(chromium) ;;
+		--citus)
+			packages+=(libcurl4-openssl-dev liblz4-dev libzstd-dev libkrb5-dev libssl-dev
+				libselinux1-dev libxslt1-dev libpam0g-dev libreadline-dev)
+			;;
 		*)
-			echo "usage: scripts/install-deps.sh [--dashboard] [--browser]" >&2
+			echo "usage: scripts/install-deps.sh [--dashboard] [--browser] [--citus]" >&2
 			exit 2
 			;;
 	esac
