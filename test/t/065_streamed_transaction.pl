@@ -126,12 +126,14 @@ ok($node->poll_query_until('postgres', "SELECT ($consumed) = $rows + 4 * 30000")
 is($node->safe_psql('postgres', $agrees), 't', 'part 3: nothing lost, nothing doubled');
 
 # 4. By hand, between the worker's batches: the worker is paused, a batch is
-# run by hand (it peeks and advances the slot), and the worker resumes.
+# run by hand (it peeks and advances the slot), and the worker resumes.  The
+# rows are inserted once the worker has gone: a batch it began before the
+# pause may still take rows committed after it.
+$node->safe_psql('postgres', "SELECT sessionize.pause_pipeline('app')");
+ok($node->poll_query_until('postgres', "SELECT ($worker_query) IS NULL"), 'part 4: the paused pipeline has no worker');
 $node->safe_psql('postgres', q{
-	SELECT sessionize.pause_pipeline('app');
 	INSERT INTO app_events (user_id, ts, url)
 	SELECT n % 100, timestamptz '2024-03-01' + n * interval '1 s', 'w' FROM generate_series(1, 500) n});
-ok($node->poll_query_until('postgres', "SELECT ($worker_query) IS NULL"), 'part 4: the paused pipeline has no worker');
 is($node->safe_psql('postgres', "SELECT consumed FROM sessionize.run_pipeline('app', 300)"), '300',
 	'part 4: run_pipeline() by hand takes a batch');
 $node->safe_psql('postgres', q{
