@@ -195,6 +195,25 @@ SELECT count(*) AS differences FROM (
 	SELECT user_id, u.* FROM (SELECT user_id, sessionize.sessions(ts, gap, '3 hours') a FROM random_clicks GROUP BY user_id) g,
 		   unnest(g.a) u) d;
 
+-- In the select list session_rows() gives the same rows, and in FROM it
+-- gives them in time order.
+CREATE TEMP VIEW random_sets AS
+SELECT user_id, sessionize.session_set(ts, gap) s FROM random_clicks GROUP BY user_id;
+SELECT count(*) AS differences FROM (
+	(SELECT user_id, (r).started_at, (r).ended_at, (r).events
+	 FROM (SELECT user_id, sessionize.session_rows(s) r FROM random_sets) p
+	 EXCEPT ALL
+	 SELECT user_id, r.* FROM random_sets g, sessionize.session_rows(g.s) r)
+	UNION ALL
+	(SELECT user_id, r.* FROM random_sets g, sessionize.session_rows(g.s) r
+	 EXCEPT ALL
+	 SELECT user_id, (r).started_at, (r).ended_at, (r).events
+	 FROM (SELECT user_id, sessionize.session_rows(s) r FROM random_sets) p)) d;
+SELECT count(*) AS out_of_order FROM (
+	SELECT r.started_at, lag(r.ended_at) OVER (PARTITION BY g.user_id ORDER BY r.position) AS previous_end
+	FROM random_sets g, sessionize.session_rows(g.s) WITH ORDINALITY r(started_at, ended_at, events, position)) o
+WHERE o.previous_end >= o.started_at;
+
 -- One row per session equals the SQL idiom (LAG + running SUM).
 CREATE TEMP VIEW idiom_sessions AS
 SELECT user_id, min(ts) AS started_at, max(ts) AS ended_at, count(*) AS events

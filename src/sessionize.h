@@ -56,12 +56,12 @@ typedef struct SessionInterval
 typedef struct SessionSet
 {
 	bool		has_max_duration;	/* max_duration known (set by first row) */
-	int64		max_duration;	/* microseconds; 0 = no limit */
+	bool		compact;		/* items sorted and coalesced */
+	bool		has_newest;		/* the newest item is below, not in items */
 	int32		count;			/* items in use */
 	int32		capacity;		/* items allocated */
-	bool		compact;		/* items sorted and coalesced */
+	int64		max_duration;	/* microseconds; 0 = no limit */
 	SessionInterval *items;
-	bool		has_newest;		/* the newest item is below, not in items */
 	SessionInterval newest;
 } SessionSet;
 
