@@ -272,6 +272,25 @@ INSERT INTO plan_results
 SELECT 'grouping sets', user_id, sessionize.session_set(ts, gap)::text FROM random_clicks
 GROUP BY GROUPING SETS ((user_id), (user_id, gap)) HAVING GROUPING(gap) = 1;
 RESET enable_hashagg;
+-- hashed with too little memory: groups go to disk and come back in batches
+SET work_mem = '64kB';
+SET hash_mem_multiplier = 1;
+SET enable_sort = off;
+DO $$
+DECLARE
+	plan jsonb;
+BEGIN
+	EXECUTE 'EXPLAIN (ANALYZE, FORMAT JSON) SELECT user_id, sessionize.session_set(ts, gap) FROM random_clicks GROUP BY user_id'
+		INTO plan;
+	IF coalesce((plan #>> '{0,Plan,HashAgg Batches}')::int, 0) < 2 THEN
+		RAISE EXCEPTION 'the hashed plan did not spill: %', plan;
+	END IF;
+END $$;
+INSERT INTO plan_results
+SELECT 'hash spilled', user_id, sessionize.session_set(ts, gap)::text FROM random_clicks GROUP BY user_id;
+RESET work_mem;
+RESET hash_mem_multiplier;
+RESET enable_sort;
 SET parallel_setup_cost = 0;
 SET parallel_tuple_cost = 0;
 SET min_parallel_table_scan_size = 0;
