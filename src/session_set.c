@@ -217,6 +217,8 @@ session_set_state(FunctionCallInfo fcinfo, int argno, MemoryContext aggcontext, 
 	expanded = MemoryContextAlloc(aggcontext, sizeof(ExpandedSessionSet));
 	EOH_init_header(&expanded->header, &expanded_session_set_methods, context);
 	session_set_init(&expanded->set, context);
+	/* a window aggregate reads its set back at every row */
+	expanded->set.stream_items = AggCheckCallContext(fcinfo, NULL) == AGG_CONTEXT_AGGREGATE;
 	if (!PG_ARGISNULL(argno))
 		session_set_merge(&expanded->set, session_set_read(PG_GETARG_DATUM(argno)));
 	*datum = EOHPGetRWDatum(&expanded->header);

@@ -58,6 +58,7 @@ typedef struct SessionSet
 	bool		has_max_duration;	/* max_duration known (set by first row) */
 	bool		compact;		/* items sorted and coalesced */
 	bool		has_newest;		/* the newest item is below, not in items */
+	bool		stream_items;	/* items are written past the cache */
 	int32		count;			/* items in use */
 	int32		capacity;		/* items allocated */
 	int64		max_duration;	/* microseconds; 0 = no limit */
