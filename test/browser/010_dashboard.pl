@@ -115,7 +115,8 @@ ok(run_logged('build', ['npm', 'run', 'build'], %env), 'npm run build builds the
 
 # Serve it on 127.0.0.1 and open its pages in Chromium.
 my $server_out = '';
-my $started = IPC::Run::timeout(60);
+# as long as PostgreSQL's TAP tests wait for anything (PG_TEST_TIMEOUT_DEFAULT)
+my $started = IPC::Run::timeout($ENV{PG_TEST_TIMEOUT_DEFAULT} // 180);
 our $server = IPC::Run::start(['node', "$project/serve.js", "$project/build"], '>', \$server_out, '2>&1', $started);
 # reaping the server sets $?, which is the exit status in an END block
 END { local $?; $server->kill_kill if $server; }

@@ -14,7 +14,6 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use SessionizeTest;
-use Time::HiRes qw(usleep);
 
 my $crashes = 24;
 my $seed = $ENV{SESSIONIZE_SEED} // int(rand(2**31));
@@ -128,8 +127,10 @@ ok($node->poll_query_until('postgres', "SELECT worker_pid IS NOT NULL FROM sessi
 	'the worker runs');
 
 # Each round the producer feeds the next share of the plan in small chunks at
-# a random rate, so the worker keeps finding a backlog; the crash comes after a
-# random part of the time the producer needs.
+# a random rate, so the worker keeps finding a backlog; the crash comes once
+# the producer has fed a random part of its share, at least a chunk and no
+# more than three quarters: while it still feeds, whatever the speed of the
+# machine.
 my $share = int($planned / ($crashes + 1));
 my %busy = (backlog => 0, in_batch => 0);
 for my $crash (1 .. $crashes)
@@ -140,15 +141,32 @@ for my $crash (1 .. $crashes)
 	$node->safe_psql('postgres', "INSERT INTO crash_marker VALUES ($crash)");
 
 	my $chunk = 50 + int(rand(101));
+	my $stop_at = $crash * $share;
+	my $fed = $node->safe_psql('postgres', 'SELECT upto FROM fed');
+	my $last_target = $stop_at - int($share / 4);
+	my $crash_at = $fed + $chunk;
+	$crash_at += int(rand($last_target - $crash_at)) if $last_target > $crash_at;
+	$crash_at = $stop_at if $crash_at > $stop_at;
 	my ($out, $err) = ('', '');
 	my $producer = IPC::Run::start(
 		[
 			'psql', '-X', '-q', '-d', $node->connstr('postgres'),
-			'-c', "CALL feed($chunk, 0.01, " . ($crash * $share) . ')'
+			'-c', "CALL feed($chunk, 0.01, $stop_at)"
 		],
 		'>', \$out, '2>', \$err,
 		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
-	usleep(int(rand($share / $chunk * 12_000)));
+	$node->safe_psql('postgres', qq{
+		DO \$\$
+		DECLARE
+			give_up timestamptz := clock_timestamp() + $PostgreSQL::Test::Utils::timeout_default * interval '1 second';
+		BEGIN
+			WHILE (SELECT upto FROM fed) < $crash_at LOOP
+				IF clock_timestamp() > give_up THEN
+					RAISE EXCEPTION 'the producer did not feed up to arrival $crash_at';
+				END IF;
+				PERFORM pg_sleep(0.002);
+			END LOOP;
+		END \$\$});
 
 	# What the worker is doing just before the crash.
 	my ($backlog, $worker_state) = split /\|/, $node->safe_psql('postgres', qq{

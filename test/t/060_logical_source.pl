@@ -273,7 +273,11 @@ is($node->safe_psql('postgres', $consistent), 't', 'part 1: the consumed prefix 
 # 2. One transaction of 100,000 rows with batch_size 5000.  The pipeline is
 # paused while the setting changes, so that its next worker starts with it.
 # Halfway through the pipeline is paused again: the checkpoint then lies
-# inside the transaction, and the slot must not have passed its commit.
+# inside the transaction, and the slot must not have passed its commit.  So
+# that the pause lands halfway however fast the worker is, a session holds
+# the pipeline's row of pipeline_state while the worker's first batch takes
+# its 5000 rows: the batch cannot commit before it has written that row, and
+# the pause is committed before the session lets it go.
 $node->safe_psql('postgres', "SELECT sessionize.pause_pipeline('app')");
 ok($node->poll_query_until('postgres', "SELECT worker_pid IS NULL FROM sessionize.pipeline_status WHERE name = 'app'"),
 	'part 2: pausing stops the worker');
@@ -283,11 +287,16 @@ ok($node->poll_query_until('postgres', "SELECT current_setting('sessionize.batch
 my ($consumed0, $batches0) = split /\|/,
   $node->safe_psql('postgres', "SELECT consumed, batches FROM sessionize.pipeline_state WHERE pipeline = 'app'");
 $node->safe_psql('postgres', 'CALL feed(2, 1, 0)');
+my $holder = $node->background_psql('postgres');
+my $holder_pid = $holder->query_safe('SELECT pg_backend_pid()');
+$holder->query_safe("BEGIN; SELECT FROM sessionize.pipeline_state WHERE pipeline = 'app' FOR UPDATE");
 $node->safe_psql('postgres', "SELECT sessionize.resume_pipeline('app')");
 ok( $node->poll_query_until('postgres',
-		"SELECT consumed - $consumed0 BETWEEN 5000 AND 90000 FROM sessionize.pipeline_state WHERE pipeline = 'app'"),
-	'part 2: the worker takes the transaction batch by batch');
+		"SELECT $holder_pid = ANY (pg_blocking_pids(worker_pid)) FROM sessionize.pipeline_status WHERE name = 'app'"),
+	'part 2: the worker\'s first batch of the transaction waits to record itself');
 $node->safe_psql('postgres', "SELECT sessionize.pause_pipeline('app')");
+$holder->query_safe('COMMIT');
+$holder->quit;
 ok($node->poll_query_until('postgres', "SELECT worker_pid IS NULL FROM sessionize.pipeline_status WHERE name = 'app'"),
 	'part 2: paused halfway');
 my ($half, $inside, $slot_before_it) = split /\|/, $node->safe_psql('postgres', qq{
@@ -331,22 +340,48 @@ ok($node->poll_query_until('postgres', "SELECT worker_pid IS NOT NULL FROM sessi
 	'part 3: the worker runs');
 
 # Waits, in the server, for a batch to have committed a slot_advance_to the
-# slot has not reached yet (the next batch advances it); gives up after 10 s.
+# slot has not reached yet (the next batch advances it), and says whether it
+# saw that; gives up after timeout_default.  It runs in a session of its own
+# started before the producer, so that it cannot miss the batches that take
+# the producer's rows (the last of them leaves the slot behind for at least
+# a naptime).
+my $timeout = $PostgreSQL::Test::Utils::timeout_default;
 my $slot_behind = qq{
 	SELECT r.confirmed_flush_lsn < s.slot_advance_to
 	FROM pg_replication_slots r, sessionize.pipeline_state s
 	WHERE r.slot_name = '$slot' AND s.pipeline = 'app'};
 my $wait_slot_behind = qq{
 	DO \$\$
+	DECLARE
+		give_up timestamptz := clock_timestamp() + $timeout * interval '1 second';
 	BEGIN
-		FOR i IN 1 .. 5000 LOOP
+		PERFORM set_config('wait.behind', 'f', false);
+		WHILE clock_timestamp() < give_up LOOP
 			IF ($slot_behind) THEN
+				PERFORM set_config('wait.behind', 't', false);
 				RETURN;
 			END IF;
 			PERFORM pg_sleep(0.002);
 		END LOOP;
 	END \$\$;
-	$slot_behind};
+	SELECT current_setting('wait.behind');};
+sub start_watching_slot
+{
+	my ($crash) = @_;
+	my $watch = $node->background_psql('postgres', timeout => 2 * $timeout);
+	$watch->query_safe("SET application_name = 'watch_slot_behind'");
+	# psql has the whole watch once it prints the line before it (on stderr,
+	# which it does not buffer); the watch may end at once, when the slot is
+	# already behind
+	$watch->{stdin} .= "\\warn watching\n$wait_slot_behind\n";
+	$watch->{run}->pump until $watch->{stderr} =~ /watching/ || $watch->{timeout}->is_expired;
+	die 'the slot watch did not start' unless $watch->{stderr} =~ /watching/;
+	ok( $node->poll_query_until('postgres', q{
+			SELECT EXISTS (SELECT FROM pg_stat_activity WHERE application_name = 'watch_slot_behind'
+						   AND (state = 'active' OR query LIKE 'SELECT current_setting(%'))}),
+		"crash $crash: the slot is watched before the producer starts");
+	return $watch;
+}
 
 # Watches the slot for a while, in the server, as often as it can: each time
 # the slot first, then the committed state in a later snapshot.
@@ -387,6 +422,7 @@ for my $crash (1 .. $crashes)
 	my $kind = ($kill ? 'kill -9 of the worker' : 'immediate stop') . ($right_after_commit ? ', right after a batch' : '');
 	my $worker_pid = $node->safe_psql('postgres', $worker_query);
 	$node->safe_psql('postgres', "INSERT INTO crash_marker VALUES ($crash)");
+	my $watch = $right_after_commit ? start_watching_slot($crash) : undef;
 
 	my ($out, $err) = ('', '');
 	my $producer = IPC::Run::start(
@@ -402,7 +438,9 @@ for my $crash (1 .. $crashes)
 	my ($behind, $backlog, $worker_state) = ('', '?', '?');
 	if ($right_after_commit)
 	{
-		$behind = $node->safe_psql('postgres', $wait_slot_behind);
+		($behind) = $watch->query_until(qr/^[tf]$/m, '') =~ /^([tf])$/m;
+		$behind //= '';
+		$watch->quit;
 	}
 	else
 	{
@@ -476,7 +514,8 @@ $node->safe_psql('postgres', "SELECT sessionize.pause_pipeline('app')");
 ok($node->poll_query_until('postgres', "SELECT worker_pid IS NULL FROM sessionize.pipeline_status WHERE name = 'app'"),
 	'part 4: pausing stops the worker');
 my $caught_up = 0;
-for my $attempt (1 .. 120)
+my $give_up = time() + $timeout;
+while (time() < $give_up)
 {
 	$node->safe_psql('postgres', "SELECT * FROM sessionize.run_pipeline('app')");
 	$caught_up = $node->safe_psql('postgres', $slot_behind) eq 'f' ? $caught_up + 1 : 0;
@@ -622,7 +661,8 @@ PostgreSQL::Test::Utils::append_to_file($copy_file,
 	join('', map { sprintf("%d\t2024-03-02 10:00:00+00\n", $_) } 1 .. 300));
 $node->safe_psql('postgres', "COPY copied_events FROM '$copy_file'");
 my ($copied, $copy_batches) = (0, 0);
-for my $attempt (1 .. 400)
+$give_up = time() + $timeout;
+while (time() < $give_up)
 {
 	my $taken = $node->safe_psql('postgres', "SELECT consumed FROM sessionize.run_pipeline('copied', 7)");
 	$copied += $taken;

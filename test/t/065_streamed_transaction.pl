@@ -47,10 +47,6 @@ my $agrees = pipeline_agrees_query(
 	consumed_rows => 'SELECT user_id, ts, url FROM app_events', pipeline => 'app', gap => '30 minutes');
 my $consumed = "SELECT consumed FROM sessionize.pipeline_state WHERE pipeline = 'app'";
 my $decoded = "SELECT spill_txns FROM pg_stat_replication_slots WHERE slot_name = '$slot'";
-my $slot_within = qq{
-	SELECT r.confirmed_flush_lsn <= coalesce(s.slot_advance_to, r.confirmed_flush_lsn)
-	FROM pg_replication_slots r, sessionize.pipeline_state s
-	WHERE r.slot_name = '$slot' AND s.pipeline = 'app'};
 
 # Kills the worker; the postmaster restarts the cluster.
 sub kill_worker
@@ -61,8 +57,15 @@ sub kill_worker
 	kill('KILL', $pid) or die "could not kill worker $pid: $!";
 	ok($node->poll_query_until('postgres', 'SELECT count(*) = 0 FROM crash_marker'),
 		"crash $crash: the server went through crash recovery");
-	is($node->safe_psql('postgres', $slot_within), 't',
-		"crash $crash: the slot has not passed the committed slot_advance_to");
+	# The new worker may already run batches.  The slot first, the state in a
+	# later snapshot: slot_advance_to only grows, so that can only make the
+	# comparison easier, while one statement could read the slot after a
+	# batch committed since its snapshot had the slot confirm a newer position.
+	my $flush = $node->safe_psql('postgres',
+		"SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '$slot'");
+	is( $node->safe_psql('postgres',
+			"SELECT coalesce(slot_advance_to >= '$flush'::pg_lsn, true) FROM sessionize.pipeline_state WHERE pipeline = 'app'"),
+		't', "crash $crash: the slot ($flush) has not passed the committed slot_advance_to");
 	ok($node->poll_query_until('postgres', "SELECT ($worker_query) IS DISTINCT FROM $pid AND ($worker_query) IS NOT NULL"),
 		"crash $crash: a new worker runs");
 }
@@ -95,12 +98,18 @@ note "large transactions decoded since the last crash: $decoded_txns";
 cmp_ok($decoded_txns, '<=', 2, 'part 2: the transaction was decoded once, not once per batch');
 
 # 3. Kills right after a batch committed a new slot_advance_to, before the
-# next batch confirmed it to the slot.
+# next batch confirmed it to the slot.  The watch starts before the rows are
+# inserted, so that it cannot miss the batches that take them (the last of
+# them leaves the slot behind for at least a naptime); it gives up after
+# timeout_default.
+my $timeout = $PostgreSQL::Test::Utils::timeout_default;
 my $wait_slot_behind = qq{
 	DO \$\$
+	DECLARE
+		give_up timestamptz := clock_timestamp() + $timeout * interval '1 second';
 	BEGIN
 		PERFORM set_config('wait.behind', 'false', false);
-		FOR i IN 1 .. 10000 LOOP
+		WHILE clock_timestamp() < give_up LOOP
 			IF (SELECT r.confirmed_flush_lsn < s.slot_advance_to
 				FROM pg_replication_slots r, sessionize.pipeline_state s
 				WHERE r.slot_name = '$slot' AND s.pipeline = 'app') THEN
@@ -110,15 +119,28 @@ my $wait_slot_behind = qq{
 			PERFORM pg_sleep(0.001);
 		END LOOP;
 	END \$\$;
-	SELECT current_setting('wait.behind')};
+	SELECT current_setting('wait.behind');};
 my $behind = 0;
 for my $round (1 .. 4)
 {
+	my $watch = $node->background_psql('postgres', timeout => 2 * $timeout);
+	$watch->query_safe("SET application_name = 'watch_slot_behind'");
+	# psql has the whole watch once it prints the line before it (on stderr,
+	# which it does not buffer); the watch may end at once, when the slot is
+	# already behind
+	$watch->{stdin} .= "\\warn watching\n$wait_slot_behind\n";
+	$watch->{run}->pump until $watch->{stderr} =~ /watching/ || $watch->{timeout}->is_expired;
+	die 'the slot watch did not start' unless $watch->{stderr} =~ /watching/;
+	ok($node->poll_query_until('postgres', q{
+			SELECT EXISTS (SELECT FROM pg_stat_activity WHERE application_name = 'watch_slot_behind'
+						   AND (state = 'active' OR query LIKE 'SELECT current_setting(%'))}),
+		"part 3: round $round: the slot is watched");
 	$node->safe_psql('postgres', qq{
 		INSERT INTO app_events (user_id, ts, url)
 		SELECT n % 20000, timestamptz '2024-02-01' + ($round * 30000 + n) * interval '10 ms', 'v'
 		FROM generate_series(1, 30000) n});
-	$behind++ if $node->safe_psql('postgres', $wait_slot_behind) eq 'true';
+	$behind++ if $watch->query_until(qr/^(?:true|false)$/m, '') =~ /^true$/m;
+	$watch->quit;
 	kill_worker(++$crash);
 }
 cmp_ok($behind, '>=', 2, "part 3: kills came between a commit and the slot's confirmation ($behind of 4)");

@@ -194,9 +194,14 @@ $node->safe_psql('shared', "INSERT INTO mallory_in VALUES (1, '2024-01-01 10:00'
 	extra_params => ['-U', 'mallory']);
 ok($node->poll_query_until('shared', "SELECT consumed = 2 FROM sessionize.pipeline_status WHERE name = 'mallory_p'"),
 	'the worker runs mallory\'s pipeline, firing her trigger');
-$node->safe_psql('shared', "INSERT INTO mallory_in VALUES (3, '2024-01-01 10:00')", extra_params => ['-U', 'mallory']);
+# The event for the superuser's batch is inserted once the worker has gone,
+# so that the batch by hand is the one that takes it and fires the trigger.
 $node->safe_psql('shared', "SELECT sessionize.pause_pipeline('mallory_p')");
-$node->safe_psql('shared', "SELECT * FROM sessionize.run_pipeline('mallory_p')");
+ok($node->poll_query_until('shared', "SELECT worker_pid IS NULL FROM sessionize.pipeline_status WHERE name = 'mallory_p'"),
+	'the paused pipeline has no worker');
+$node->safe_psql('shared', "INSERT INTO mallory_in VALUES (3, '2024-01-01 10:00')", extra_params => ['-U', 'mallory']);
+is($node->safe_psql('shared', "SELECT consumed FROM sessionize.run_pipeline('mallory_p')"), '1',
+	'a superuser\'s batch by hand takes the event, firing her trigger');
 still_safe('a trigger on the staging table, under the worker and a superuser');
 
 ($ret, $out, $err) = $node->psql('shared',

@@ -49,16 +49,25 @@ $node->safe_psql('postgres', q{
 ok($node->poll_query_until('postgres',
 	"SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'sessionize pipeline'"),
 	'the busy pipelines take both workers');
-my $feeder = IPC::Run::start(['psql', '-X', '-q', '-d', $node->connstr('postgres'), '-c', q{
-	DO $$
+# The feeder goes on until the test stops it (or timeout_default passes), so
+# that the busy pipelines keep getting events however long the quiet ones
+# take; feeder.rounds counts what it fed.
+$node->safe_psql('postgres', 'CREATE TABLE feeder (rounds int NOT NULL, stop boolean NOT NULL); INSERT INTO feeder VALUES (0, false)');
+my $feeder = IPC::Run::start(['psql', '-X', '-q', '-d', $node->connstr('postgres'), '-c', qq{
+	DO \$\$
+	DECLARE
+		i int := 0;
+		give_up timestamptz := clock_timestamp() + $PostgreSQL::Test::Utils::timeout_default * interval '1 second';
 	BEGIN
-		FOR i IN 1..400 LOOP
+		WHILE NOT (SELECT stop FROM feeder) AND clock_timestamp() < give_up LOOP
+			i := i + 1;
 			INSERT INTO busy_1_in SELECT n % 100, timestamptz '2024-01-02' + (i * 100 + n) * interval '1 s' FROM generate_series(1, 100) n;
 			INSERT INTO busy_2_in SELECT n % 100, timestamptz '2024-01-02' + (i * 100 + n) * interval '1 s' FROM generate_series(1, 100) n;
+			UPDATE feeder SET rounds = i;
 			COMMIT;
 			PERFORM pg_sleep(0.05);
 		END LOOP;
-	END $$}]);
+	END \$\$}]);
 $node->safe_psql('postgres', q{
 	SELECT sessionize.resume_pipeline(name) FROM (VALUES ('quiet_1'), ('quiet_2'), ('quiet_3')) v(name)});
 
@@ -83,12 +92,14 @@ ok($drained, 'pipelines whose events came once get turns while two others keep g
 ok($feeder->pumpable, 'and the others were still getting events');
 cmp_ok($most_workers, '<=', 2, 'no more than sessionize.max_workers ran at once');
 ok($reasons{'no worker free'}, 'a pipeline waiting its turn says so');
+$node->safe_psql('postgres', 'UPDATE feeder SET stop = true');
 $feeder->finish;
+my $busy = 5000 + 100 * $node->safe_psql('postgres', 'SELECT rounds FROM feeder');
 ok($node->poll_query_until('postgres', q{
 	SELECT bool_and(backlog = 0) FROM sessionize.pipeline_status}), 'every pipeline drains');
 is($node->safe_psql('postgres', q{
 	SELECT string_agg(name || '=' || consumed, ' ' ORDER BY name) FROM sessionize.pipeline_status}),
-	'busy_1=45000 busy_2=45000 quiet_1=500 quiet_2=500 quiet_3=500', 'every event was consumed once');
+	"busy_1=$busy busy_2=$busy quiet_1=500 quiet_2=500 quiet_3=500", 'every event was consumed once');
 $node->safe_psql('postgres', 'ANALYZE sessionize.busy_1_stored_sessions');
 like($node->safe_psql('postgres', q{
 	SET enable_seqscan = off;
@@ -99,6 +110,10 @@ is($node->safe_psql('postgres', "SELECT waiting_reason FROM sessionize.pipeline_
 	'paused: resume_pipeline() lets it run again', 'a paused pipeline says how to resume it');
 is($node->safe_psql('postgres', "SELECT lag FROM sessionize.pipeline_status WHERE name = 'quiet_1'"),
 	'00:00:00', 'with nothing waiting, a paused pipeline has no lag');
+# The event is inserted once quiet_1 has no worker: a batch its worker began
+# before the pause could still take it.
+ok($node->poll_query_until('postgres', "SELECT worker_pid IS NULL FROM sessionize.pipeline_status WHERE name = 'quiet_1'"),
+	'the paused pipeline has no worker');
 $node->safe_psql('postgres', "INSERT INTO quiet_1_in VALUES (1, '2024-01-01 01:00')");
 is($node->safe_psql('postgres', "SELECT backlog || ' ' || (lag > interval '1 day') FROM sessionize.pipeline_status WHERE name = 'quiet_1'"),
 	'1 true', 'with an event waiting, its lag is the time since the newest event merged');
