@@ -29,6 +29,8 @@ typedef struct SessionWindowState
 	SessionInterval session;	/* the current session */
 	bool		max_duration_known;
 	int64		max_duration;	/* 0 = no limit */
+	bool		constant_arguments; /* gap and max_duration never change */
+	int64		gap;			/* the gap read last */
 } SessionWindowState;
 
 PG_FUNCTION_INFO_V1(session_id);
@@ -74,24 +76,33 @@ session_window_step(FunctionCallInfo fcinfo, SessionWindowState **state_out)
 	ts = DatumGetTimestampTz(value);
 	sessionize_check_event_time(ts);
 
-	value = WinGetFuncArgCurrent(winobj, 1, &isnull);
-	gap = sessionize_gap_value(value, isnull);
-	max_duration = 0;
-	if (PG_NARGS() > 2)
+	/* constant arguments, as they mostly are, are read once a partition */
+	if (state->constant_arguments)
+		gap = state->gap;
+	else
 	{
-		value = WinGetFuncArgCurrent(winobj, 2, &isnull);
-		max_duration = sessionize_max_duration_value(value, isnull, gap);
+		value = WinGetFuncArgCurrent(winobj, 1, &isnull);
+		gap = sessionize_gap_value(value, isnull);
+		max_duration = 0;
+		if (PG_NARGS() > 2)
+		{
+			value = WinGetFuncArgCurrent(winobj, 2, &isnull);
+			max_duration = sessionize_max_duration_value(value, isnull, gap);
+		}
+		if (!state->max_duration_known)
+		{
+			state->max_duration_known = true;
+			state->max_duration = max_duration;
+			state->constant_arguments = get_fn_expr_arg_stable(fcinfo->flinfo, 1) &&
+				(PG_NARGS() <= 2 || get_fn_expr_arg_stable(fcinfo->flinfo, 2));
+		}
+		else if (state->max_duration != max_duration)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("max_duration must be the same for every row of a partition"),
+					 errhint("Pass max_duration as a constant.")));
+		state->gap = gap;
 	}
-	if (!state->max_duration_known)
-	{
-		state->max_duration_known = true;
-		state->max_duration = max_duration;
-	}
-	else if (state->max_duration != max_duration)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_duration must be the same for every row of a partition"),
-				 errhint("Pass max_duration as a constant.")));
 
 	if (!state->in_session)
 	{
