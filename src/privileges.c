@@ -279,6 +279,14 @@ pipeline_lock_tag(LOCKTAG *tag, uint64 key, uint16 lock_class)
 	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) (key >> 32), (uint32) key, lock_class);
 }
 
+/* The lock tag of the batches of the pipeline of that name. */
+static void
+pipeline_name_lock_tag(LOCKTAG *tag, const char *name, Size length)
+{
+	pipeline_lock_tag(tag, hash_bytes_extended((const unsigned char *) name, length, 0),
+					  PIPELINE_BATCH_LOCK_CLASS);
+}
+
 /* The lock tag of the batches of the pipeline named by argument 0. */
 static void
 pipeline_batch_lock_tag(LOCKTAG *tag, FunctionCallInfo fcinfo)
@@ -290,9 +298,21 @@ pipeline_batch_lock_tag(LOCKTAG *tag, FunctionCallInfo fcinfo)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("pipeline name must not be null")));
 	name = PG_GETARG_TEXT_PP(0);
-	pipeline_lock_tag(tag, hash_bytes_extended((const unsigned char *) VARDATA_ANY(name),
-											   VARSIZE_ANY_EXHDR(name), 0),
-					  PIPELINE_BATCH_LOCK_CLASS);
+	pipeline_name_lock_tag(tag, VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name));
+}
+
+/*
+ * Waits for, then holds until the end of the transaction, the batch lock of
+ * the pipeline of that name: what sessionize_lock_pipeline_batch() takes,
+ * for the worker.
+ */
+void
+sessionize_lock_pipeline_batch_of(const char *name)
+{
+	LOCKTAG		tag;
+
+	pipeline_name_lock_tag(&tag, name, strlen(name));
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 }
 
 /*

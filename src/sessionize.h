@@ -411,6 +411,7 @@ extern Datum sessionize_make_array(Datum *values, bool *nulls, int count, Oid el
 
 /* privileges.c: the locks that keep a pipeline to one worker, a database to one scheduler */
 extern bool sessionize_lock_pipeline_worker(int64 pipeline_id);
+extern void sessionize_lock_pipeline_batch_of(const char *name);
 extern bool sessionize_lock_scheduler(void);
 
 /* launcher.c: the launcher, which starts a scheduler in every database */

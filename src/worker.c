@@ -445,6 +445,11 @@ sessionize_scheduler_main(Datum argument)
  * number of events consumed, or -1 when the batch failed (rolled back, error
  * recorded).  The worker connects as a superuser; run_pipeline() runs the
  * batch with the rights of the pipeline's owner.
+ *
+ * The batch lock comes first and the pipeline is read after it: pausing and
+ * dropping take that lock too, so they wait for the batch in hand, and a
+ * batch that waited for them sees them.  Once pause_pipeline() or
+ * drop_pipeline() returns, the worker takes no more events.
  */
 static int64
 run_one_batch(const char *pipeline, int64 pipeline_id, MemoryContext worker_context, bool *pipeline_gone)
@@ -458,6 +463,7 @@ run_one_batch(const char *pipeline, int64 pipeline_id, MemoryContext worker_cont
 		bool		isnull;
 
 		begin_work("sessionize.run_pipeline");
+		sessionize_lock_pipeline_batch_of(pipeline);
 		values[0] = Int64GetDatum(pipeline_id);
 		values[1] = Int32GetDatum(sessionize_batch_size);
 		if (SPI_execute_with_args("SELECT b.consumed FROM sessionize.pipelines p,"

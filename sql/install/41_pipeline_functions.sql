@@ -374,7 +374,8 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	PERFORM sessionize.sessionize_read_pipeline(caller, name, false);
+	-- after the batch in hand: the worker reads the state after that lock
+	PERFORM sessionize.sessionize_read_pipeline(caller, name, true);
 	UPDATE sessionize.pipelines p SET state = new_state WHERE p.name = sessionize_set_pipeline_state.name;
 END $$;
 

@@ -61,6 +61,32 @@ $node->safe_psql('postgres', "SELECT sessionize.resume_pipeline('clicks')");
 ok($node->poll_query_until('postgres', "SELECT backlog = 0 FROM sessionize.pipeline_status WHERE name = 'clicks'"),
 	'resuming consumes them');
 
+# Pausing waits for the batch in hand: once pause_pipeline() returns, the
+# worker takes no more events, though it was busy with batch after batch.  A
+# trigger makes each batch last a while, so that the pause comes while one
+# runs.
+$node->safe_psql('postgres', q{
+	CREATE FUNCTION slow_claim() RETURNS trigger LANGUAGE plpgsql AS $f$
+	BEGIN PERFORM pg_sleep(0.2); RETURN NULL; END $f$;
+	CREATE TRIGGER slow_claim AFTER DELETE ON clicks_in FOR EACH STATEMENT EXECUTE FUNCTION slow_claim();
+	CREATE TABLE consumed_before AS SELECT consumed FROM sessionize.pipeline_state WHERE pipeline = 'clicks';
+	INSERT INTO expected SELECT 100 + n % 50, timestamptz '2024-02-01' + n * interval '1 s' FROM generate_series(1, 20000) n;
+	INSERT INTO clicks_in (user_id, ts) SELECT * FROM expected WHERE user_id >= 100});
+ok($node->poll_query_until('postgres', "SELECT s.consumed > b.consumed + 2000 FROM sessionize.pipeline_state s, consumed_before b WHERE s.pipeline = 'clicks'"),
+	'the worker takes batch after batch');
+$node->safe_psql('postgres', "SELECT sessionize.pause_pipeline('clicks')");
+my $consumed_at_pause = $node->safe_psql('postgres', "SELECT consumed FROM sessionize.pipeline_state WHERE pipeline = 'clicks'");
+ok($node->poll_query_until('postgres', "SELECT worker_pid IS NULL FROM sessionize.pipeline_status WHERE name = 'clicks'"),
+	'the paused worker goes');
+is($node->safe_psql('postgres', "SELECT consumed FROM sessionize.pipeline_state WHERE pipeline = 'clicks'"),
+	$consumed_at_pause, 'no batch took events after pause_pipeline() returned');
+ok($node->safe_psql('postgres', "SELECT backlog > 0 FROM sessionize.pipeline_status WHERE name = 'clicks'") eq 't',
+	'events were still waiting');
+$node->safe_psql('postgres', "DROP TRIGGER slow_claim ON clicks_in; SELECT sessionize.resume_pipeline('clicks')");
+ok($node->poll_query_until('postgres', "SELECT backlog = 0 FROM sessionize.pipeline_status WHERE name = 'clicks'"),
+	'resumed, the worker takes the rest');
+is($node->safe_psql('postgres', $matches_expected), 't', 'the sessions equal sessions() over the distinct events');
+
 # A second pipeline, on another table, run as a role that is not a superuser
 # (a trigger on the source records whose rights the claim has).
 $node->safe_psql('postgres', q{
