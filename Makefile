@@ -36,8 +36,9 @@ $(OBJS): src/sessionize.h
 $(EXTENSION)--$(EXTVERSION).sql: $(INSTALL_PARTS) $(EXTENSION).control
 	cat $(INSTALL_PARTS) > $@
 
-$(EXTENSION)--0.4.0--0.5.0.sql: $(UPGRADE_0.4.0--0.5.0)
-	cat $^ > $@
+$(EXTENSION)--0.4.0--0.5.0.sql: $(UPGRADE_0.4.0--0.5.0) sql/install/41_pipeline_batch_state.sql
+	cat $(UPGRADE_0.4.0--0.5.0) > $@
+	sed -e 's/^CREATE FUNCTION/CREATE OR REPLACE FUNCTION/' sql/install/41_pipeline_batch_state.sql >> $@
 
 # The two commands of the README quick start, and their parts.
 .PHONY: demo test deps bench

@@ -368,17 +368,6 @@ BEGIN
 	END IF;
 END $$;
 
-CREATE FUNCTION sessionize.sessionize_set_pipeline_state(caller regrole, name text, new_state text)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	-- after the batch in hand: the worker reads the state after that lock
-	PERFORM sessionize.sessionize_read_pipeline(caller, name, true);
-	UPDATE sessionize.pipelines p SET state = new_state WHERE p.name = sessionize_set_pipeline_state.name;
-END $$;
-
 CREATE FUNCTION sessionize.pause_pipeline(name text) RETURNS void
 AS 'MODULE_PATHNAME', 'call_as_extension'
 LANGUAGE C;

@@ -31,15 +31,6 @@ DROP FUNCTION sessionize.sessionize_local_sessions_final(internal);
 
 -- pause_pipeline() and resume_pipeline() wait for the batch in hand, and the
 -- worker reads a pipeline's state after the batch lock, so that no batch of
--- the worker takes events once pause_pipeline() has returned.  Replaced in
--- place: the function keeps its dependents.
-CREATE OR REPLACE FUNCTION sessionize.sessionize_set_pipeline_state(caller regrole, name text, new_state text)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	-- after the batch in hand: the worker reads the state after that lock
-	PERFORM sessionize.sessionize_read_pipeline(caller, name, true);
-	UPDATE sessionize.pipelines p SET state = new_state WHERE p.name = sessionize_set_pipeline_state.name;
-END $$;
+-- the worker takes events once pause_pipeline() has returned.  The Makefile
+-- appends 41_pipeline_batch_state.sql as CREATE OR REPLACE: the function
+-- keeps its dependents.

@@ -276,8 +276,9 @@ is($node->safe_psql('postgres', $consistent), 't', 'part 1: the consumed prefix 
 # inside the transaction, and the slot must not have passed its commit.  So
 # that the pause lands halfway however fast the worker is, a session holds
 # the pipeline's row of pipeline_state while the worker's first batch takes
-# its 5000 rows: the batch cannot commit before it has written that row, and
-# the pause is committed before the session lets it go.
+# its 5000 rows: the batch cannot commit before it has written that row.
+# The pause, sent meanwhile from a session of its own, waits for that batch;
+# the worker's next batch then sees the pipeline paused.
 $node->safe_psql('postgres', "SELECT sessionize.pause_pipeline('app')");
 ok($node->poll_query_until('postgres', "SELECT worker_pid IS NULL FROM sessionize.pipeline_status WHERE name = 'app'"),
 	'part 2: pausing stops the worker');
@@ -294,9 +295,15 @@ $node->safe_psql('postgres', "SELECT sessionize.resume_pipeline('app')");
 ok( $node->poll_query_until('postgres',
 		"SELECT $holder_pid = ANY (pg_blocking_pids(worker_pid)) FROM sessionize.pipeline_status WHERE name = 'app'"),
 	'part 2: the worker\'s first batch of the transaction waits to record itself');
-$node->safe_psql('postgres', "SELECT sessionize.pause_pipeline('app')");
+my $pauser = $node->background_psql('postgres');
+$pauser->query_until(qr/pausing/, "\\echo pausing\nSELECT sessionize.pause_pipeline('app');\n");
+ok( $node->poll_query_until('postgres', q{
+		SELECT EXISTS (SELECT FROM pg_stat_activity
+					   WHERE query LIKE '%pause_pipeline%' AND wait_event_type = 'Lock' AND pid <> pg_backend_pid())}),
+	'part 2: the pause waits for the batch in hand');
 $holder->query_safe('COMMIT');
 $holder->quit;
+$pauser->quit;
 ok($node->poll_query_until('postgres', "SELECT worker_pid IS NULL FROM sessionize.pipeline_status WHERE name = 'app'"),
 	'part 2: paused halfway');
 my ($half, $inside, $slot_before_it) = split /\|/, $node->safe_psql('postgres', qq{
@@ -305,7 +312,7 @@ my ($half, $inside, $slot_before_it) = split /\|/, $node->safe_psql('postgres', 
 	FROM sessionize.pipeline_state s, pg_replication_slots r
 	WHERE s.pipeline = 'app' AND r.slot_name = '$slot'});
 note "paused after $half of the 100,000 rows";
-ok($half > 0 && $half < 100000 && $half % 5000 == 0, 'part 2: halfway means whole batches of 5000 were applied');
+is($half, 5000, 'part 2: paused after the batch in hand, one batch of 5000');
 is($inside, 't', 'part 2: the checkpoint lies inside the transaction, and the slot may not pass it yet');
 is($slot_before_it, 't', 'part 2: the slot has not passed the half-applied transaction');
 is($node->safe_psql('postgres', $consistent), 't', 'part 2: the pipeline holds exactly the rows applied so far');
@@ -339,49 +346,12 @@ ok($node->poll_query_until('postgres', "SELECT current_setting('sessionize.batch
 ok($node->poll_query_until('postgres', "SELECT worker_pid IS NOT NULL FROM sessionize.pipeline_status WHERE name = 'app'"),
 	'part 3: the worker runs');
 
-# Waits, in the server, for a batch to have committed a slot_advance_to the
-# slot has not reached yet (the next batch advances it), and says whether it
-# saw that; gives up after timeout_default.  It runs in a session of its own
-# started before the producer, so that it cannot miss the batches that take
-# the producer's rows (the last of them leaves the slot behind for at least
-# a naptime).
+# Whether the slot is behind what the committed state allows.
 my $timeout = $PostgreSQL::Test::Utils::timeout_default;
 my $slot_behind = qq{
 	SELECT r.confirmed_flush_lsn < s.slot_advance_to
 	FROM pg_replication_slots r, sessionize.pipeline_state s
 	WHERE r.slot_name = '$slot' AND s.pipeline = 'app'};
-my $wait_slot_behind = qq{
-	DO \$\$
-	DECLARE
-		give_up timestamptz := clock_timestamp() + $timeout * interval '1 second';
-	BEGIN
-		PERFORM set_config('wait.behind', 'f', false);
-		WHILE clock_timestamp() < give_up LOOP
-			IF ($slot_behind) THEN
-				PERFORM set_config('wait.behind', 't', false);
-				RETURN;
-			END IF;
-			PERFORM pg_sleep(0.002);
-		END LOOP;
-	END \$\$;
-	SELECT current_setting('wait.behind');};
-sub start_watching_slot
-{
-	my ($crash) = @_;
-	my $watch = $node->background_psql('postgres', timeout => 2 * $timeout);
-	$watch->query_safe("SET application_name = 'watch_slot_behind'");
-	# psql has the whole watch once it prints the line before it (on stderr,
-	# which it does not buffer); the watch may end at once, when the slot is
-	# already behind
-	$watch->{stdin} .= "\\warn watching\n$wait_slot_behind\n";
-	$watch->{run}->pump until $watch->{stderr} =~ /watching/ || $watch->{timeout}->is_expired;
-	die 'the slot watch did not start' unless $watch->{stderr} =~ /watching/;
-	ok( $node->poll_query_until('postgres', q{
-			SELECT EXISTS (SELECT FROM pg_stat_activity WHERE application_name = 'watch_slot_behind'
-						   AND (state = 'active' OR query LIKE 'SELECT current_setting(%'))}),
-		"crash $crash: the slot is watched before the producer starts");
-	return $watch;
-}
 
 # Watches the slot for a while, in the server, as often as it can: each time
 # the slot first, then the committed state in a later snapshot.
@@ -422,7 +392,9 @@ for my $crash (1 .. $crashes)
 	my $kind = ($kill ? 'kill -9 of the worker' : 'immediate stop') . ($right_after_commit ? ', right after a batch' : '');
 	my $worker_pid = $node->safe_psql('postgres', $worker_query);
 	$node->safe_psql('postgres', "INSERT INTO crash_marker VALUES ($crash)");
-	my $watch = $right_after_commit ? start_watching_slot($crash) : undef;
+	my $watch = $right_after_commit
+	  ? start_watching_slot($node, $slot, 'app', "crash $crash: the slot is watched before the producer starts")
+	  : undef;
 
 	my ($out, $err) = ('', '');
 	my $producer = IPC::Run::start(
@@ -438,9 +410,7 @@ for my $crash (1 .. $crashes)
 	my ($behind, $backlog, $worker_state) = ('', '?', '?');
 	if ($right_after_commit)
 	{
-		($behind) = $watch->query_until(qr/^[tf]$/m, '') =~ /^([tf])$/m;
-		$behind //= '';
-		$watch->quit;
+		$behind = watched_slot_behind($watch) ? 't' : 'f';
 	}
 	else
 	{

@@ -102,45 +102,15 @@ cmp_ok($decoded_txns, '<=', 2, 'part 2: the transaction was decoded once, not on
 # inserted, so that it cannot miss the batches that take them (the last of
 # them leaves the slot behind for at least a naptime); it gives up after
 # timeout_default.
-my $timeout = $PostgreSQL::Test::Utils::timeout_default;
-my $wait_slot_behind = qq{
-	DO \$\$
-	DECLARE
-		give_up timestamptz := clock_timestamp() + $timeout * interval '1 second';
-	BEGIN
-		PERFORM set_config('wait.behind', 'false', false);
-		WHILE clock_timestamp() < give_up LOOP
-			IF (SELECT r.confirmed_flush_lsn < s.slot_advance_to
-				FROM pg_replication_slots r, sessionize.pipeline_state s
-				WHERE r.slot_name = '$slot' AND s.pipeline = 'app') THEN
-				PERFORM set_config('wait.behind', 'true', false);
-				RETURN;
-			END IF;
-			PERFORM pg_sleep(0.001);
-		END LOOP;
-	END \$\$;
-	SELECT current_setting('wait.behind');};
 my $behind = 0;
 for my $round (1 .. 4)
 {
-	my $watch = $node->background_psql('postgres', timeout => 2 * $timeout);
-	$watch->query_safe("SET application_name = 'watch_slot_behind'");
-	# psql has the whole watch once it prints the line before it (on stderr,
-	# which it does not buffer); the watch may end at once, when the slot is
-	# already behind
-	$watch->{stdin} .= "\\warn watching\n$wait_slot_behind\n";
-	$watch->{run}->pump until $watch->{stderr} =~ /watching/ || $watch->{timeout}->is_expired;
-	die 'the slot watch did not start' unless $watch->{stderr} =~ /watching/;
-	ok($node->poll_query_until('postgres', q{
-			SELECT EXISTS (SELECT FROM pg_stat_activity WHERE application_name = 'watch_slot_behind'
-						   AND (state = 'active' OR query LIKE 'SELECT current_setting(%'))}),
-		"part 3: round $round: the slot is watched");
+	my $watch = start_watching_slot($node, $slot, 'app', "part 3: round $round: the slot is watched");
 	$node->safe_psql('postgres', qq{
 		INSERT INTO app_events (user_id, ts, url)
 		SELECT n % 20000, timestamptz '2024-02-01' + ($round * 30000 + n) * interval '10 ms', 'v'
 		FROM generate_series(1, 30000) n});
-	$behind++ if $watch->query_until(qr/^(?:true|false)$/m, '') =~ /^true$/m;
-	$watch->quit;
+	$behind++ if watched_slot_behind($watch);
 	kill_worker(++$crash);
 }
 cmp_ok($behind, '>=', 2, "part 3: kills came between a commit and the slot's confirmation ($behind of 4)");
