@@ -92,29 +92,8 @@ SELECT name, runs, median_s, best_s,
 	   round((SELECT median_s FROM pg_temp.bench_report WHERE name = 'SQL idiom (LAG + SUM, GROUP BY)') / median_s, 2) AS speedup_vs_idiom
 FROM pg_temp.bench_report;
 
--- Labelling every event with its session number, without and with an index
--- on (user_id, ts) that delivers the order.
-TRUNCATE bench_queries, bench_times;
-INSERT INTO bench_queries VALUES
- (1, 'label events: SQL idiom', \$q\$
-	SELECT max(sid) FROM (SELECT sum(is_new) OVER (PARTITION BY user_id ORDER BY ts ROWS UNBOUNDED PRECEDING) AS sid
-		FROM (SELECT user_id, ts,
-					 CASE WHEN ts - lag(ts) OVER (PARTITION BY user_id ORDER BY ts) <= interval '30 minutes'
-						  THEN 0 ELSE 1 END AS is_new
-			  FROM bench_uniform) marked) numbered \$q\$, 0),
- (2, 'label events: session_id()', \$q\$
-	SELECT max(sid) FROM (SELECT sessionize.session_id(ts, '30 minutes') OVER (PARTITION BY user_id ORDER BY ts) AS sid
-		FROM bench_uniform) numbered \$q\$, 0);
-SELECT pg_temp.bench_run($rounds);
-\echo
-\echo Labelling events, no index:
-SELECT * FROM pg_temp.bench_report;
-
-CREATE INDEX ON bench_uniform (user_id, ts);
-VACUUM ANALYZE bench_uniform;
-TRUNCATE bench_times;
-SELECT pg_temp.bench_run($rounds);
-\echo
-\echo Labelling events, index on (user_id, ts):
-SELECT * FROM pg_temp.bench_report;
+\set table bench_uniform
+\set workers 0
+\set rounds $rounds
+\i bench/label_events.sql
 SQL

@@ -75,30 +75,8 @@ SELECT pg_temp.bench_run($rounds);
 \echo Sessions of $users users, $per_user events each, median of $rounds rounds:
 SELECT * FROM pg_temp.bench_report;
 
--- Labelling every event with its session number, without and with an index
--- on (user_id, ts) that spares the sort.
-TRUNCATE bench_queries, bench_times;
-INSERT INTO bench_queries VALUES
- (1, 'label events: SQL idiom', \$q\$
-	SELECT max(sid) FROM (SELECT sum(is_new) OVER (PARTITION BY user_id ORDER BY ts ROWS UNBOUNDED PRECEDING) AS sid
-		FROM (SELECT user_id, ts,
-					 CASE WHEN ts - lag(ts) OVER (PARTITION BY user_id ORDER BY ts) <= interval '30 minutes'
-						  THEN 0 ELSE 1 END AS is_new
-			  FROM bench_clicks) marked) numbered \$q\$),
- (2, 'label events: session_id()', \$q\$
-	SELECT max(sid) FROM (SELECT sessionize.session_id(ts, '30 minutes') OVER (PARTITION BY user_id ORDER BY ts) AS sid
-		FROM bench_clicks) numbered \$q\$);
-UPDATE bench_queries SET parallel_workers = 2;
-SELECT pg_temp.bench_run($rounds);
-\echo
-\echo Labelling events, no index:
-SELECT * FROM pg_temp.bench_report;
-
-CREATE INDEX ON bench_clicks (user_id, ts);
-VACUUM ANALYZE bench_clicks;
-TRUNCATE bench_times;
-SELECT pg_temp.bench_run($rounds);
-\echo
-\echo Labelling events, index on (user_id, ts):
-SELECT * FROM pg_temp.bench_report;
+\set table bench_clicks
+\set workers 2
+\set rounds $rounds
+\i bench/label_events.sql
 SQL
